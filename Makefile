@@ -1,0 +1,71 @@
+# minifuse - build, test, run, bench.
+#   make            build bin/minifuse (CPU backend: OpenBLAS + OpenMP)
+#   make test       set-up (installs what is missing), build, whole test suite
+#   make run        set-up, build, evaluate the default model on 2 MPI ranks
+#   make bench      performance ratios (docs/performance.md)
+#   make asan       build bin/minifuse-asan and the tests under ASan/UBSan
+#   make CUDA=1     also build the CUDA backend (cuda/)
+
+CC      := mpicc
+PKGS    := hdf5-openmpi jansson libpcre2-8
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Wno-unused-parameter
+OPT     ?= -O3 -march=native -fno-fast-math
+INCS    := -Isrc -Impi -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp $(INCS) -MMD -MP
+LDLIBS  := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -lm
+
+BUILD   := build
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c mpi/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/*.c)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+
+.PHONY: all test run bench asan setup clean
+
+all: bin/minifuse
+
+bin/minifuse: $(BUILD)/src/main.o $(LIB_OBJ)
+	@mkdir -p bin
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/run_tests: $(TEST_OBJ) $(LIB_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS) -lcriterion
+
+# ASan/UBSan build of the binary and the tests, in a separate object tree.
+ABUILD := build-asan
+$(ABUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(ASAN_FLAGS) -fopenmp $(INCS) -c $< -o $@
+bin/minifuse-asan: $(ABUILD)/src/main.o $(LIB_SRC:%.c=$(ABUILD)/%.o)
+	@mkdir -p bin
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
+$(ABUILD)/tests/run_tests: $(TEST_SRC:%.c=$(ABUILD)/%.o) $(LIB_SRC:%.c=$(ABUILD)/%.o)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS) -lcriterion
+asan: bin/minifuse-asan $(ABUILD)/tests/run_tests
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	$(MAKE) all $(BUILD)/tests/run_tests asan
+	bash tests/run_all.sh
+
+run: setup
+	$(MAKE) all
+	bash scripts/run_default.sh
+
+bench: setup
+	$(MAKE) all
+	bash bench/run_bench.sh
+
+clean:
+	rm -rf $(BUILD) $(ABUILD) bin
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d

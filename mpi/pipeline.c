@@ -1,0 +1,87 @@
+#include "pipeline.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* cost[i] of layer i, plus the head's cost which lands on the last stage. */
+static double stage_cost(const double *prefix, int a, int b, int is_last, double head) {
+    return prefix[b] - prefix[a] + (is_last ? head : 0.0);
+}
+
+int mf_pipe_partition(const mf_config *c, int size, int ctx, int *bounds, mf_err *err) {
+    int L = c->n_layers;
+    if (size < 1 || size > L)
+        return mf_err_set(err, "cannot split %d layers over %d pipeline ranks (need 1 <= ranks <= layers)", L, size);
+    double *prefix = mf_malloc((size_t)(L + 1) * sizeof *prefix);
+    prefix[0] = 0;
+    for (int i = 0; i < L; i++) prefix[i + 1] = prefix[i] + mf_config_layer_flops(c, ctx / 2);
+    double head = mf_config_head_flops(c);
+    /* best[s][j]: minimal max-stage cost putting layers [0,j) on stages [0,s) */
+    double *best = mf_malloc((size_t)(size + 1) * (L + 1) * sizeof *best);
+    int *arg = mf_malloc((size_t)(size + 1) * (L + 1) * sizeof *arg);
+    for (int i = 0; i < (size + 1) * (L + 1); i++) best[i] = DBL_MAX;
+    best[0] = 0;
+    for (int s = 1; s <= size; s++)
+        for (int j = s; j <= L - (size - s); j++)
+            for (int i = s - 1; i < j; i++) {
+                double prev = best[(s - 1) * (L + 1) + i];
+                if (prev == DBL_MAX) continue;
+                double cst = stage_cost(prefix, i, j, s == size, head);
+                double v = prev > cst ? prev : cst;
+                if (v < best[s * (L + 1) + j]) { best[s * (L + 1) + j] = v; arg[s * (L + 1) + j] = i; }
+            }
+    bounds[size] = L;
+    for (int s = size; s >= 1; s--) bounds[s - 1] = arg[s * (L + 1) + bounds[s]];
+    free(prefix);
+    free(best);
+    free(arg);
+    return 0;
+}
+
+int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err *err) {
+    memset(p, 0, sizeof *p);
+    p->comm = comm;
+    MPI_Comm_rank(comm, &p->rank);
+    MPI_Comm_size(comm, &p->size);
+    p->bounds = mf_malloc((size_t)(p->size + 1) * sizeof *p->bounds);
+    if (mf_pipe_partition(c, p->size, ctx, p->bounds, err) != 0) return -1;
+    p->l0 = p->bounds[p->rank];
+    p->l1 = p->bounds[p->rank + 1];
+    p->first = p->rank == 0;
+    p->last = p->rank == p->size - 1;
+    p->req[0] = p->req[1] = MPI_REQUEST_NULL;
+    return 0;
+}
+
+void mf_pipe_free(mf_pipe *p) {
+    mf_pipe_flush(p);
+    free(p->sendbuf[0]);
+    free(p->sendbuf[1]);
+    free(p->bounds);
+    memset(p, 0, sizeof *p);
+}
+
+void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) {
+    int b = p->next_buf;
+    MPI_Wait(&p->req[b], MPI_STATUS_IGNORE);
+    if (n > p->send_cap) {
+        for (int i = 0; i < 2; i++) {
+            MPI_Wait(&p->req[i], MPI_STATUS_IGNORE);
+            free(p->sendbuf[i]);
+            p->sendbuf[i] = mf_malloc(n * sizeof(float));
+        }
+        p->send_cap = n;
+    }
+    memcpy(p->sendbuf[b], x, n * sizeof(float));
+    MPI_Isend(p->sendbuf[b], (int)n, MPI_FLOAT, p->rank + 1, tag, p->comm, &p->req[b]);
+    p->next_buf = 1 - b;
+}
+
+void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag) {
+    MPI_Recv(x, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm, MPI_STATUS_IGNORE);
+}
+
+void mf_pipe_flush(mf_pipe *p) {
+    MPI_Waitall(2, p->req, MPI_STATUSES_IGNORE);
+}

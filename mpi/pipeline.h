@@ -1,0 +1,40 @@
+/* pipeline.h - pipeline-parallel layout over MPI ranks.
+ *
+ * Rank r owns the contiguous layers [bounds[r], bounds[r+1]); rank 0 also
+ * owns the embedding, the last rank the final norm and LM head. Bounds are
+ * chosen to balance forward FLOPs (the head counts as its share of compute).
+ * Activations [T][D] travel rank r -> r+1 by point-to-point messages; the
+ * sender double-buffers so that several micro-batches are in flight. */
+#ifndef MF_PIPELINE_H
+#define MF_PIPELINE_H
+
+#include <mpi.h>
+#include "model/config.h"
+#include "util/err.h"
+
+typedef struct mf_pipe {
+    MPI_Comm comm;
+    int rank, size;
+    int *bounds;          /* [size+1] */
+    int l0, l1;           /* this rank's layers */
+    int first, last;
+    /* double-buffered non-blocking sends to rank+1 */
+    float *sendbuf[2];
+    MPI_Request req[2];
+    size_t send_cap;
+    int next_buf;
+} mf_pipe;
+
+/* Balanced partition of n_layers layers over `size` ranks for sequences of ctx tokens. */
+int mf_pipe_partition(const mf_config *c, int size, int ctx, int *bounds, mf_err *err);
+int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err *err);
+void mf_pipe_free(mf_pipe *p);
+
+/* Send x[n] to the next rank (returns at once; the data is copied). */
+void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag);
+/* Receive x[n] from the previous rank. */
+void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag);
+/* Wait for all outstanding sends. */
+void mf_pipe_flush(mf_pipe *p);
+
+#endif

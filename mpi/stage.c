@@ -1,0 +1,47 @@
+#include "stage.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util/log.h"
+
+void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
+    mf_err err;
+    memset(s, 0, sizeof *s);
+    s->src = mf_source_open(path, &err);
+    if (!s->src) mf_fatal_err(&err);
+    if (mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err) != 0) mf_fatal_err(&err);
+    s->model = mf_model_load(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, &err);
+    if (!s->model) mf_fatal_err(&err);
+    s->st = mf_state_new(s->model, max_T, max_ctx);
+}
+
+void mf_stage_close(mf_stage *s) {
+    if (s->model) {
+        mf_state_free(s->model, s->st);
+        mf_model_free(s->model);
+    }
+    mf_pipe_free(&s->pipe);
+    mf_source_close(s->src);
+    memset(s, 0, sizeof *s);
+}
+
+int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag) {
+    size_t n = (size_t)T * s->model->cfg.dim;
+    if (s->pipe.first) mf_forward_embed(s->model, s->st, ids, T);
+    else mf_pipe_recv_prev(&s->pipe, s->st->x, n, tag);
+    mf_forward_layers(s->model, s->st, T, pos0);
+    if (!s->pipe.last) {
+        mf_pipe_send_next(&s->pipe, s->st->x, n, tag);
+        return 0;
+    }
+    mf_forward_head(s->model, s->st, T);
+    return 1;
+}
+
+void mf_stage_log_layout(const mf_stage *s, const char *what) {
+    const mf_config *c = &s->model->cfg;
+    mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d)", what, s->src->path, s->pipe.l0,
+           s->pipe.l1, c->n_layers, s->pipe.first ? " + embedding" : "", s->pipe.last ? " + head" : "",
+           mf_format_name(s->src->format), c->dim, c->n_heads, c->n_kv_heads, c->vocab_size);
+}

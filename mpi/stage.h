@@ -1,0 +1,32 @@
+/* stage.h - one rank's part of a pipelined model: its layout, weights and state.
+ *
+ * mf_stage_forward() is called by every rank for every micro-batch in the
+ * same order; the first rank embeds, the others receive activations, the last
+ * rank produces logits. Tags keep micro-batches of different models apart. */
+#ifndef MF_STAGE_H
+#define MF_STAGE_H
+
+#include "io/source.h"
+#include "model/model.h"
+#include "pipeline.h"
+
+typedef struct mf_stage {
+    mf_pipe pipe;
+    mf_source *src;
+    mf_model *model;
+    mf_state *st;
+} mf_stage;
+
+/* Open `path` on every rank of comm, each loading only its layers. Errors abort all ranks. */
+void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx);
+void mf_stage_close(mf_stage *s);
+
+/* Forward T tokens (ids: host memory, needed on the first rank) at positions
+ * pos0.. through this rank's stage. Returns 1 on the last rank, where
+ * s->st->logits [T][V] then holds the result; 0 elsewhere. */
+int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag);
+
+/* Describe the layout in one log line per rank. */
+void mf_stage_log_layout(const mf_stage *s, const char *what);
+
+#endif

@@ -1,0 +1,58 @@
+/* backend.h - the compute operations the model code is written against.
+ *
+ * One struct of function pointers per device. The CPU backend (cpu.c) uses
+ * OpenBLAS for every matrix product and OpenMP for the rest; the CUDA backend
+ * (cuda/) implements the same table with cuBLAS and kernels. Model code never
+ * calls BLAS or CUDA directly, so a new device slots in without touching it.
+ * All pointers are device pointers of that backend; all matrices row-major. */
+#ifndef MF_BACKEND_H
+#define MF_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mf_backend mf_backend;
+struct mf_backend {
+    const char *name;
+
+    /* memory */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+
+    /* y[T][n_out] (=|+=) x[T][n_in] . W[n_out][n_in]^T (+ b[n_out]); accumulate adds into y */
+    void (*linear)(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate);
+
+    /* y[T][C] = x / rms(x) * w, rms over C with eps */
+    void (*rmsnorm)(float *y, const float *x, const float *w, int T, int C, float eps);
+
+    /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] */
+    void (*rope)(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq);
+
+    /* Causal GQA attention for T new tokens at positions pos0.. against a cache
+     * of n_ctx = pos0+T keys/values: q[T][nh*hd], k/v cache [n_ctx][nkv*hd],
+     * out[T][nh*hd]. Scale 1/sqrt(hd). */
+    void (*attention)(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_heads,
+                      int n_kv, int hd);
+
+    /* h[n] = silu(g[n]) * u[n] */
+    void (*swiglu)(float *h, const float *g, const float *u, size_t n);
+
+    /* y[n] += x[n] */
+    void (*add)(float *y, const float *x, size_t n);
+
+    /* x[T][C] = table[ids[t]][C] (ids in host memory) */
+    void (*embed)(float *x, const float *table, const int32_t *ids, int T, int C);
+
+    /* Per row of logits[T][V]: logsumexp, into lse[T] (host memory). */
+    void (*logsumexp)(const float *logits, int T, int V, double *lse);
+};
+
+const mf_backend *mf_backend_cpu(void);
+/* The CUDA backend, or NULL when built without CUDA=1 or no device is present. */
+const mf_backend *mf_backend_cuda(void);
+/* Pick by name: "cpu", "cuda", "auto". */
+const mf_backend *mf_backend_get(const char *name);
+
+#endif

@@ -1,0 +1,151 @@
+/* cpu.c - CPU backend: OpenBLAS sgemm for matrix products, OpenMP loops for the rest. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "util/err.h"
+
+static void *cpu_alloc(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) mf_fatal("out of memory allocating %zu bytes", bytes);
+    return p;
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+static void cpu_linear(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate) {
+    float beta = 0.0f;
+    if (accumulate) beta = 1.0f;
+    else if (b) {
+        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * n_out, b, (size_t)n_out * sizeof *y);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_out, n_in, 1.0f, x, n_in, w, n_in, beta, y, n_out);
+    if (accumulate && b)
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < n_out; i++) y[(size_t)t * n_out + i] += b[i];
+}
+
+static void cpu_rmsnorm(float *y, const float *x, const float *w, int T, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * C;
+        float *yt = y + (size_t)t * C;
+        float ss = 0.0f;
+        for (int i = 0; i < C; i++) ss += xt[i] * xt[i];
+        float s = 1.0f / sqrtf(ss / C + eps);
+        for (int i = 0; i < C; i++) yt[i] = xt[i] * s * w[i];
+    }
+}
+
+static void cpu_rope(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq) {
+    int half = hd / 2;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            float ang = (float)(pos0 + t) * inv_freq[i];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + ((size_t)t * n_heads + h) * hd;
+                float a = v[i], b = v[i + half];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}
+
+/* One head: scores = q k^T / sqrt(hd) (causal), softmax, out = P v. */
+static void attend_head(float *out, const float *q, const float *kc, const float *vc, float *S, int T, int pos0,
+                        int ldq, int ldkv, int hd) {
+    int n_ctx = pos0 + T;
+    float scale = 1.0f / sqrtf((float)hd);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_ctx, hd, scale, q, ldq, kc, ldkv, 0.0f, S, n_ctx);
+    for (int t = 0; t < T; t++) {
+        float *row = S + (size_t)t * n_ctx;
+        int n = pos0 + t + 1; /* keys visible to this query */
+        float m = row[0];
+        for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) { row[j] = expf(row[j] - m); sum += row[j]; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        for (int j = n; j < n_ctx; j++) row[j] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_ctx, 1.0f, S, n_ctx, vc, ldkv, 0.0f, out, ldq);
+}
+
+static void cpu_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_heads,
+                          int n_kv, int hd) {
+    int n_ctx = pos0 + T, group = n_heads / n_kv;
+    int ldq = n_heads * hd, ldkv = n_kv * hd;
+#pragma omp parallel
+    {
+        float *S = malloc((size_t)T * n_ctx * sizeof *S);
+        if (!S) mf_fatal("out of memory for attention scores [%d][%d]", T, n_ctx);
+#pragma omp for schedule(static)
+        for (int h = 0; h < n_heads; h++) {
+            int g = h / group;
+            attend_head(out + (size_t)h * hd, q + (size_t)h * hd, kc + (size_t)g * hd, vc + (size_t)g * hd, S, T, pos0,
+                        ldq, ldkv, hd);
+        }
+        free(S);
+    }
+}
+
+static void cpu_swiglu(float *h, const float *g, const float *u, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void cpu_add(float *y, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void cpu_embed(float *x, const float *table, const int32_t *ids, int T, int C) {
+    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * C, table + (size_t)ids[t] * C, (size_t)C * sizeof *x);
+}
+
+static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *row = logits + (size_t)t * V;
+        float m = row[0];
+        for (int i = 1; i < V; i++) m = row[i] > m ? row[i] : m;
+        double s = 0.0;
+        for (int i = 0; i < V; i++) s += exp((double)(row[i] - m));
+        lse[t] = (double)m + log(s);
+    }
+}
+
+static const mf_backend CPU = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .linear = cpu_linear,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .embed = cpu_embed,
+    .logsumexp = cpu_logsumexp,
+};
+
+const mf_backend *mf_backend_cpu(void) { return &CPU; }
+
+#ifndef MF_CUDA
+const mf_backend *mf_backend_cuda(void) { return NULL; }
+#endif
+
+const mf_backend *mf_backend_get(const char *name) {
+    if (!name || strcmp(name, "cpu") == 0) return &CPU;
+    if (strcmp(name, "cuda") == 0) return mf_backend_cuda();
+    if (strcmp(name, "auto") == 0) return mf_backend_cuda() ? mf_backend_cuda() : &CPU;
+    return NULL;
+}

@@ -1,0 +1,22 @@
+/* common.h - helpers shared by the commands: text -> token ids on rank 0, broadcast. */
+#ifndef MF_CLI_COMMON_H
+#define MF_CLI_COMMON_H
+
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "io/source.h"
+
+/* Rank 0 reads and tokenizes `text_path` with the model's tokenizer (no BOS)
+ * and broadcasts the ids to every rank. Errors abort all ranks. */
+int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, const char *text_path, size_t *n, MPI_Comm comm);
+
+/* Write `bytes` to path atomically (temp name, then rename). */
+int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *err);
+
+/* Command entry points. */
+int mf_cmd_eval(int argc, char **argv);
+int mf_cmd_logits(int argc, char **argv);
+int mf_cmd_generate(int argc, char **argv);
+
+#endif

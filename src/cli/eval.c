@@ -1,0 +1,195 @@
+/* eval.c - `minifuse eval`: perplexity (and KL divergence from a reference model).
+ *
+ * Protocol: tokenize the whole file without BOS, cut it into non-overlapping
+ * windows of ctx tokens; a window's input is BOS + its first ctx-1 tokens and
+ * all ctx tokens are scored. NLLs are summed on the last rank in window order,
+ * so the result is bit-identical for any number of pipeline ranks. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/common.h"
+#include "stage.h"
+#include "util/log.h"
+
+typedef struct eval_opts {
+    const char *model, *text, *ref, *tokenizer, *backend;
+    int ctx, max_windows, json;
+} eval_opts;
+
+/* Running sums on the last rank. */
+typedef struct eval_acc {
+    double nll_sum, nll_sq;
+    long n_tok;
+    float *kl;      /* [n_tok] per-token KL(ref || model) */
+    long top1_same;
+} eval_acc;
+
+static void score_window(const float *logits, const double *lse, const int32_t *targets, int T, int V, eval_acc *a) {
+    for (int t = 0; t < T; t++) {
+        double nll = lse[t] - (double)logits[(size_t)t * V + targets[t]];
+        a->nll_sum += nll;
+        a->nll_sq += nll * nll;
+    }
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* KL(ref || model) per token and top-1 agreement. */
+static void kl_window(const float *ref, const double *lse_ref, const float *mod, const double *lse_mod, int T, int V, eval_acc *a) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *r = ref + (size_t)t * V, *m = mod + (size_t)t * V;
+        double kl = 0;
+        for (int i = 0; i < V; i++) {
+            double lr = r[i] - lse_ref[t], lm = m[i] - lse_mod[t];
+            kl += exp(lr) * (lr - lm);
+        }
+        a->kl[a->n_tok + t] = (float)(kl > 0 ? kl : 0);
+    }
+    for (int t = 0; t < T; t++) a->top1_same += argmax(ref + (size_t)t * V, V) == argmax(mod + (size_t)t * V, V);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(float *v, long n, double p) {
+    if (n == 0) return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_float);
+    double pos = p * (double)(n - 1);
+    long i = (long)pos;
+    double f = pos - (double)i;
+    return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
+}
+
+static void report(const eval_opts *o, const eval_acc *a, long windows, double secs, int nranks, double kl_mean, double kl_p99) {
+    double mean = a->nll_sum / (double)a->n_tok;
+    double var = a->nll_sq / (double)a->n_tok - mean * mean;
+    double se = sqrt(var > 0 ? var / (double)a->n_tok : 0);
+    double tps = (double)a->n_tok / secs;
+    if (o->json) {
+        json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:i}", "model", o->model, "text", o->text,
+                              "ctx", o->ctx, "windows", (int)windows, "tokens", (json_int_t)a->n_tok, "mean_nll", mean,
+                              "ppl", exp(mean), "nll_stderr", se, "seconds", secs, "tokens_per_s", tps, "ranks", nranks);
+        if (o->ref) {
+            json_object_set_new(j, "ref_model", json_string(o->ref));
+            json_object_set_new(j, "kl_mean", json_real(kl_mean));
+            json_object_set_new(j, "kl_p99", json_real(kl_p99));
+            json_object_set_new(j, "top1_agree", json_real((double)a->top1_same / (double)a->n_tok));
+        }
+        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else {
+        printf("model       %s\ntext        %s\nwindows     %ld x %d tokens\ntokens      %ld\n", o->model, o->text, windows, o->ctx, a->n_tok);
+        printf("mean NLL    %.6f +/- %.6f\nperplexity  %.4f\ntokens/s    %.1f (%d ranks, %.2f s)\n", mean, se, exp(mean), tps, nranks, secs);
+        if (o->ref)
+            printf("ref model   %s\nKL mean     %.6f\nKL p99      %.6f\ntop-1 agree %.4f\n", o->ref, kl_mean, kl_p99,
+                   (double)a->top1_same / (double)a->n_tok);
+    }
+    fflush(stdout);
+}
+
+static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_Comm comm) {
+    const mf_backend *be = mf_backend_get(o->backend);
+    if (!be) mf_fatal("eval: --backend '%s' is not available", o->backend);
+    mf_stage m, r;
+    mf_stage_open(&m, o->model, comm, be, o->ctx, o->ctx);
+    mf_stage_log_layout(&m, "model");
+    if (o->ref) {
+        mf_stage_open(&r, o->ref, comm, be, o->ctx, o->ctx);
+        if (r.model->cfg.vocab_size != m.model->cfg.vocab_size)
+            mf_fatal("eval: --ref-model %s has vocabulary %d, model has %d", o->ref, r.model->cfg.vocab_size, m.model->cfg.vocab_size);
+        mf_stage_log_layout(&r, "ref");
+    }
+    int T = o->ctx, V = m.model->cfg.vocab_size, last = m.pipe.last;
+    eval_acc acc = {0};
+    double *lse = mf_malloc((size_t)T * sizeof *lse), *lse_ref = mf_malloc((size_t)T * sizeof *lse_ref);
+    float *ref_logits = NULL;
+    if (o->ref && last) {
+        ref_logits = mf_malloc((size_t)T * V * sizeof *ref_logits);
+        acc.kl = mf_malloc((size_t)(windows * T) * sizeof *acc.kl);
+    }
+    int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    mf_progress prog;
+    mf_progress_start(&prog, "eval", windows);
+    MPI_Barrier(comm);
+    double t0 = mf_now();
+    for (long w = 0; w < windows; w++) {
+        const int32_t *win = ids + w * T;
+        in[0] = m.model->cfg.bos_id;
+        memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
+        if (o->ref && mf_stage_forward(&r, in, T, 0, 2)) {
+            memcpy(ref_logits, r.st->logits, (size_t)T * V * sizeof *ref_logits);
+            be->logsumexp(ref_logits, T, V, lse_ref);
+        }
+        if (mf_stage_forward(&m, in, T, 0, 1)) {
+            be->logsumexp(m.st->logits, T, V, lse);
+            score_window(m.st->logits, lse, win, T, V, &acc);
+            if (o->ref) kl_window(ref_logits, lse_ref, m.st->logits, lse, T, V, &acc);
+            acc.n_tok += T;
+            mf_progress_update(&prog, w + 1, "windows");
+        }
+    }
+    mf_pipe_flush(&m.pipe);
+    if (o->ref) mf_pipe_flush(&r.pipe);
+    MPI_Barrier(comm);
+    double secs = mf_now() - t0;
+    if (last) {
+        double kl_mean = 0;
+        for (long i = 0; o->ref && i < acc.n_tok; i++) kl_mean += acc.kl[i];
+        kl_mean = acc.n_tok ? kl_mean / (double)acc.n_tok : 0;
+        double kl_p99 = o->ref ? percentile(acc.kl, acc.n_tok, 0.99) : 0;
+        report(o, &acc, windows, secs, m.pipe.size, kl_mean, kl_p99);
+    }
+    free(in);
+    free(lse);
+    free(lse_ref);
+    free(ref_logits);
+    free(acc.kl);
+    if (o->ref) mf_stage_close(&r);
+    mf_stage_close(&m);
+}
+
+int mf_cmd_eval(int argc, char **argv) {
+    eval_opts o = {.ctx = 256, .max_windows = 0, .backend = "cpu"};
+    const mf_opt opts[] = {
+        {"model", MF_OPT_STR, &o.model, "model: HF directory, GGUF file or llama2.c .bin", 1},
+        {"text", MF_OPT_STR, &o.text, "UTF-8 text file to score", 1},
+        {"ctx", MF_OPT_INT, &o.ctx, "window length in tokens (default 256)", 0},
+        {"max-windows", MF_OPT_INT, &o.max_windows, "score at most N windows (default: all)", 0},
+        {"ref-model", MF_OPT_STR, &o.ref, "reference model: also report KL(ref || model) and top-1 agreement", 0},
+        {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
+        {"backend", MF_OPT_STR, &o.backend, "cpu (default), cuda or auto", 0},
+        {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
+    };
+    const char *summary =
+        "Perplexity of a model on a text file: the file is tokenized without BOS and cut into\n"
+        "non-overlapping windows of --ctx tokens; each window is fed as BOS + its first ctx-1\n"
+        "tokens and all ctx tokens are scored. Run under mpirun -np P to split the layers over\n"
+        "P pipeline ranks; results are identical for every P.";
+    mf_err err;
+    int rc = mf_args_parse("eval", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
+    if (rc == 1) return 0;
+    if (rc != 0) mf_fatal_err(&err);
+    if (o.ctx < 2 || o.ctx > 1 << 16) mf_fatal("eval: --ctx %d must be between 2 and 65536", o.ctx);
+    if (o.max_windows < 0) mf_fatal("eval: --max-windows %d must not be negative", o.max_windows);
+    size_t n;
+    int32_t *ids = mf_cli_tokenize_file(o.model, o.tokenizer, o.text, &n, MPI_COMM_WORLD);
+    long windows = (long)(n / (size_t)o.ctx);
+    if (o.max_windows > 0 && windows > o.max_windows) windows = o.max_windows;
+    if (windows == 0) mf_fatal("eval: %s has %zu tokens, fewer than one window of --ctx %d", o.text, n, o.ctx);
+    run_eval(&o, ids, windows, MPI_COMM_WORLD);
+    free(ids);
+    return 0;
+}

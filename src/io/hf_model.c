@@ -1,0 +1,123 @@
+/* hf_model.c - Hugging Face model directory: config.json + safetensors. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/safetensors.h"
+#include "io/source.h"
+
+/* Integer field: default `def` when absent or null; -1 with err if not an integer. */
+static int get_int(json_t *root, const char *path, const char *key, int def, int *out, mf_err *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) { *out = def; return 0; }
+    if (json_is_array(v) && json_array_size(v) > 0) v = json_array_get(v, 0); /* eos_token_id may be a list */
+    if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) > (1 << 30))
+        return mf_err_set(err, "%s: \"%s\" must be an integer", path, key);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int get_num(json_t *root, const char *path, const char *key, double def, float *out, mf_err *err) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) { *out = (float)def; return 0; }
+    if (!json_is_number(v)) return mf_err_set(err, "%s: \"%s\" must be a number", path, key);
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+static int parse_arch(json_t *root, const char *path, mf_arch *arch, mf_err *err) {
+    json_t *a = json_object_get(root, "architectures");
+    const char *name = NULL;
+    if (json_is_array(a) && json_is_string(json_array_get(a, 0))) name = json_string_value(json_array_get(a, 0));
+    else if (json_is_string(json_object_get(root, "model_type"))) name = json_string_value(json_object_get(root, "model_type"));
+    if (!name) return mf_err_set(err, "%s: no \"architectures\" or \"model_type\"", path);
+    if (mf_arch_parse(name, arch) != 0)
+        return mf_err_set(err, "%s: unknown architecture '%s' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", path, name);
+    return 0;
+}
+
+static int parse_rope_scaling(json_t *root, const char *path, mf_config *c, mf_err *err) {
+    json_t *rs = json_object_get(root, "rope_scaling");
+    if (!rs || json_is_null(rs)) return 0;
+    json_t *t = json_object_get(rs, "rope_type");
+    if (!t) t = json_object_get(rs, "type");
+    const char *type = json_is_string(t) ? json_string_value(t) : "?";
+    if (strcmp(type, "default") == 0) return 0;
+    if (strcmp(type, "llama3") != 0)
+        return mf_err_set(err, "%s: rope_scaling type '%s' is not supported (only llama3)", path, type);
+    c->rope_llama3 = 1;
+    if (get_num(rs, path, "factor", 8, &c->rope_factor, err) || get_num(rs, path, "low_freq_factor", 1, &c->rope_low_freq_factor, err) ||
+        get_num(rs, path, "high_freq_factor", 4, &c->rope_high_freq_factor, err) ||
+        get_int(rs, path, "original_max_position_embeddings", 8192, &c->rope_orig_ctx, err))
+        return -1;
+    return 0;
+}
+
+static int parse_config(const char *path, mf_config *c, int *tie_flag, mf_err *err) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return mf_err_set(err, "%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
+    int rc = -1, attn_bias = 0;
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(root)) { mf_err_set(err, "%s: not a JSON object", path); goto out; }
+    if (parse_arch(root, path, &c->arch, err)) goto out;
+    if (get_int(root, path, "hidden_size", 0, &c->dim, err) || get_int(root, path, "intermediate_size", 0, &c->ffn_dim, err) ||
+        get_int(root, path, "num_hidden_layers", 0, &c->n_layers, err) ||
+        get_int(root, path, "num_attention_heads", 0, &c->n_heads, err) ||
+        get_int(root, path, "num_key_value_heads", c->n_heads, &c->n_kv_heads, err) ||
+        get_int(root, path, "head_dim", c->n_heads > 0 ? c->dim / c->n_heads : 0, &c->head_dim, err) ||
+        get_int(root, path, "vocab_size", 0, &c->vocab_size, err) ||
+        get_int(root, path, "max_position_embeddings", 2048, &c->max_seq_len, err) ||
+        get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps, err) || get_num(root, path, "rope_theta", 10000, &c->rope_theta, err) ||
+        get_int(root, path, "bos_token_id", 1, &c->bos_id, err) || get_int(root, path, "eos_token_id", 2, &c->eos_id, err))
+        goto out;
+    json_t *tie = json_object_get(root, "tie_word_embeddings");
+    *tie_flag = json_is_boolean(tie) ? json_is_true(tie) : -1;
+    json_t *ab = json_object_get(root, "attention_bias");
+    attn_bias = json_is_true(ab);
+    c->qkv_bias = c->arch == MF_ARCH_QWEN2 || attn_bias;
+    if (json_is_true(json_object_get(root, "mlp_bias"))) { mf_err_set(err, "%s: mlp_bias = true is not supported", path); goto out; }
+    json_t *act = json_object_get(root, "hidden_act");
+    if (json_is_string(act) && strcmp(json_string_value(act), "silu") != 0) {
+        mf_err_set(err, "%s: hidden_act '%s' is not supported (silu only)", path, json_string_value(act));
+        goto out;
+    }
+    if (parse_rope_scaling(root, path, c, err)) goto out;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int hf_lookup(const mf_source *s, const char *name, mf_raw_tensor *raw) {
+    const mf_st_tensor *t = mf_st_find(s->impl, name);
+    if (!t || t->ndim > 4) return -1;
+    memset(raw, 0, sizeof *raw);
+    raw->data = t->data;
+    raw->nbytes = t->nbytes;
+    raw->ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++) raw->shape[i] = t->shape[i];
+    raw->kind = MF_RAW_ST;
+    raw->dtype = t->dtype;
+    return 0;
+}
+
+static void hf_close(mf_source *s) { mf_st_close(s->impl); }
+
+int mf_hf_open(mf_source *s, const char *dir, mf_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    int tie_flag = -1;
+    s->format = MF_FMT_HF;
+    if (parse_config(path, &s->cfg, &tie_flag, err) != 0) return -1;
+    mf_safetensors *st = mf_st_open_dir(dir, err);
+    if (!st) return -1;
+    s->impl = st;
+    s->lookup = hf_lookup;
+    s->close = hf_close;
+    int has_head = mf_st_find(st, "lm_head.weight") != NULL;
+    if (tie_flag == 0 && !has_head) return mf_err_set(err, "%s: tie_word_embeddings is false but tensor 'lm_head.weight' is missing", dir);
+    s->cfg.tied_embeddings = !has_head;
+    return 0;
+}

@@ -1,0 +1,67 @@
+/* source.h - a model file opened for reading, whatever its format.
+ *
+ * Formats: Hugging Face directory (config.json + safetensors, single or
+ * sharded), GGUF v3 (llama/mistral/qwen2 architectures), llama2.c .bin.
+ * Tensors are asked for by their Hugging Face name (model.layers.3.mlp.up_proj.weight)
+ * and come back as float32 in HF layout: Linear weights [out][in], q/k rows in
+ * rotate-half RoPE order. F32 data is returned straight from the memory map
+ * when it is aligned and needs no reordering, so a rank touches only the
+ * pages of the layers it owns. */
+#ifndef MF_SOURCE_H
+#define MF_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+#include "util/err.h"
+
+typedef enum { MF_FMT_HF, MF_FMT_GGUF, MF_FMT_LLAMA2C } mf_format;
+
+/* Raw view of a stored tensor, before conversion. */
+typedef enum { MF_RAW_ST, MF_RAW_GGML } mf_raw_kind;
+typedef struct mf_raw_tensor {
+    const void *data;
+    size_t nbytes;
+    int ndim;
+    int64_t shape[4];  /* HF order: outermost first */
+    mf_raw_kind kind;
+    int dtype;         /* mf_dtype for MF_RAW_ST */
+    uint32_t ggml_type; /* for MF_RAW_GGML */
+    int rope_heads;    /* > 0: rows are in interleaved (GGUF/llama2.c) RoPE order for this many heads */
+} mf_raw_tensor;
+
+typedef struct mf_source mf_source;
+struct mf_source {
+    mf_format format;
+    char *path;
+    mf_config cfg;
+    void *impl;
+    /* 0 and *raw filled if the tensor exists, -1 otherwise (no error set). */
+    int (*lookup)(const mf_source *s, const char *name, mf_raw_tensor *raw);
+    mf_tokenizer *(*tokenizer)(const mf_source *s, mf_err *err); /* NULL fn: format has none */
+    void (*close)(mf_source *s);
+};
+
+mf_source *mf_source_open(const char *path, mf_err *err);
+void mf_source_close(mf_source *s);
+const char *mf_format_name(mf_format f);
+
+int mf_source_has(const mf_source *s, const char *name);
+/* Tensor `name` as float32 with the given shape (checked). *owned tells whether
+ * the caller must free() it (0: it points into the memory map). */
+float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64_t *shape, int *owned, mf_err *err);
+
+/* The tokenizer: from tok_path when given (llama2.c tokenizer.bin or a GGUF
+ * file), else the one inside the model (GGUF) or next to it (tokenizer.bin,
+ * tok*.bin in a HF directory or beside a llama2.c checkpoint). */
+mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err);
+
+/* Format openers (one file each). */
+int mf_hf_open(mf_source *s, const char *dir, mf_err *err);
+int mf_gguf_model_open(mf_source *s, const char *path, mf_err *err);
+int mf_llama2c_open(mf_source *s, const char *path, mf_err *err);
+/* Tokenizer from a GGUF file's metadata. */
+mf_tokenizer *mf_gguf_file_tokenizer(const char *path, mf_err *err);
+
+#endif

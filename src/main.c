@@ -1,0 +1,50 @@
+/* main.c - command dispatch: bin/minifuse <command> [options], under mpirun/srun. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/common.h"
+#include "util/err.h"
+#include "version.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command COMMANDS[] = {
+    {"eval", mf_cmd_eval, "perplexity on a text file (and KL divergence from a reference model)"},
+    {"logits", mf_cmd_logits, "raw float32 logits of a token sequence"},
+    {"generate", mf_cmd_generate, "sample text from a prompt"},
+};
+#define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(void) {
+    printf("minifuse %s - compress Llama-family models on HPC clusters\n\n"
+           "usage: [mpirun -np P] bin/minifuse <command> [options]\n\ncommands:\n", MF_VERSION);
+    for (int i = 0; i < N_COMMANDS; i++) printf("  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+    printf("\n'minifuse <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    int rc = 0;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        int rank;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        if (rank == 0) usage();
+        rc = argc < 2 ? 2 : 0;
+    } else if (strcmp(argv[1], "--version") == 0) {
+        printf("minifuse %s\n", MF_VERSION);
+    } else {
+        const command *c = NULL;
+        for (int i = 0; i < N_COMMANDS; i++)
+            if (strcmp(argv[1], COMMANDS[i].name) == 0) c = &COMMANDS[i];
+        if (!c) mf_fatal("unknown command '%s' (see minifuse --help)", argv[1]);
+        rc = c->run(argc - 1, argv + 1);
+    }
+    MPI_Finalize();
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* forward.c - the Llama block, written against the backend interface.
+ *
+ *   x [T][D] -> xn = rmsnorm(x) -> q,k,v -> rope(q,k) -> cache k,v
+ *            -> att = softmax(q k^T / sqrt(hd)) v -> x += att Wo^T
+ *            -> xn = rmsnorm(x) -> x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T */
+#include "model/model.h"
+
+void mf_forward_embed(const mf_model *m, mf_state *s, const int32_t *ids, int T) {
+    m->be->embed(s->x, m->tok_embd, ids, T, m->cfg.dim);
+}
+
+static void attention_block(const mf_model *m, const mf_layer *L, mf_state *s, int li, int T, int pos0) {
+    const mf_config *c = &m->cfg;
+    const mf_backend *be = m->be;
+    int D = c->dim, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
+    float *kc = s->kcache + (size_t)li * s->max_ctx * KV, *vc = s->vcache + (size_t)li * s->max_ctx * KV;
+    float *k_new = kc + (size_t)pos0 * KV, *v_new = vc + (size_t)pos0 * KV;
+
+    be->rmsnorm(s->xn, s->x, L->attn_norm, T, D, c->norm_eps);
+    be->linear(s->q, s->xn, L->wq, L->bq, T, D, Q, 0);
+    be->linear(k_new, s->xn, L->wk, L->bk, T, D, KV, 0); /* straight into the cache */
+    be->linear(v_new, s->xn, L->wv, L->bv, T, D, KV, 0);
+    be->rope(s->q, T, c->n_heads, hd, pos0, m->inv_freq);
+    be->rope(k_new, T, c->n_kv_heads, hd, pos0, m->inv_freq);
+    be->attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, hd);
+    be->linear(s->x, s->att, L->wo, NULL, T, Q, D, 1); /* residual: x += att Wo^T */
+}
+
+static void mlp_block(const mf_model *m, const mf_layer *L, mf_state *s, int T) {
+    const mf_config *c = &m->cfg;
+    const mf_backend *be = m->be;
+    int D = c->dim, F = c->ffn_dim;
+    be->rmsnorm(s->xn, s->x, L->ffn_norm, T, D, c->norm_eps);
+    be->linear(s->gate, s->xn, L->w_gate, NULL, T, D, F, 0);
+    be->linear(s->up, s->xn, L->w_up, NULL, T, D, F, 0);
+    be->swiglu(s->gate, s->gate, s->up, (size_t)T * F);
+    be->linear(s->x, s->gate, L->w_down, NULL, T, F, D, 1); /* residual */
+}
+
+void mf_forward_layers(const mf_model *m, mf_state *s, int T, int pos0) {
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        const mf_layer *L = &m->layers[l - m->layer_begin];
+        attention_block(m, L, s, l - m->layer_begin, T, pos0);
+        mlp_block(m, L, s, T);
+    }
+}
+
+void mf_forward_head(const mf_model *m, mf_state *s, int T) {
+    const mf_config *c = &m->cfg;
+    m->be->rmsnorm(s->xn, s->x, m->out_norm, T, c->dim, c->norm_eps);
+    m->be->linear(s->logits, s->xn, m->lm_head, NULL, T, c->dim, c->vocab_size, 0);
+}

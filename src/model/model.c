@@ -1,0 +1,111 @@
+#include "model/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Fetch one tensor; remember converted copies so mf_model_free can release them. */
+static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t d0, int64_t d1, mf_err *err) {
+    int64_t shape[2] = {d0, d1};
+    int owned;
+    float *p = mf_source_get(src, name, d1 ? 2 : 1, shape, &owned, err);
+    if (p && owned) {
+        m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+        m->owned[m->n_owned++] = p;
+    }
+    return p;
+}
+
+static int load_layer(mf_model *m, const mf_source *src, int l, mf_layer *L, mf_err *err) {
+    const mf_config *c = &m->cfg;
+    int64_t D = c->dim, F = c->ffn_dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    char n[160];
+#define GET(field, suffix, d0, d1)                                                \
+    do {                                                                          \
+        snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                   \
+        if (!(L->field = fetch(m, src, n, d0, d1, err))) return -1;               \
+    } while (0)
+    GET(attn_norm, "input_layernorm.weight", D, 0);
+    GET(wq, "self_attn.q_proj.weight", Q, D);
+    GET(wk, "self_attn.k_proj.weight", KV, D);
+    GET(wv, "self_attn.v_proj.weight", KV, D);
+    if (c->qkv_bias) {
+        GET(bq, "self_attn.q_proj.bias", Q, 0);
+        GET(bk, "self_attn.k_proj.bias", KV, 0);
+        GET(bv, "self_attn.v_proj.bias", KV, 0);
+    }
+    GET(wo, "self_attn.o_proj.weight", D, Q);
+    GET(ffn_norm, "post_attention_layernorm.weight", D, 0);
+    GET(w_gate, "mlp.gate_proj.weight", F, D);
+    GET(w_up, "mlp.up_proj.weight", F, D);
+    GET(w_down, "mlp.down_proj.weight", D, F);
+#undef GET
+    return 0;
+}
+
+mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err) {
+    mf_model *m = mf_calloc(1, sizeof *m);
+    m->cfg = src->cfg;
+    m->be = be;
+    m->layer_begin = l0;
+    m->layer_end = l1;
+    m->first = first;
+    m->last = last;
+    const mf_config *c = &m->cfg;
+    m->inv_freq = mf_malloc((size_t)(c->head_dim / 2) * sizeof *m->inv_freq);
+    mf_config_rope_inv_freq(c, m->inv_freq);
+    m->layers = mf_calloc((size_t)(l1 - l0 > 0 ? l1 - l0 : 1), sizeof *m->layers);
+    if (first || (last && c->tied_embeddings))
+        if (!(m->tok_embd = fetch(m, src, "model.embed_tokens.weight", c->vocab_size, c->dim, err))) goto fail;
+    if (last) {
+        if (!(m->out_norm = fetch(m, src, "model.norm.weight", c->dim, 0, err))) goto fail;
+        m->lm_head = c->tied_embeddings ? m->tok_embd : fetch(m, src, "lm_head.weight", c->vocab_size, c->dim, err);
+        if (!m->lm_head) goto fail;
+    }
+    for (int l = l0; l < l1; l++)
+        if (load_layer(m, src, l, &m->layers[l - l0], err) != 0) goto fail;
+    return m;
+fail:
+    mf_model_free(m);
+    return NULL;
+}
+
+void mf_model_free(mf_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->inv_freq);
+    free(m);
+}
+
+mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx) {
+    const mf_config *c = &m->cfg;
+    const mf_backend *be = m->be;
+    size_t T = (size_t)max_T, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    size_t nl = (size_t)(m->layer_end - m->layer_begin), f = sizeof(float);
+    mf_state *s = mf_calloc(1, sizeof *s);
+    s->max_T = max_T;
+    s->max_ctx = max_ctx;
+    s->x = be->alloc(T * c->dim * f);
+    s->xn = be->alloc(T * c->dim * f);
+    s->q = be->alloc(T * Q * f);
+    s->att = be->alloc(T * Q * f);
+    s->gate = be->alloc(T * c->ffn_dim * f);
+    s->up = be->alloc(T * c->ffn_dim * f);
+    if (nl) {
+        s->kcache = be->alloc(nl * (size_t)max_ctx * KV * f);
+        s->vcache = be->alloc(nl * (size_t)max_ctx * KV * f);
+    }
+    if (m->last) s->logits = be->alloc(T * (size_t)c->vocab_size * f);
+    return s;
+}
+
+void mf_state_free(const mf_model *m, mf_state *s) {
+    if (!s) return;
+    const mf_backend *be = m->be;
+    float *bufs[] = {s->x, s->xn, s->q, s->att, s->gate, s->up, s->kcache, s->vcache, s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->free(bufs[i]);
+    free(s);
+}

@@ -1,0 +1,66 @@
+/* model.h - the weights one pipeline stage owns, and its forward pass.
+ *
+ * A stage owns layers [layer_begin, layer_end), plus the token embedding if
+ * it is the first stage and the final norm + LM head if it is the last. Only
+ * those tensors are materialized (F32 files are used in place from the map). */
+#ifndef MF_MODEL_H
+#define MF_MODEL_H
+
+#include <stdint.h>
+#include "backend/backend.h"
+#include "io/source.h"
+#include "model/config.h"
+
+typedef struct mf_layer {
+    float *attn_norm;          /* [D] */
+    float *wq, *wk, *wv;       /* [H*hd][D], [KV*hd][D], [KV*hd][D] */
+    float *bq, *bk, *bv;       /* [H*hd], [KV*hd], [KV*hd] or NULL */
+    float *wo;                 /* [D][H*hd] */
+    float *ffn_norm;           /* [D] */
+    float *w_gate, *w_up;      /* [F][D] */
+    float *w_down;             /* [D][F] */
+} mf_layer;
+
+typedef struct mf_model {
+    mf_config cfg;
+    const mf_backend *be;
+    int layer_begin, layer_end; /* owned layers */
+    int first, last;            /* owns embedding / owns final norm + head */
+    float *tok_embd;            /* [V][D] (first stage, or last stage when tied) */
+    float *out_norm;            /* [D] */
+    float *lm_head;             /* [V][D]; == tok_embd when tied */
+    float *inv_freq;            /* [hd/2] RoPE frequencies */
+    mf_layer *layers;           /* [layer_end - layer_begin] */
+    /* tensors this model must free (converted copies) */
+    void **owned;
+    int n_owned;
+} mf_model;
+
+/* Load the tensors of layers [l0, l1) (plus embedding if first, head if last). */
+mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err);
+void mf_model_free(mf_model *m);
+
+/* Per-stage working memory for sequences of up to max_T new tokens and a KV
+ * cache of max_ctx positions. */
+typedef struct mf_state {
+    int max_T, max_ctx;
+    float *x;                /* [T][D] residual stream (stage input and output) */
+    float *xn;               /* [T][D] */
+    float *q, *att;          /* [T][H*hd] */
+    float *k, *v;            /* [T][KV*hd] (unused when writing straight to the cache) */
+    float *gate, *up;        /* [T][F] */
+    float *kcache, *vcache;  /* [n_layers_owned][max_ctx][KV*hd] */
+    float *logits;           /* [T][V] (last stage) */
+} mf_state;
+
+mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx);
+void mf_state_free(const mf_model *m, mf_state *s);
+
+/* Token embedding into s->x (first stage). ids in host memory. */
+void mf_forward_embed(const mf_model *m, mf_state *s, const int32_t *ids, int T);
+/* Run the owned layers on s->x for T tokens at positions pos0..pos0+T-1. */
+void mf_forward_layers(const mf_model *m, mf_state *s, int T, int pos0);
+/* Final norm + head: s->logits [T][V] from s->x (last stage). */
+void mf_forward_head(const mf_model *m, mf_state *s, int T);
+
+#endif
