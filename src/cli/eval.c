@@ -86,7 +86,7 @@ static void report(const eval_opts *o, const eval_acc *a, long windows, double s
             json_object_set_new(j, "kl_p99", json_real(kl_p99));
             json_object_set_new(j, "top1_agree", json_real((double)a->top1_same / (double)a->n_tok));
         }
-        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17));
         printf("%s\n", s);
         free(s);
         json_decref(j);

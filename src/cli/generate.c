@@ -3,6 +3,7 @@
  * The prompt is encoded with BOS; `--steps` counts positions including the
  * prompt (as run.c). temp 0 is greedy; otherwise softmax(logits/temp) and
  * top-p (nucleus) sampling with run.c's xorshift RNG, so a seed reproduces run.c. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,24 @@ static int sample(sampler *s, const float *logits, int n) {
     float coin = rng_f32(&s->rng);
     if (s->topp <= 0 || s->topp >= 1) return sample_mult(s->probs, n, coin);
     return sample_topp(s, s->probs, n, coin);
+}
+
+/* {"ids": [...], "n_prompt": k, "seconds": s, "text": "..."}; invalid UTF-8 bytes become U+FFFD. */
+static void print_json(const mf_tokenizer *tok, const int32_t *seq, int n, size_t n_prompt, double secs) {
+    char *text = mf_tok_decode(tok, seq, (size_t)n);
+    json_t *ids = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(ids, json_integer(seq[i]));
+    json_t *jt = json_string(text);
+    if (!jt) { /* not valid UTF-8: keep ASCII, mark the rest */
+        for (char *c = text; *c; c++) if ((unsigned char)*c >= 0x80) *c = '?';
+        jt = json_string(text);
+    }
+    json_t *j = json_pack("{s:o, s:I, s:f, s:o}", "ids", ids, "n_prompt", (json_int_t)n_prompt, "seconds", secs, "text", jt);
+    char *s = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+    free(text);
 }
 
 int mf_cmd_generate(int argc, char **argv) {
@@ -155,20 +174,9 @@ int mf_cmd_generate(int argc, char **argv) {
     }
     double secs = mf_now() - t0;
     if (rank == 0) {
-        if (json) {
-            char *text = mf_tok_decode(tok, seq, (size_t)n);
-            printf("{\"ids\": [");
-            for (int i = 0; i < n; i++) printf(i ? ", %d" : "%d", seq[i]);
-            printf("], \"n_prompt\": %zu, \"seconds\": %.3f, \"text\": ", n_prompt, secs);
-            for (const char *c = text; *c; c++) {
-                unsigned char ch = (unsigned char)*c;
-                if (ch == '"' || ch == '\\') printf("\\%c", ch);
-                else if (ch < 0x20) printf("\\u%04x", ch);
-                else putchar(ch);
-            }
-            printf("}\n");
-            free(text);
-        } else printf("\n");
+        if (json) print_json(tok, seq, n, n_prompt, secs);
+        else printf("\n");
+
         mf_log("generated %d tokens in %.2fs (%.1f tok/s)", n - (int)n_prompt, secs, (n - (int)n_prompt) / secs);
     }
     free(row);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# run_all.sh - the whole test suite (called by `make test` after the build).
+#  1. every Criterion test (build/tests/run_tests), from the repo root;
+#  2. the parsers and bad-input tests again under AddressSanitizer + UBSan.
+# Ends with one line "tests: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+export MINIFUSE_SHARED=${MINIFUSE_SHARED:-$(cd .. && pwd)/shared}
+
+passed=0; failed=0
+run() { # label, command...
+    local label=$1; shift
+    echo "== $label: $*"
+    local log; log=$(mktemp)
+    "$@" 2>&1 | tee "$log"
+    local syn; syn=$(grep -a "Synthesis:" "$log" | tail -1)
+    local p f c
+    p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$syn"); f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$syn")
+    c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$syn")
+    if [ -z "$syn" ]; then echo "== $label: no Criterion summary (runner died)"; failed=$((failed + 1)); else
+        passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0} + ${c:-0})); fi
+    rm -f "$log"
+}
+
+run "criterion" build/tests/run_tests --jobs 2
+# Sanitizers: the parsers and every bad-input case (forward passes are exercised above).
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+for suite in 'gguf*' 'tok*' 'badinput*' 'source*'; do
+    run "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
+done
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,202 @@
+/* test_engine.c - the forward pass against independent goldens, through the
+ * library (single process) and through the binary under mpirun (P = 1, 2, 3). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/source.h"
+#include "model/model.h"
+#include "testutil.h"
+
+/* Logits [n][V] of ids through the whole model in one process. */
+static float *forward_all(const char *path, const int32_t *ids, int n, int *V) {
+    mf_err err;
+    mf_source *src = mf_source_open(path, &err);
+    cr_assert(src, "%s", err.msg);
+    mf_model *m = mf_model_load(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, &err);
+    cr_assert(m, "%s", err.msg);
+    mf_state *s = mf_state_new(m, n, n);
+    mf_forward_embed(m, s, ids, n);
+    mf_forward_layers(m, s, n, 0);
+    mf_forward_head(m, s, n);
+    *V = m->cfg.vocab_size;
+    float *out = malloc((size_t)n * *V * sizeof *out);
+    memcpy(out, s->logits, (size_t)n * *V * sizeof *out);
+    mf_state_free(m, s);
+    mf_model_free(m);
+    mf_source_close(src);
+    return out;
+}
+
+static int32_t *json_ids(json_t *arr, int *n) {
+    *n = (int)json_array_size(arr);
+    int32_t *ids = malloc((size_t)*n * sizeof *ids);
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    return ids;
+}
+
+static void check_stories_logits(const char *model) {
+    json_error_t je;
+    json_t *ref = json_load_file(tu_shared("llm_assets/reference/stories260K_logits_128.json"), 0, &je);
+    cr_assert(ref, "golden json: %s", je.text);
+    int n, V;
+    int32_t *ids = json_ids(json_object_get(ref, "input_ids"), &n);
+    float *got = forward_all(model, ids, n, &V);
+    size_t len;
+    float *want = tu_read(tu_shared("llm_assets/reference/stories260K_logits_128x512.f32"), &len);
+    cr_assert(want && len == (size_t)n * V * 4, "golden logits size");
+    double maxd = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) maxd = fmax(maxd, fabs((double)got[i] - want[i]));
+    cr_expect(maxd < 1e-4, "%s: max |logit - golden| = %g (want < 1e-4)", model, maxd);
+    free(got); free(want); free(ids); json_decref(ref);
+}
+
+Test(engine, stories260K_llama2c_logits_golden) { check_stories_logits(tu_shared("llm_assets/models/stories260K/stories260K.bin")); }
+Test(engine, stories260K_hf_logits_golden) { check_stories_logits(tu_shared("llm_assets/models/stories260K_hf")); }
+
+/* SmolLM2 Q4_1 GGUF against Hugging Face transformers (dequantized to fp32). */
+Test(engine, smollm2_logits_vs_transformers, .timeout = 300) {
+    json_error_t je;
+    json_t *ids_j = json_load_file("tests/golden/smollm2/ids.json", 0, &je);
+    json_t *meta = json_load_file("tests/golden/smollm2/meta.json", 0, &je);
+    cr_assert(ids_j && meta, "smollm2 goldens: %s", je.text);
+    int n, V;
+    int32_t *ids = json_ids(json_object_get(ids_j, "ids"), &n);
+    float *got = forward_all(tu_smollm2(), ids, n, &V);
+    size_t len;
+    float *want = tu_read("tests/golden/smollm2/logits_rows.f32", &len);
+    json_t *rows = json_object_get(meta, "rows"), *am = json_object_get(meta, "argmax");
+    cr_assert(want && len == json_array_size(rows) * (size_t)V * 4);
+    double maxd = 0;
+    for (size_t r = 0; r < json_array_size(rows); r++) {
+        int pos = (int)json_integer_value(json_array_get(rows, r));
+        for (int i = 0; i < V; i++) maxd = fmax(maxd, fabs((double)got[(size_t)pos * V + i] - want[r * V + i]));
+    }
+    cr_expect(maxd < 2e-3, "max |logit - transformers| = %g (want < 2e-3)", maxd);
+    /* argmax at every position, mean NLL over the 63 predictions */
+    int same = 0;
+    double nll = 0;
+    for (int t = 0; t < n; t++) {
+        const float *row = got + (size_t)t * V;
+        int b = 0;
+        double mx = row[0], s = 0;
+        for (int i = 1; i < V; i++) { if (row[i] > row[b]) b = i; if (row[i] > mx) mx = row[i]; }
+        same += b == json_integer_value(json_array_get(am, t));
+        if (t + 1 < n) {
+            for (int i = 0; i < V; i++) s += exp((double)row[i] - mx);
+            nll += mx + log(s) - row[ids[t + 1]];
+        }
+    }
+    cr_expect_eq(same, n, "argmax agrees at %d of %d positions", same, n);
+    double want_nll = json_real_value(json_object_get(meta, "mean_nll"));
+    cr_expect(fabs(nll / (n - 1) - want_nll) < 1e-4, "mean NLL %.6f vs transformers %.6f", nll / (n - 1), want_nll);
+    free(got); free(want); free(ids); json_decref(ids_j); json_decref(meta);
+}
+
+/* logits command under mpirun: bit-identical for P = 1, 2, 3. */
+static void check_ranks_identical(const char *model, const char *ids) {
+    const char *dir = tu_tmpdir();
+    char *files[4] = {0};
+    for (int P = 1; P <= 3; P++) {
+        char cmd[8192], out[4200];
+        snprintf(out, sizeof out, "%s/l%d.f32", dir, P);
+        snprintf(cmd, sizeof cmd, "%s logits --model %s --ids %s --out %s", tu_mpirun(P), model, ids, out);
+        char *err;
+        int rc = tu_run(cmd, NULL, &err);
+        cr_assert_eq(rc, 0, "P=%d failed: %s", P, err);
+        free(err);
+        size_t len;
+        files[P] = tu_read(out, &len);
+        cr_assert(files[P] && len > 0);
+        if (P > 1) cr_expect(memcmp(files[1], files[P], len) == 0, "%s: logits for P=%d differ from P=1", model, P);
+    }
+    for (int P = 1; P <= 3; P++) free(files[P]);
+}
+
+Test(engine, ranks_bit_identical_stories260K, .timeout = 120) {
+    check_ranks_identical(tu_shared("llm_assets/models/stories260K/stories260K.bin"), "1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426");
+}
+
+Test(engine, ranks_bit_identical_smollm2, .timeout = 300) {
+    check_ranks_identical(tu_smollm2(), "1,504,3250,28,253,1345,2226,4427,1365,30,2068,339,1528,8180,3365,20391");
+}
+
+/* Greedy generation from BOS equals the golden (256 positions). */
+Test(engine, stories260K_greedy_golden, .timeout = 120) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s generate --model %s --temp 0 --steps 256 --json", tu_mpirun(2),
+             tu_shared("llm_assets/models/stories260K/stories260K.bin"));
+    char *out, *err;
+    int rc = tu_run(cmd, &out, &err);
+    cr_assert_eq(rc, 0, "generate failed: %s", err);
+    json_error_t je;
+    json_t *got = json_loads(out, 0, &je), *want = json_load_file(tu_shared("llm_assets/reference/stories260K_greedy_from_BOS.ids.json"), 0, &je);
+    cr_assert(got && want, "json: %s (output: %.200s)", je.text, out);
+    json_t *g = json_object_get(got, "ids"), *w = json_object_get(want, "token_ids");
+    cr_assert_eq(json_array_size(g), json_array_size(w), "generated %zu ids, golden has %zu", json_array_size(g), json_array_size(w));
+    for (size_t i = 0; i < json_array_size(w); i++)
+        cr_assert_eq(json_integer_value(json_array_get(g, i)), json_integer_value(json_array_get(w, i)), "id %zu differs", i);
+    json_decref(got); json_decref(want); free(out); free(err);
+}
+
+/* eval --json on P ranks; returns the parsed object. */
+static json_t *run_eval(int P, const char *model, const char *text, const char *extra) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --text %s --json %s", tu_mpirun(P), model, text, extra);
+    char *out, *err;
+    int rc = tu_run(cmd, &out, &err);
+    cr_assert_eq(rc, 0, "eval failed: %s", err);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    cr_assert(j, "eval output is not JSON: %.300s", out);
+    free(out); free(err);
+    return j;
+}
+
+static void check_ppl(const char *text, double want) {
+    const char *model = tu_shared("llm_assets/models/stories260K/stories260K.bin");
+    json_t *j = run_eval(2, model, tu_shared(text), "--ctx 256 --max-windows 200");
+    double ppl = json_real_value(json_object_get(j, "ppl"));
+    cr_expect_eq(json_integer_value(json_object_get(j, "tokens")), 51200);
+    cr_expect(fabs(ppl / want - 1) < 0.005, "%s: ppl %.3f, reference %.3f (tolerance 0.5%%)", text, ppl, want);
+    json_decref(j);
+}
+
+Test(engine, stories260K_ppl_wikitext2, .timeout = 300) { check_ppl("llm_assets/text/wikitext2_raw_test.txt", 174.5); }
+Test(engine, stories260K_ppl_tinystories, .timeout = 300) { check_ppl("llm_assets/text/tinystories_train_first2MiB.txt", 8.11); }
+
+/* SmolLM2 perplexity protocol against transformers on the first 16 KiB of WikiText-2,
+ * and bit-identical results (and KL = 0 against itself) for P = 1, 2, 3. */
+Test(engine, smollm2_eval_vs_transformers_and_ranks, .timeout = 600) {
+    const char *dir = tu_tmpdir();
+    char text[4200];
+    snprintf(text, sizeof text, "%s/wiki16k.txt", dir);
+    size_t len;
+    char *all = tu_read(tu_shared("llm_assets/text/wikitext2_raw_test.txt"), &len);
+    cr_assert(all && len > 16384);
+    tu_write(text, all, 16384);
+    free(all);
+    json_error_t je;
+    json_t *meta = json_load_file("tests/golden/smollm2/meta.json", 0, &je);
+    json_t *ref = json_object_get(meta, "wikitext_16k_ctx256");
+    double want = json_real_value(json_object_get(ref, "mean_nll"));
+    json_t *j1 = run_eval(1, tu_smollm2(), text, "--ctx 256 --max-windows 8");
+    double nll1 = json_real_value(json_object_get(j1, "mean_nll"));
+    cr_expect_eq(json_integer_value(json_object_get(j1, "tokens")), json_integer_value(json_object_get(ref, "tokens")));
+    cr_expect(fabs(nll1 - want) < 2e-4, "mean NLL %.7f vs transformers %.7f", nll1, want);
+    for (int P = 2; P <= 3; P++) {
+        char extra[4400];
+        snprintf(extra, sizeof extra, "--ctx 256 --max-windows 8 --ref-model %s", tu_smollm2());
+        json_t *j = run_eval(P, tu_smollm2(), text, extra);
+        double nll = json_real_value(json_object_get(j, "mean_nll"));
+        cr_expect(nll == nll1, "P=%d mean NLL %.17g differs from P=1 %.17g", P, nll, nll1);
+        cr_expect(json_real_value(json_object_get(j, "kl_mean")) == 0.0, "KL of a model against itself must be 0");
+        cr_expect(json_real_value(json_object_get(j, "top1_agree")) == 1.0, "top-1 agreement with itself must be 1");
+        json_decref(j);
+    }
+    json_decref(j1);
+    json_decref(meta);
+}

@@ -1,0 +1,102 @@
+#include "testutil.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N_SLOTS 8
+static __thread char slots[N_SLOTS][4096];
+static __thread int slot;
+
+static char *next_slot(void) { return slots[slot++ % N_SLOTS]; }
+
+const char *tu_shared(const char *rel) {
+    const char *base = getenv("MINIFUSE_SHARED");
+    char *p = next_slot();
+    snprintf(p, 4096, "%s/%s", base ? base : "../shared", rel);
+    return p;
+}
+
+const char *tu_cache(const char *rel) {
+    const char *base = getenv("MINIFUSE_CACHE");
+    char *p = next_slot();
+    if (base) snprintf(p, 4096, "%s/%s", base, rel);
+    else snprintf(p, 4096, "%s/.cache/minifuse/%s", getenv("HOME") ? getenv("HOME") : ".", rel);
+    return p;
+}
+
+const char *tu_smollm2(void) {
+    const char *p = tu_cache("SmolLM2-135M-Instruct.Q4_1.gguf");
+    cr_assert(access(p, R_OK) == 0, "%s is missing: run scripts/setup.sh", p);
+    return p;
+}
+
+const char *tu_tmpdir(void) {
+    char *p = next_slot();
+    snprintf(p, 4096, "/tmp/minifuse-test-XXXXXX");
+    cr_assert(mkdtemp(p) != NULL, "mkdtemp failed");
+    return p;
+}
+
+static char *slurp(FILE *f) {
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    size_t r;
+    while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 >= cap) s = realloc(s, cap *= 2);
+    }
+    s[n] = 0;
+    return s;
+}
+
+int tu_run(const char *cmd, char **out, char **err_out) {
+    char errfile[64] = "/tmp/minifuse-test-err-XXXXXX";
+    int fd = mkstemp(errfile);
+    close(fd);
+    char *full = malloc(strlen(cmd) + 128);
+    sprintf(full, "%s 2>%s", cmd, errfile);
+    FILE *p = popen(full, "r");
+    cr_assert(p != NULL, "popen failed: %s", cmd);
+    char *o = slurp(p);
+    int st = pclose(p);
+    free(full);
+    if (out) *out = o; else free(o);
+    FILE *e = fopen(errfile, "r");
+    char *es = e ? slurp(e) : strdup("");
+    if (e) fclose(e);
+    unlink(errfile);
+    if (err_out) *err_out = es; else free(es);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+const char *tu_mpirun(int P) {
+    char *p = next_slot();
+    snprintf(p, 4096,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
+             "MINIFUSE_QUIET=1 mpirun --oversubscribe --bind-to none -np %d bin/minifuse", P);
+    return p;
+}
+
+void *tu_read(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *b = malloc((size_t)n + 1);
+    size_t r = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    ((char *)b)[r] = 0;
+    if (len) *len = r;
+    return b;
+}
+
+void tu_write(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    cr_assert(f != NULL, "cannot write %s", path);
+    fwrite(data, 1, len, f);
+    fclose(f);
+}

@@ -1,0 +1,25 @@
+/* testutil.h - paths to shared assets and helpers for running the binary. */
+#ifndef MF_TESTUTIL_H
+#define MF_TESTUTIL_H
+
+#include <stddef.h>
+
+/* $MINIFUSE_SHARED/<rel> (default ../shared), $MINIFUSE_CACHE/<rel> (default ~/.cache/minifuse). */
+const char *tu_shared(const char *rel);
+const char *tu_cache(const char *rel);
+const char *tu_smollm2(void);
+/* A fresh temporary directory for this test. */
+const char *tu_tmpdir(void);
+
+/* Run a shell command; capture stdout (and stderr when err_out) into a
+ * malloc'ed string; returns the exit status. */
+int tu_run(const char *cmd, char **out, char **err_out);
+/* "mpirun ... -np P bin/minifuse" prefix (1 OpenMP thread per rank). */
+const char *tu_mpirun(int P);
+
+/* Read a whole file (malloc'ed); NULL if missing. */
+void *tu_read(const char *path, size_t *len);
+/* Write bytes to a file. */
+void tu_write(const char *path, const void *data, size_t len);
+
+#endif
