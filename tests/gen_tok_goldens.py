@@ -249,12 +249,19 @@ def gen_smollm2():
         "\n",
         "\r\n\r\n",
         "a\u2028b\u0085c",
+        # bytes the SmolLM2 vocab has no token for (0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xF1, 0xF2):
+        # dropped by HF tokenizers, so decode(encode(x)) != x ("lossy")
+        "a\x04b \x06\x13\x14\x16\x1d end",
+        "plane 1-3 ok \U00010348 \U00020000, plane 4+ lead 0xF1/0xF2: \U00040000 \U0008FFFF \U0010FFFD",
     ]
     cases = []
     for s in texts:
         ids = tk.encode(s, add_special_tokens=False).ids
-        assert tk.decode(ids, skip_special_tokens=False) == s, repr(s[:60])
-        cases.append({"text": s, "ids": ids})
+        case = {"text": s, "ids": ids}
+        if tk.decode(ids, skip_special_tokens=False) != s:
+            case["lossy"] = True
+            print("  lossy:", repr(s[:60]))
+        cases.append(case)
     counts = {}
     for name, path in (("wikitext2_raw_test.txt", WIKI_RAW), ("tinystories_train_first2MiB.txt", TINYSTORIES)):
         text = open(path, encoding="utf-8", newline="").read()

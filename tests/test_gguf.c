@@ -136,7 +136,12 @@ Test(gguf_dequant, q6_k) { check_dequant(MF_GGML_Q6_K); }
 
 /* Block geometry as in ggml-common.h / gguf.GGML_QUANT_SIZES. */
 Test(gguf_dequant, type_table) {
-    static const struct { uint32_t t; const char *name; int block; size_t size; } want[] = {
+    static const struct {
+        uint32_t t;
+        const char *name;
+        int block;
+        size_t size;
+    } want[] = {
         {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},    {3, "Q4_1", 32, 20},
         {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},    {8, "Q8_0", 32, 34},    {10, "Q2_K", 256, 84},
         {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210},
@@ -181,8 +186,8 @@ static mf_gguf *open_tiny(void) {
     return g;
 }
 
-static const char *vtype_str[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
-                                  "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+static const char *vtype_str[] = {"UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",  "FLOAT32",
+                                  "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64"};
 
 Test(gguf_tiny, header) {
     json_t *j = load_json(TINY_JSON);
@@ -372,7 +377,8 @@ Test(gguf_tiny, tensors) {
         cr_expect_str_eq(t->name, name);
         cr_expect_eq(t->n_dims, jint(e, "n_dims"), "%s", name);
         for (int d = 0; d < 4; d++)
-            cr_expect_eq(t->ne[d], json_integer_value(json_array_get(json_object_get(e, "ne"), d)), "%s ne[%d]", name, d);
+            cr_expect_eq(t->ne[d], json_integer_value(json_array_get(json_object_get(e, "ne"), d)), "%s ne[%d]", name,
+                         d);
         cr_expect_eq(t->type, (uint32_t)jint(e, "type"), "%s", name);
         cr_expect_str_eq(mf_ggml_type_name(t->type), json_string_value(json_object_get(e, "type_name")));
         cr_expect_eq(t->nbytes, (size_t)jint(e, "nbytes"), "%s", name);
@@ -407,7 +413,8 @@ static char *smol_path(void) {
     if (cache && *cache)
         snprintf(buf, sizeof buf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
     else
-        snprintf(buf, sizeof buf, "%s/.cache/minifuse/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : "");
+        snprintf(buf, sizeof buf, "%s/.cache/minifuse/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 getenv("HOME") ? getenv("HOME") : "");
     cr_assert_eq(access(buf, R_OK), 0, "SmolLM2 GGUF not found at %s (set MINIFUSE_CACHE)", buf);
     return strdup(buf);
 }
@@ -501,8 +508,8 @@ Test(gguf_smollm2, dequantize, .timeout = 120) {
         double t1 = now_s();
         cr_assert_eq(mf_dequantize_rows(t->type, t->data, y, t->ne[1], t->ne[0], &err), 0, "%s", err.msg);
         double t2 = now_s();
-        cr_log_info("%s %s: %lld values, 1 thread %.0f MB/s out, rows %.0f MB/s out", name,
-                    mf_ggml_type_name(t->type), (long long)n, 4e-6 * n / (t1 - t0), 4e-6 * n / (t2 - t1));
+        cr_log_info("%s %s: %lld values, 1 thread %.0f MB/s out, rows %.0f MB/s out", name, mf_ggml_type_name(t->type),
+                    (long long)n, 4e-6 * n / (t1 - t0), 4e-6 * n / (t2 - t1));
         cr_expect_eq(wsum(y, (size_t)n), hex_u64(e, "wsum"), "%s: values differ from gguf-py", name);
         double sum = 0, sumsq = 0;
         for (int64_t k = 0; k < n; k++) {
@@ -569,8 +576,8 @@ static void put64(uint8_t *b, size_t off, uint64_t v) { memcpy(b + off, &v, 8); 
 static json_t *kv_entry(bad_ctx *c, const char *key) {
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(c->j, "kv"), i, e) if (!strcmp(json_string_value(json_object_get(e, "key")), key))
-        return e;
+    json_array_foreach(json_object_get(c->j, "kv"), i,
+                       e) if (!strcmp(json_string_value(json_object_get(e, "key")), key)) return e;
     cr_assert_fail("key %s not in tiny.json", key);
     return NULL;
 }
@@ -653,8 +660,7 @@ Test(gguf_bad, metadata) {
     bad_u64(&c, as_len + 8, 1ull << 40, "string element length", "key 'test.arr_str': element 0: string length",
             "past end of file");
     json_t *af = kv_entry(&c, "test.arr_f32");
-    bad_u64(&c, (size_t)jint(af, "value_off") + 4, UINT64_MAX / 2, "f32 array length", "key 'test.arr_f32'",
-            "exceeds");
+    bad_u64(&c, (size_t)jint(af, "value_off") + 4, UINT64_MAX / 2, "f32 array length", "key 'test.arr_f32'", "exceeds");
     json_t *nest = kv_entry(&c, "test.nested");
     size_t inner = (size_t)jint(nest, "value_off") + 12; /* first inner array: u32 type, u64 n */
     bad_u64(&c, inner + 4, 1ull << 50, "nested array length", "key 'test.nested'", "element 0");
@@ -679,7 +685,8 @@ Test(gguf_bad, metadata) {
     free(b);
     /* general.alignment: not a power of two, zero, wrong type */
     json_t *al = kv_entry(&c, "general.alignment");
-    bad_u32(&c, (size_t)jint(al, "value_off"), 48, "alignment 48", "'general.alignment' = 48 is not a power of two", NULL);
+    bad_u32(&c, (size_t)jint(al, "value_off"), 48, "alignment 48", "'general.alignment' = 48 is not a power of two",
+            NULL);
     bad_u32(&c, (size_t)jint(al, "value_off"), 0, "alignment 0", "not a power of two", NULL);
     bad_u32(&c, (size_t)jint(al, "type_off"), MF_GGUF_INT32, "alignment INT32", "'general.alignment' has type INT32",
             "expected UINT32");
@@ -694,15 +701,19 @@ Test(gguf_bad, tensor_infos) {
     json_t *tl = tensor_entry(&c, nt - 1);
     json_t *q80 = NULL;
     for (size_t i = 0; i < nt; i++)
-        if (!strcmp(json_string_value(json_object_get(tensor_entry(&c, i), "name")), "blk.0.q80")) q80 = tensor_entry(&c, i);
+        if (!strcmp(json_string_value(json_object_get(tensor_entry(&c, i), "name")), "blk.0.q80"))
+            q80 = tensor_entry(&c, i);
     cr_assert_not_null(q80);
-    bad_u32(&c, (size_t)jint(t0, "n_dims_off"), 5, "n_dims 5", "tensor 'blk.0.f32'", "n_dims 5 exceeds the maximum of 4");
-    bad_u32(&c, (size_t)jint(t0, "type_off"), 99, "type 99", "tensor 'blk.0.f32'", "unknown or unsupported ggml type 99");
+    bad_u32(&c, (size_t)jint(t0, "n_dims_off"), 5, "n_dims 5", "tensor 'blk.0.f32'",
+            "n_dims 5 exceeds the maximum of 4");
+    bad_u32(&c, (size_t)jint(t0, "type_off"), 99, "type 99", "tensor 'blk.0.f32'",
+            "unknown or unsupported ggml type 99");
     bad_u32(&c, (size_t)jint(t0, "type_off"), 16, "type IQ2_XXS", "unsupported ggml type 16", NULL);
     size_t t1_off = (size_t)jint(t1, "offset_off");
     uint64_t t1_val;
     memcpy(&t1_val, c.orig + t1_off, 8);
-    bad_u64(&c, t1_off, t1_val + 32, "misaligned", "tensor 'blk.0.vec' data offset", "not a multiple of the alignment 64");
+    bad_u64(&c, t1_off, t1_val + 32, "misaligned", "tensor 'blk.0.vec' data offset",
+            "not a multiple of the alignment 64");
     bad_u64(&c, t1_off, t1_val + 1, "misaligned by 1", "not a multiple of the alignment", NULL);
     size_t tl_off = (size_t)jint(tl, "offset_off");
     char want[128];

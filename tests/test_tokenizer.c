@@ -399,7 +399,7 @@ Test(tok_gpt2, smollm2_cases) {
         char label[128];
         snprintf(label, sizeof label, "smollm2 case %zu '%.40s'", i, s);
         assert_ids(ids, n, json_object_get(c, "ids"), label);
-        assert_roundtrip(t, ids, n, s, len, label);
+        if (!json_is_true(json_object_get(c, "lossy"))) assert_roundtrip(t, ids, n, s, len, label);
         free(ids);
     }
     json_decref(g);
@@ -491,13 +491,6 @@ Test(tok_gpt2, bad_vocab_and_pre) {
     const char *no_space[] = {"ab"};
     cr_assert_null(mf_tok_new_gpt2((const char *const *)v.tokens, v.n, no_space, 1, types, "gpt2", -1, -1, &err));
     cr_assert(strstr(err.msg, "merge 0 'ab'"), "%s", err.msg);
-    /* missing byte token */
-    char *saved = v.tokens[65];
-    v.tokens[65] = "zz";
-    cr_assert_null(mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, "gpt2", -1, -1, &err));
-    cr_assert(strstr(err.msg, "byte 0x41"), "%s", err.msg);
-    v.tokens[65] = saved;
-
     /* a working one: merges, specials, decode of the byte alphabet */
     t = mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, "gpt2", -1, -1, &err);
     cr_assert_not_null(t, "%s", err.msg);
@@ -509,6 +502,16 @@ Test(tok_gpt2, bad_vocab_and_pre) {
     cr_assert_str_eq(s, "xab<|x|>\n");
     free(s);
     free(ids);
+    /* a byte without a token is dropped (as HF tokenizers and llama.cpp do) */
+    char *saved = v.tokens['q'];
+    v.tokens['q'] = "zz";
+    mf_tokenizer *t2 = mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, "gpt2", -1, -1, &err);
+    cr_assert_not_null(t2, "%s", err.msg);
+    encode_ok(t2, "aqb", 3, 0, &ids, &n);
+    cr_assert(n == 1 && ids[0] == 256, "got %zu ids", n);
+    free(ids);
+    mf_tok_free(t2);
+    v.tokens['q'] = saved;
     /* BOS requested but there is none */
     cr_assert_eq(mf_tok_encode(t, "a", 1, 1, &ids, &n, &err), -1);
     cr_assert(strstr(err.msg, "BOS"), "%s", err.msg);

@@ -33,9 +33,9 @@ typedef struct type_info {
 } type_info;
 
 static const type_info TYPES[] = {
-    {MF_GGML_F32, "F32", 1, 4},       {MF_GGML_F16, "F16", 1, 2},      {MF_GGML_Q4_0, "Q4_0", 32, 18},
-    {MF_GGML_Q4_1, "Q4_1", 32, 20},   {MF_GGML_Q5_0, "Q5_0", 32, 22},  {MF_GGML_Q5_1, "Q5_1", 32, 24},
-    {MF_GGML_Q8_0, "Q8_0", 32, 34},   {MF_GGML_Q2_K, "Q2_K", 256, 84}, {MF_GGML_Q3_K, "Q3_K", 256, 110},
+    {MF_GGML_F32, "F32", 1, 4},       {MF_GGML_F16, "F16", 1, 2},       {MF_GGML_Q4_0, "Q4_0", 32, 18},
+    {MF_GGML_Q4_1, "Q4_1", 32, 20},   {MF_GGML_Q5_0, "Q5_0", 32, 22},   {MF_GGML_Q5_1, "Q5_1", 32, 24},
+    {MF_GGML_Q8_0, "Q8_0", 32, 34},   {MF_GGML_Q2_K, "Q2_K", 256, 84},  {MF_GGML_Q3_K, "Q3_K", 256, 110},
     {MF_GGML_Q4_K, "Q4_K", 256, 144}, {MF_GGML_Q5_K, "Q5_K", 256, 176}, {MF_GGML_Q6_K, "Q6_K", 256, 210},
     {MF_GGML_BF16, "BF16", 1, 2},
 };
@@ -66,8 +66,7 @@ int mf_ggml_row_bytes(uint32_t t, int64_t n, size_t *out, mf_err *err) {
     if (!ti) return FAIL(err, "unsupported ggml type %u", t);
     if (n < 0) return FAIL(err, "%s: negative element count %lld", ti->name, (long long)n);
     if (n % ti->block)
-        return FAIL(err, "%s: %lld values is not a multiple of the block size %d", ti->name,
-                          (long long)n, ti->block);
+        return FAIL(err, "%s: %lld values is not a multiple of the block size %d", ti->name, (long long)n, ti->block);
     uint64_t nb = (uint64_t)(n / ti->block);
     if (nb > SIZE_MAX / ti->size)
         return FAIL(err, "%s: %lld values overflow the addressable size", ti->name, (long long)n);
@@ -195,8 +194,7 @@ static void deq_q3_k(const uint8_t *x, float *y, int64_t nb) {
                 for (int half = 0; half < 2; half++) {
                     const float dl = d_all * sc[is++];
                     const uint8_t *qq = q + 16 * half, *hh = hm + 16 * half;
-                    for (int l = 0; l < 16; l++)
-                        *y++ = dl * ((int8_t)((qq[l] >> shift) & 3) - ((hh[l] & m) ? 0 : 4));
+                    for (int l = 0; l < 16; l++) *y++ = dl * ((int8_t)((qq[l] >> shift) & 3) - ((hh[l] & m) ? 0 : 4));
                 }
             }
         }
@@ -318,17 +316,15 @@ int mf_dequantize(uint32_t t, const void *src, float *dst, int64_t n, mf_err *er
     return 0;
 }
 
-int mf_dequantize_rows(uint32_t t, const void *src, float *dst, int64_t n_rows, int64_t n_per_row,
-                       mf_err *err) {
+int mf_dequantize_rows(uint32_t t, const void *src, float *dst, int64_t n_rows, int64_t n_per_row, mf_err *err) {
     size_t row_bytes;
     if (mf_ggml_row_bytes(t, n_per_row, &row_bytes, err)) return -1;
     if (n_rows < 0) return FAIL(err, "%s: negative row count %lld", mf_ggml_type_name(t), (long long)n_rows);
     if (n_per_row && (uint64_t)n_rows > (uint64_t)INT64_MAX / (uint64_t)n_per_row)
         return FAIL(err, "%s: %lld x %lld values overflow", mf_ggml_type_name(t), (long long)n_rows,
-                          (long long)n_per_row);
+                    (long long)n_per_row);
     if (row_bytes && (uint64_t)n_rows > SIZE_MAX / row_bytes)
-        return FAIL(err, "%s: %lld rows of %zu bytes overflow", mf_ggml_type_name(t), (long long)n_rows,
-                          row_bytes);
+        return FAIL(err, "%s: %lld rows of %zu bytes overflow", mf_ggml_type_name(t), (long long)n_rows, row_bytes);
     const deq_fn fn = find_fn(t);
     const int64_t nb = n_per_row / mf_ggml_block_size(t);
     const uint8_t *s = src;

@@ -51,7 +51,6 @@ int mf_dequantize(uint32_t t, const void *src, float *dst, int64_t n, mf_err *er
 /* Dequantize n_rows rows of n_per_row values each (rows packed back to back,
  * each row_bytes(t, n_per_row) long): src -> dst [n_rows, n_per_row].
  * Rows are split across OpenMP threads. */
-int mf_dequantize_rows(uint32_t t, const void *src, float *dst, int64_t n_rows, int64_t n_per_row,
-                       mf_err *err);
+int mf_dequantize_rows(uint32_t t, const void *src, float *dst, int64_t n_rows, int64_t n_per_row, mf_err *err);
 
 #endif

@@ -41,13 +41,13 @@ typedef struct gguf_kv {
         uint64_t u;
         int64_t i;
         double f;
-    } num;            /* integer, bool and float scalars */
-    char *str;        /* STRING scalar, NUL-terminated */
+    } num;     /* integer, bool and float scalars */
+    char *str; /* STRING scalar, NUL-terminated */
     size_t str_len;
-    void *arr;        /* numeric array [n] (aligned copy), or char *[n] for strings */
-    size_t *lens;     /* string arrays: lens[n] */
-    char *arena;      /* string arrays: the bytes of all strings */
-    size_t raw_off;   /* serialized value span in the file */
+    void *arr;      /* numeric array [n] (aligned copy), or char *[n] for strings */
+    size_t *lens;   /* string arrays: lens[n] */
+    char *arena;    /* string arrays: the bytes of all strings */
+    size_t raw_off; /* serialized value span in the file */
     size_t raw_len;
 } gguf_kv;
 
@@ -132,7 +132,7 @@ static size_t rd_left(const rd *r) { return r->size - r->pos; }
 static int need(rd *r, uint64_t n, const char *what) {
     if (n > rd_left(r))
         return FAIL(r->err, "truncated: %s needs %llu bytes at offset %zu but only %zu remain (file is %zu bytes)",
-                          what, (unsigned long long)n, r->pos, rd_left(r), r->size);
+                    what, (unsigned long long)n, r->pos, rd_left(r), r->size);
     return 0;
 }
 
@@ -156,7 +156,7 @@ static int rd_str(rd *r, const uint8_t **s, uint64_t *len, const char *what) {
     if (rd_u64(r, len, what)) return -1;
     if (*len > rd_left(r))
         return FAIL(r->err, "%s length %llu at offset %zu runs past end of file (%zu bytes remain, file is %zu bytes)",
-                          what, (unsigned long long)*len, at, rd_left(r), r->size);
+                    what, (unsigned long long)*len, at, rd_left(r), r->size);
     *s = r->p + r->pos;
     r->pos += (size_t)*len;
     return 0;
@@ -179,8 +179,8 @@ static int rd_name(rd *r, char **out, const char *what) {
 /* ---- value types ---- */
 
 static const char *vtype_name(uint32_t t) {
-    static const char *names[] = {"UINT8", "INT8",  "UINT16", "INT16",  "UINT32", "INT32", "FLOAT32",
-                                  "BOOL",  "STRING", "ARRAY", "UINT64", "INT64",  "FLOAT64"};
+    static const char *names[] = {"UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",  "FLOAT32",
+                                  "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64"};
     return t < sizeof names / sizeof names[0] ? names[t] : "INVALID";
 }
 
@@ -190,9 +190,7 @@ static int vtype_size(uint32_t t) {
     return t < sizeof sizes / sizeof sizes[0] ? sizes[t] : -1;
 }
 
-static int is_int_type(uint32_t t) {
-    return t <= MF_GGUF_INT32 || t == MF_GGUF_UINT64 || t == MF_GGUF_INT64;
-}
+static int is_int_type(uint32_t t) { return t <= MF_GGUF_INT32 || t == MF_GGUF_UINT64 || t == MF_GGUF_INT64; }
 static int is_signed_type(uint32_t t) {
     return t == MF_GGUF_INT8 || t == MF_GGUF_INT16 || t == MF_GGUF_INT32 || t == MF_GGUF_INT64;
 }
@@ -205,31 +203,31 @@ static uint64_t vtype_min_size(uint32_t t) {
 }
 
 static int check_vtype(rd *r, uint32_t t, size_t at) {
-    if (vtype_size(t) < 0)
-        return FAIL(r->err, "unknown value type %u at offset %zu", t, at);
+    if (vtype_size(t) < 0) return FAIL(r->err, "unknown value type %u at offset %zu", t, at);
     return 0;
 }
 
-/* Decode a fixed-size scalar at p into kv->num. */
+/* Decode a fixed-size scalar at p into kv->num (little-endian host). */
 static void load_scalar(gguf_kv *kv, const uint8_t *p) {
+    uint64_t u = 0;
+    memcpy(&u, p, (size_t)vtype_size(kv->type));
     switch (kv->type) {
-    case MF_GGUF_UINT8: case MF_GGUF_BOOL: kv->num.u = p[0]; break;
-    case MF_GGUF_INT8: kv->num.i = (int8_t)p[0]; break;
-    case MF_GGUF_UINT16: { uint16_t v; memcpy(&v, p, 2); kv->num.u = v; break; }
-    case MF_GGUF_INT16: { int16_t v; memcpy(&v, p, 2); kv->num.i = v; break; }
-    case MF_GGUF_UINT32: { uint32_t v; memcpy(&v, p, 4); kv->num.u = v; break; }
-    case MF_GGUF_INT32: { int32_t v; memcpy(&v, p, 4); kv->num.i = v; break; }
-    case MF_GGUF_FLOAT32: { float v; memcpy(&v, p, 4); kv->num.f = v; break; }
-    case MF_GGUF_UINT64: memcpy(&kv->num.u, p, 8); break;
-    case MF_GGUF_INT64: memcpy(&kv->num.i, p, 8); break;
-    case MF_GGUF_FLOAT64: memcpy(&kv->num.f, p, 8); break;
+    case MF_GGUF_INT8: kv->num.i = (int8_t)u; break;
+    case MF_GGUF_INT16: kv->num.i = (int16_t)u; break;
+    case MF_GGUF_INT32: kv->num.i = (int32_t)u; break;
+    case MF_GGUF_FLOAT32: {
+        float f;
+        memcpy(&f, &u, 4);
+        kv->num.f = f;
+        break;
+    }
+    default: kv->num.u = u; /* unsigned, bool; INT64 and FLOAT64 keep their bits */
     }
 }
 
 static int check_bools(rd *r, const uint8_t *p, uint64_t n) {
     for (uint64_t i = 0; i < n; i++)
-        if (p[i] > 1)
-            return FAIL(r->err, "invalid BOOL value %u at offset %zu", p[i], (size_t)(p + i - r->p));
+        if (p[i] > 1) return FAIL(r->err, "invalid BOOL value %u at offset %zu", p[i], (size_t)(p + i - r->p));
     return 0;
 }
 
@@ -238,13 +236,13 @@ static int skip_array(rd *r, int depth) {
     uint32_t et;
     uint64_t n;
     size_t at = r->pos;
-    if (depth > GGUF_MAX_DEPTH)
-        return FAIL(r->err, "arrays nested deeper than %d at offset %zu", GGUF_MAX_DEPTH, at);
+    if (depth > GGUF_MAX_DEPTH) return FAIL(r->err, "arrays nested deeper than %d at offset %zu", GGUF_MAX_DEPTH, at);
     if (rd_u32(r, &et, "array element type") || check_vtype(r, et, at)) return -1;
     if (rd_u64(r, &n, "array length")) return -1;
     if (n > rd_left(r) / vtype_min_size(et))
-        return FAIL(r->err, "array length %llu at offset %zu exceeds the %zu bytes left in the file (truncated or corrupt)",
-                          (unsigned long long)n, at + 4, rd_left(r));
+        return FAIL(r->err,
+                    "array length %llu at offset %zu exceeds the %zu bytes left in the file (truncated or corrupt)",
+                    (unsigned long long)n, at + 4, rd_left(r));
     if (et == MF_GGUF_STRING) {
         for (uint64_t i = 0; i < n; i++) {
             const uint8_t *s;
@@ -294,9 +292,10 @@ static int load_array(rd *r, gguf_kv *kv) {
     if (rd_u32(r, &kv->elem_type, "array element type") || check_vtype(r, kv->elem_type, at)) return -1;
     if (rd_u64(r, &kv->n, "array length")) return -1;
     if (kv->n > rd_left(r) / vtype_min_size(kv->elem_type))
-        return FAIL(r->err, "%s array length %llu at offset %zu exceeds the %zu bytes left in the file (truncated or "
+        return FAIL(r->err,
+                    "%s array length %llu at offset %zu exceeds the %zu bytes left in the file (truncated or "
                     "corrupt)",
-                          vtype_name(kv->elem_type), (unsigned long long)kv->n, at + 4, rd_left(r));
+                    vtype_name(kv->elem_type), (unsigned long long)kv->n, at + 4, rd_left(r));
     if (kv->elem_type == MF_GGUF_STRING) return load_str_array(r, kv);
     if (kv->elem_type == MF_GGUF_ARRAY) {
         for (uint64_t i = 0; i < kv->n; i++)
@@ -350,8 +349,7 @@ static int load_kv(rd *r, mf_gguf *g, uint64_t i, size_t *cap) {
     if (rd_name(r, &kv->key, "key")) return PREFIX(r->err, "metadata entry %llu", (unsigned long long)i);
     g->n_kv++;
     size_t at = r->pos;
-    if (rd_u32(r, &kv->type, "value type") || check_vtype(r, kv->type, at))
-        return PREFIX(r->err, "key '%s'", kv->key);
+    if (rd_u32(r, &kv->type, "value type") || check_vtype(r, kv->type, at)) return PREFIX(r->err, "key '%s'", kv->key);
     kv->raw_off = r->pos;
     if (load_value(r, kv)) return PREFIX(r->err, "key '%s'", kv->key);
     kv->raw_len = r->pos - kv->raw_off;
@@ -386,8 +384,7 @@ static int load_alignment(rd *r, mf_gguf *g) {
     if (kv->type != MF_GGUF_UINT32)
         return FAIL(r->err, "key 'general.alignment' has type %s, expected UINT32", vtype_name(kv->type));
     if (kv->num.u == 0 || (kv->num.u & (kv->num.u - 1)))
-        return FAIL(r->err, "key 'general.alignment' = %llu is not a power of two",
-                          (unsigned long long)kv->num.u);
+        return FAIL(r->err, "key 'general.alignment' = %llu is not a power of two", (unsigned long long)kv->num.u);
     g->alignment = (uint32_t)kv->num.u;
     return 0;
 }
@@ -415,7 +412,7 @@ static int load_tensor_shape(rd *r, mf_gguf_tensor *t) {
     if (!tn) return FAIL(r->err, "unknown or unsupported ggml type %u", t->type);
     if (t->ne[0] % mf_ggml_block_size(t->type))
         return FAIL(r->err, "ne[0] = %lld is not a multiple of the %s block size %d", (long long)t->ne[0], tn,
-                          mf_ggml_block_size(t->type));
+                    mf_ggml_block_size(t->type));
     size_t row;
     if (mf_ggml_row_bytes(t->type, t->ne[0], &row, r->err)) return -1;
     uint64_t rows = (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3]; /* <= count: no overflow */
@@ -456,18 +453,18 @@ static int place_tensors(rd *r, mf_gguf *g) {
     size_t a = g->alignment;
     g->data_off = r->pos + (a - r->pos % a) % a;
     if (g->n_tensors && g->data_off > r->size)
-        return FAIL(r->err, "truncated: data section would start at offset %zu but the file is %zu bytes",
-                          g->data_off, r->size);
+        return FAIL(r->err, "truncated: data section would start at offset %zu but the file is %zu bytes", g->data_off,
+                    r->size);
     for (size_t i = 0; i < g->n_tensors; i++) {
         mf_gguf_tensor *t = &g->tensors[i];
         if (t->offset % a)
             return FAIL(r->err, "tensor '%s' data offset %llu is not a multiple of the alignment %zu", t->name,
-                              (unsigned long long)t->offset, a);
+                        (unsigned long long)t->offset, a);
         size_t room = r->size - g->data_off;
         if (t->offset > room || t->nbytes > room - t->offset)
             return FAIL(r->err,
-                              "tensor '%s' data [offset %llu, %zu bytes] runs past end of file (data section %zu bytes)",
-                              t->name, (unsigned long long)t->offset, t->nbytes, room);
+                        "tensor '%s' data [offset %llu, %zu bytes] runs past end of file (data section %zu bytes)",
+                        t->name, (unsigned long long)t->offset, t->nbytes, room);
         t->data = r->p + g->data_off + t->offset;
     }
     return 0;
@@ -479,7 +476,7 @@ static int load_header(rd *r, mf_gguf *g, uint64_t *n_tensors, uint64_t *n_kv) {
     if (r->size < 24) return FAIL(r->err, "file is too small to be GGUF (%zu bytes)", r->size);
     if (memcmp(r->p, GGUF_MAGIC, 4))
         return FAIL(r->err, "bad magic %02x %02x %02x %02x (expected \"GGUF\"): not a GGUF file", r->p[0], r->p[1],
-                          r->p[2], r->p[3]);
+                    r->p[2], r->p[3]);
     r->pos = 4;
     rd_u32(r, &g->version, "version");
     if ((g->version & 0xffff) == 0 && g->version)
@@ -572,9 +569,7 @@ size_t mf_gguf_data_offset(const mf_gguf *g) { return g->data_off; }
 size_t mf_gguf_file_size(const mf_gguf *g) { return g->size; }
 size_t mf_gguf_n_tensors(const mf_gguf *g) { return g->n_tensors; }
 
-const mf_gguf_tensor *mf_gguf_tensor_at(const mf_gguf *g, size_t i) {
-    return i < g->n_tensors ? &g->tensors[i] : NULL;
-}
+const mf_gguf_tensor *mf_gguf_tensor_at(const mf_gguf *g, size_t i) { return i < g->n_tensors ? &g->tensors[i] : NULL; }
 
 const mf_gguf_tensor *mf_gguf_find_tensor(const mf_gguf *g, const char *name) {
     size_t i;
@@ -617,8 +612,8 @@ static const gguf_kv *need_kv(const mf_gguf *g, const char *key, mf_err *err) {
 
 static int wrong_type(const mf_gguf *g, const gguf_kv *kv, const char *want, mf_err *err) {
     if (kv->type == MF_GGUF_ARRAY)
-        return FAIL(err, "%s: key '%s' has type ARRAY[%s], expected %s", g->path, kv->key,
-                          vtype_name(kv->elem_type), want);
+        return FAIL(err, "%s: key '%s' has type ARRAY[%s], expected %s", g->path, kv->key, vtype_name(kv->elem_type),
+                    want);
     return FAIL(err, "%s: key '%s' has type %s, expected %s", g->path, kv->key, vtype_name(kv->type), want);
 }
 
@@ -752,7 +747,7 @@ int mf_gguf_get_i32_array(const mf_gguf *g, const char *key, const int32_t **out
         for (uint64_t i = 0; i < kv->n; i++)
             if (u[i] > INT32_MAX)
                 return FAIL(err, "%s: key '%s' element %llu = %u does not fit in int32", g->path, key,
-                                  (unsigned long long)i, u[i]);
+                            (unsigned long long)i, u[i]);
     }
     static const int32_t empty[1] = {0};
     *out = kv->arr ? kv->arr : empty;

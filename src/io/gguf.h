@@ -60,7 +60,7 @@ size_t mf_gguf_file_size(const mf_gguf *g);
 
 /* ---- tensors ---- */
 size_t mf_gguf_n_tensors(const mf_gguf *g);
-const mf_gguf_tensor *mf_gguf_tensor_at(const mf_gguf *g, size_t i); /* NULL if i out of range */
+const mf_gguf_tensor *mf_gguf_tensor_at(const mf_gguf *g, size_t i);           /* NULL if i out of range */
 const mf_gguf_tensor *mf_gguf_find_tensor(const mf_gguf *g, const char *name); /* NULL if absent */
 
 /* ---- metadata ---- */
@@ -93,8 +93,8 @@ int mf_gguf_get_str_len(const mf_gguf *g, const char *key, const char **out, siz
 /* Array of n NUL-terminated strings owned by g; strings may contain any bytes. */
 int mf_gguf_get_str_array(const mf_gguf *g, const char *key, const char *const **out, size_t *n, mf_err *err);
 /* Same, with each string's length in bytes (lens[i], excluding the NUL). */
-int mf_gguf_get_str_array_lens(const mf_gguf *g, const char *key, const char *const **out,
-                               const size_t **lens, size_t *n, mf_err *err);
+int mf_gguf_get_str_array_lens(const mf_gguf *g, const char *key, const char *const **out, const size_t **lens,
+                               size_t *n, mf_err *err);
 int mf_gguf_get_f32_array(const mf_gguf *g, const char *key, const float **out, size_t *n, mf_err *err);
 /* INT32 arrays, or UINT32 arrays whose values all fit in int32. */
 int mf_gguf_get_i32_array(const mf_gguf *g, const char *key, const int32_t **out, size_t *n, mf_err *err);

@@ -102,15 +102,15 @@ static int gpt2_check_args(const char *const *tokens, int n, const char *const *
     return 0;
 }
 
-static int build_byte_tokens(mf_tokenizer *t, const uint32_t cp[256], mf_err *err) {
+/* Some vocabularies lack a few bytes (SmolLM2: 0x04, 0xF1, 0xFF, ...): such
+ * bytes get -1 and are dropped when encoding, as HF tokenizers (no unk token)
+ * and llama.cpp do. */
+static void build_byte_tokens(mf_tokenizer *t, const uint32_t cp[256]) {
     for (int b = 0; b < 256; b++) {
         char u[4];
         int l = tok_utf8_put(cp[b], u);
         t->byte_tok[b] = tok_map_get(&t->vocab, &t->text, u, (size_t)l);
-        if (t->byte_tok[b] < 0)
-            return mf_err_set(err, "gpt2 vocab: no token for byte 0x%02X (byte-level character '%.*s')", b, l, u);
     }
-    return 0;
 }
 
 static int build_merges(mf_tokenizer *t, const char *const *merges, int n_merges, mf_err *err) {
@@ -210,7 +210,8 @@ mf_tokenizer *mf_tok_new_gpt2(const char *const *tokens, int n, const char *cons
     }
     uint32_t cp[256];
     byte_to_cp(cp);
-    if (build_byte_tokens(t, cp, err) || build_merges(t, merges, n_merges, err) ||
+    build_byte_tokens(t, cp);
+    if (build_merges(t, merges, n_merges, err) ||
         compile_pre(t, pre ? pre : "default", err)) {
         mf_tok_free(t);
         return NULL;
@@ -286,6 +287,7 @@ static void bpe_word(g2_ctx *c, const unsigned char *w, size_t len) {
         size_t o = 0;
         for (size_t i = 0; i < len; i++) {
             int32_t b = t->byte_tok[w[i]];
+            if (b < 0) continue;
             memcpy(c->scratch + o, tok_str(&t->text, b), tok_len(&t->text, b));
             o += tok_len(&t->text, b);
         }
@@ -299,9 +301,11 @@ static void bpe_word(g2_ctx *c, const unsigned char *w, size_t len) {
         c->sym_cap = len;
         c->sym = mf_realloc(c->sym, len * sizeof *c->sym);
     }
-    for (size_t i = 0; i < len; i++) c->sym[i].id = t->byte_tok[w[i]];
-    tok_merge(t, c->sym, (int)len, &c->heap);
-    for (int i = 0; i >= 0; i = c->sym[i].next) tok_ids_push(c->out, c->sym[i].id);
+    int n = 0;
+    for (size_t i = 0; i < len; i++)
+        if (t->byte_tok[w[i]] >= 0) c->sym[n++].id = t->byte_tok[w[i]];
+    tok_merge(t, c->sym, n, &c->heap);
+    for (int i = 0; i >= 0 && n > 0; i = c->sym[i].next) tok_ids_push(c->out, c->sym[i].id);
 }
 
 static void cache_grow(g2_ctx *c) {
