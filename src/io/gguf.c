@@ -528,11 +528,19 @@ static int map_file(mf_gguf *g, mf_err *err) {
     return 0;
 }
 
+/* Keep messages on one printable line: names from a corrupt file may hold control bytes. */
+static void sanitize(mf_err *err) {
+    if (!err) return;
+    for (char *c = err->msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+}
+
 mf_gguf *mf_gguf_open(const char *path, mf_err *err) {
     mf_gguf *g = mf_calloc(1, sizeof *g);
     g->path = mf_strdup(path);
     if (map_file(g, err) || parse(g, err)) {
         mf_err_prefix(err, "%s", path);
+        sanitize(err);
         mf_gguf_close(g);
         return NULL;
     }
