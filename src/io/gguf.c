@@ -176,6 +176,16 @@ static int rd_name(rd *r, char **out, const char *what) {
     return 0;
 }
 
+/* A count of items that each take >= min_each bytes must fit in what is left. */
+static int check_count(rd *r, uint64_t n, size_t min_each, const char *what, const char *item) {
+    if (n > rd_left(r) / min_each)
+        return FAIL(
+            r->err,
+            "%s %llu is impossible: %zu bytes remain and each %s takes at least %zu (file truncated or corrupt)", what,
+            (unsigned long long)n, rd_left(r), item, min_each);
+    return 0;
+}
+
 /* ---- value types ---- */
 
 static const char *vtype_name(uint32_t t) {
@@ -358,11 +368,7 @@ static int load_kv(rd *r, mf_gguf *g, uint64_t i, size_t *cap) {
 
 static int load_kvs(rd *r, mf_gguf *g, uint64_t n_kv) {
     /* every pair takes >= 13 bytes: key length, value type, a 1-byte value */
-    if (n_kv > rd_left(r) / 13)
-        return FAIL(r->err,
-                    "metadata count %llu is impossible: %zu bytes remain and each entry takes at least 13 (file "
-                    "truncated or corrupt)",
-                    (unsigned long long)n_kv, rd_left(r));
+    if (check_count(r, n_kv, 13, "metadata count", "entry")) return -1;
     size_t cap = 0;
     for (uint64_t i = 0; i < n_kv; i++)
         if (load_kv(r, g, i, &cap)) return -1;
@@ -423,11 +429,7 @@ static int load_tensor_shape(rd *r, mf_gguf_tensor *t) {
 
 static int load_tensor_infos(rd *r, mf_gguf *g, uint64_t n) {
     /* every info takes >= 24 bytes: name length, n_dims, type, offset */
-    if (n > rd_left(r) / 24)
-        return FAIL(r->err,
-                    "tensor count %llu is impossible: %zu bytes remain and each tensor info takes at least 24 (file "
-                    "truncated or corrupt)",
-                    (unsigned long long)n, rd_left(r));
+    if (check_count(r, n, 24, "tensor count", "tensor info")) return -1;
     size_t cap = 0;
     for (uint64_t i = 0; i < n; i++) {
         g->tensors = grow(g->tensors, g->n_tensors, &cap, sizeof *g->tensors);
@@ -493,8 +495,7 @@ static int parse(mf_gguf *g, mf_err *err) {
     rd r = {g->map, g->size, 0, err};
     uint64_t n_tensors, n_kv;
     if (load_header(&r, g, &n_tensors, &n_kv)) return -1;
-    if (n_tensors > rd_left(&r) / 24) /* reject before parsing the metadata */
-        return load_tensor_infos(&r, g, n_tensors);
+    if (check_count(&r, n_tensors, 24, "tensor count", "tensor info")) return -1; /* before the metadata */
     if (load_kvs(&r, g, n_kv) || load_alignment(&r, g)) return -1;
     if (load_tensor_infos(&r, g, n_tensors)) return -1;
     return place_tensors(&r, g);
