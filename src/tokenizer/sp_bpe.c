@@ -56,6 +56,24 @@ static void sp_build_pieces(mf_tokenizer *t) {
     }
 }
 
+/* Sets space_split when no token in the vocab map has a space right after a
+ * non-space character (true of the Llama-2 and tok512 vocabularies). Then no
+ * merged token can span a symbol boundary where a space follows a non-space,
+ * so the text splits there into words whose merges are independent: each
+ * word's merge sequence under the global best-first order is its own
+ * best-first sequence, and the per-word queues stay small. */
+static void sp_check_space_split(mf_tokenizer *t) {
+    t->space_split = 1;
+    for (uint32_t i = 0; i <= t->vocab.mask; i++) {
+        int32_t id = t->vocab.slot[i];
+        if (id < 0) continue;
+        const char *s = tok_str(&t->text, id);
+        size_t n = tok_len(&t->text, id);
+        for (size_t k = 1; k < n; k++)
+            if (s[k] == ' ' && s[k - 1] != ' ') t->space_split = 0;
+    }
+}
+
 /* ---- llama2.c tokenizer.bin ---- */
 
 static int read_file(const char *path, unsigned char **data, size_t *size, mf_err *err) {
@@ -162,6 +180,7 @@ mf_tokenizer *mf_tok_load_llama2c(const char *path, int vocab_size, mf_err *err)
         t->type[i] = i == 0 ? MF_TOK_UNKNOWN : i <= 2 ? MF_TOK_CONTROL : b >= 0 ? MF_TOK_BYTE : MF_TOK_NORMAL;
         tok_map_put(&t->vocab, &t->text, i);
     }
+    sp_check_space_split(t);
     sp_build_pieces(t);
     return t;
 }
@@ -228,6 +247,7 @@ mf_tokenizer *mf_tok_new_sp(const char *const *tokens, const float *scores, cons
         }
     }
     free(tmp);
+    sp_check_space_split(t);
     sp_build_pieces(t);
     return t;
 }
@@ -260,6 +280,30 @@ static int push_codepoint(const mf_tokenizer *t, const char *s, size_t n, tok_sy
     return 0;
 }
 
+/* Does a word start at symbol j (a space after a non-space)? */
+static int word_start(const mf_tokenizer *t, const tok_sym *sym, int j) {
+    const tok_strs *x = &t->text;
+    size_t pl = tok_len(x, sym[j - 1].id);
+    return tok_len(x, sym[j].id) > 0 && tok_str(x, sym[j].id)[0] == ' ' && pl > 0 &&
+           tok_str(x, sym[j - 1].id)[pl - 1] != ' ';
+}
+
+/* Merge sym[0..n) (word by word when space_split) and append the result. */
+static void merge_words(const mf_tokenizer *t, tok_sym *sym, int n, tok_ids *out) {
+    tok_heap h = {0};
+    for (int s0 = 0; s0 < n;) {
+        int e = s0 + 1;
+        if (t->space_split)
+            while (e < n && !word_start(t, sym, e)) e++;
+        else
+            e = n;
+        tok_merge(t, sym + s0, e - s0, &h);
+        for (int i = 0; i >= 0; i = sym[s0 + i].next) tok_ids_push(out, sym[s0 + i].id);
+        s0 = e;
+    }
+    tok_heap_free(&h);
+}
+
 int tok_sp_encode(const mf_tokenizer *t, const char *text, size_t len, int add_bos, tok_ids *out, mf_err *err) {
     tok_sym *sym = mf_malloc((len + 2) * sizeof *sym);
     int n = 0, rc = 0;
@@ -275,12 +319,7 @@ int tok_sp_encode(const mf_tokenizer *t, const char *text, size_t len, int add_b
         rc = push_codepoint(t, text + i, cl, sym, &n, err);
         i += cl;
     }
-    if (!rc) {
-        tok_heap h = {0};
-        tok_merge(t, sym, n, &h);
-        tok_heap_free(&h);
-        for (int i = 0; i >= 0 && n > 0; i = sym[i].next) tok_ids_push(out, sym[i].id);
-    }
+    if (!rc) merge_words(t, sym, n, out);
     free(sym);
     return rc;
 }

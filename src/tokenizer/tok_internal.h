@@ -69,6 +69,8 @@ struct mf_tokenizer {
     float *score;          /* [n_vocab] */
     int add_space_prefix;  /* prepend one space to non-empty text */
     int bos_merges;        /* llama2.c: BOS takes part in merges, as in run.c */
+    int space_split;       /* no mergeable token has a space after a non-space: merges never
+                              cross the start of a space that follows a non-space */
     int32_t byte_id[256];  /* byte-fallback token of each byte, -1 if none */
     /* GPT-2 byte-level */
     tok_pairmap merges;
