@@ -148,6 +148,36 @@ EXTRA = [
 ]
 
 
+def random_texts(n, seed):
+    """Seeded random strings that stress the pre-tokenizer: whitespace kinds and runs,
+    apostrophes, digits, punctuation, letters and marks from several scripts, specials."""
+    import random
+    rnd = random.Random(seed)
+    pools = [
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "0123456789", "0123456789\u0660\u0661\u00b2\u2163\uff11",
+        " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u2009", "\u3000", "\u000b\u000c", "\u0085", "\u2028",
+        "'", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "\u2019",
+        ".,;:!?-()[]{}<>/\\|@#$%^&*_+=~`\"", "\u2026\u2014\u00ab\u00bb\u201c\u201d",
+        "\u00e9\u00e8\u00fc\u00f1\u00e7\u00df\u00c5\u0153", "e\u0301a\u0308", "\u0391\u03b2\u03b3\u0436\u044b\u0449",
+        "\u65e5\u672c\u8a9e\u4e2d\u6587\u3042\u30a2", "\ud55c\uad6d\uc5b4", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+        "\u0939\u093f\u0928\u094d\u0926\u0940", "\U0001F600\U0001F389\U0001F44D\U0001F3FD", "\u2211\u221e\u2264",
+        "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_", "|>",
+    ]
+    out = []
+    for _ in range(n):
+        k = rnd.randint(1, 40)
+        parts = []
+        for _ in range(k):
+            pool = rnd.choice(pools)
+            if len(pool) > 3 and not pool.startswith("<|") and rnd.random() < 0.7:
+                parts.append("".join(rnd.choice(pool) for _ in range(rnd.randint(1, 6))))
+            else:
+                parts.append(pool)
+        out.append("".join(parts))
+    return out
+
+
 # ---------------------------------------------------------------- llama2.c goldens
 
 def gen_llama2c():
@@ -207,8 +237,15 @@ def gguf_vocab(path):
     return strs("tokenizer.ggml.tokens"), strs("tokenizer.ggml.merges"), types, pre
 
 
+# original tokenizer.json regexes of Llama-3 and Qwen2
+LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+             r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def gen_smollm2():
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
     tokens, merges, types, pre = gguf_vocab(os.path.join(CACHE, "SmolLM2-135M-Instruct.Q4_1.gguf"))
     assert pre == "smollm"
@@ -254,6 +291,7 @@ def gen_smollm2():
         "a\x04b \x06\x13\x14\x16\x1d end",
         "plane 1-3 ok \U00010348 \U00020000, plane 4+ lead 0xF1/0xF2: \U00040000 \U0008FFFF \U0010FFFD",
     ]
+    texts += random_texts(60, seed=1234)
     cases = []
     for s in texts:
         ids = tk.encode(s, add_special_tokens=False).ids
@@ -262,12 +300,29 @@ def gen_smollm2():
             case["lossy"] = True
             print("  lossy:", repr(s[:60]))
         cases.append(case)
+    # The same vocab/merges under the Llama-3 and Qwen2 pre-tokenizers (their original
+    # tokenizer.json regexes, run by HF's onig; Llama-3 also has ignore_merges), to check
+    # our PCRE2 renderings of llama.cpp's regexes on these texts.
+    other_pre = {}
+    for name, pattern, ignore in (
+        ("llama-bpe", LLAMA3_RE, True),
+        ("qwen2", QWEN2_RE, False),
+    ):
+        tk2 = Tokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=ignore))
+        tk2.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        tk2.decoder = decoders.ByteLevel()
+        tk2.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+        other_pre[name] = [tk2.encode(c["text"], add_special_tokens=False).ids for c in cases]
     counts = {}
     for name, path in (("wikitext2_raw_test.txt", WIKI_RAW), ("tinystories_train_first2MiB.txt", TINYSTORIES)):
         text = open(path, encoding="utf-8", newline="").read()
         counts[name] = len(tk.encode(text, add_special_tokens=False).ids)
     print("smollm2 counts", counts, flush=True)
-    json.dump({"gguf": "SmolLM2-135M-Instruct.Q4_1.gguf", "pre": pre, "cases": cases, "file_counts": counts},
+    json.dump({"gguf": "SmolLM2-135M-Instruct.Q4_1.gguf", "pre": pre, "cases": cases, "file_counts": counts,
+               "other_pre": other_pre},
               open(os.path.join(OUT, "smollm2_cases.json"), "w"), ensure_ascii=False, separators=(",", ":"))
 
 

@@ -47,8 +47,9 @@ static mf_tokenizer *load_llama2c(const char *rel, int vocab) {
     return t;
 }
 
-/* SmolLM2's tokenizer, read from the GGUF through src/io/gguf.h. */
-static mf_tokenizer *load_smollm2(void) {
+/* SmolLM2's tokenizer, read from the GGUF through src/io/gguf.h; pre_override
+ * (if non-NULL) replaces tokenizer.ggml.pre. */
+static mf_tokenizer *load_smollm2_pre(const char *pre_override) {
     const char *path = tu_smollm2();
     mf_err err = {{0}};
     mf_gguf *g = mf_gguf_open(path, &err);
@@ -65,11 +66,15 @@ static mf_tokenizer *load_smollm2(void) {
     cr_assert(mf_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &bos, &err) == 0, "%s", err.msg);
     cr_assert(mf_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, &err) == 0, "%s", err.msg);
     cr_assert_eq(n_types, n);
+    cr_assert_str_eq(pre, "smollm");
+    if (pre_override) pre = pre_override;
     mf_tokenizer *t = mf_tok_new_gpt2(tokens, (int)n, merges, (int)n_merges, types, pre, (int)bos, (int)eos, &err);
     cr_assert(t != NULL, "%s", err.msg);
     mf_gguf_close(g); /* the tokenizer keeps its own copies */
     return t;
 }
+
+static mf_tokenizer *load_smollm2(void) { return load_smollm2_pre(NULL); }
 
 static void encode_ok(const mf_tokenizer *t, const char *s, size_t len, int bos, int32_t **ids, size_t *n) {
     mf_err err = {{0}};
@@ -366,6 +371,26 @@ Test(tok_sp, llama2_arrays_vs_sentencepiece) {
     sp_arrays_free(&a);
 }
 
+/* Same, with one extra never-merging token (score below run.c's -1e10 floor)
+ * whose text has a space after a non-space: that turns the per-word split off,
+ * so this runs the global priority-queue merge over whole lines. */
+Test(tok_sp, llama2_arrays_global_merge) {
+    sp_arrays a = llama2_as_gguf();
+    a.tokens = realloc(a.tokens, 32001 * sizeof(char *));
+    a.scores = realloc(a.scores, 32001 * sizeof(float));
+    a.types = realloc(a.types, 32001 * sizeof(int32_t));
+    a.tokens[32000] = strdup("x\xE2\x96\x81y");
+    a.scores[32000] = -2e10f;
+    a.types[32000] = 1;
+    a.n = 32001;
+    mf_err err = {{0}};
+    mf_tokenizer *t = mf_tok_new_sp((const char *const *)a.tokens, a.scores, a.types, a.n, 1, 2, 1, &err);
+    cr_assert(t != NULL, "%s", err.msg);
+    check_llama2_cases(t, "llama2 arrays, global merge");
+    mf_tok_free(t);
+    sp_arrays_free(&a);
+}
+
 Test(tok_sp, bad_arrays) {
     sp_arrays a = llama2_as_gguf();
     mf_err err = {{0}};
@@ -405,6 +430,33 @@ Test(tok_gpt2, smollm2_cases) {
     json_decref(g);
     mf_tok_free(t);
 }
+
+/* SmolLM2's vocab under the Llama-3 and Qwen2 pre-tokenizers, against HF
+ * tokenizers running those models' original regexes. */
+static void check_other_pre(const char *pre) {
+    mf_tokenizer *t = load_smollm2_pre(pre);
+    json_t *g = load_json("tests/golden/tok/smollm2_cases.json");
+    json_t *cases = json_object_get(g, "cases");
+    json_t *want = json_object_get(json_object_get(g, "other_pre"), pre);
+    cr_assert(json_array_size(want) == json_array_size(cases), "no golden for pre '%s'", pre);
+    for (size_t i = 0; i < json_array_size(cases); i++) {
+        json_t *c = json_array_get(cases, i);
+        const char *s = json_string_value(json_object_get(c, "text"));
+        size_t len = json_string_length(json_object_get(c, "text"));
+        int32_t *ids;
+        size_t n;
+        encode_ok(t, s, len, 0, &ids, &n);
+        char label[128];
+        snprintf(label, sizeof label, "pre %s case %zu '%.40s'", pre, i, s);
+        assert_ids(ids, n, json_array_get(want, i), label);
+        free(ids);
+    }
+    json_decref(g);
+    mf_tok_free(t);
+}
+
+Test(tok_gpt2, llama3_pre) { check_other_pre("llama-bpe"); }
+Test(tok_gpt2, qwen2_pre) { check_other_pre("qwen2"); }
 
 static long long smollm2_file_count(const char *name) {
     json_t *g = load_json("tests/golden/tok/smollm2_cases.json");
@@ -491,6 +543,21 @@ Test(tok_gpt2, bad_vocab_and_pre) {
     const char *no_space[] = {"ab"};
     cr_assert_null(mf_tok_new_gpt2((const char *const *)v.tokens, v.n, no_space, 1, types, "gpt2", -1, -1, &err));
     cr_assert(strstr(err.msg, "merge 0 'ab'"), "%s", err.msg);
+    /* every supported pre-tokenizer name compiles, encodes and round-trips */
+    const char *pres[] = {NULL, "default", "smollm", "llama-bpe", "llama3", "qwen2", "gpt2", "gpt-2", "falcon",
+                          "dbrx", "starcoder", "command-r"};
+    const char *text = "Hello world 12345 it's  a\ttest\r\n\n\u00e9t\u00e9 \xe6\x97\xa5\xe6\x9c\xac <|x|>!!";
+    for (size_t k = 0; k < sizeof pres / sizeof pres[0]; k++) {
+        t = mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, pres[k], -1, -1, &err);
+        cr_assert_not_null(t, "pre %s: %s", pres[k] ? pres[k] : "NULL", err.msg);
+        int32_t *ids;
+        size_t n;
+        encode_ok(t, text, strlen(text), 0, &ids, &n);
+        assert_roundtrip(t, ids, n, text, strlen(text), pres[k] ? pres[k] : "NULL");
+        free(ids);
+        mf_tok_free(t);
+    }
+
     /* a working one: merges, specials, decode of the byte alphabet */
     t = mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, "gpt2", -1, -1, &err);
     cr_assert_not_null(t, "%s", err.msg);
@@ -517,4 +584,104 @@ Test(tok_gpt2, bad_vocab_and_pre) {
     cr_assert(strstr(err.msg, "BOS"), "%s", err.msg);
     mf_tok_free(t);
     for (int i = 0; i < v.n; i++) free(v.tokens[i]);
+}
+
+/* A vocabulary with a space after a non-space ("a▁") disables the word split:
+ * the global best-first merge must still follow run.c. Expected ids worked by
+ * hand from run.c's loop: [▁ a ▁ b] -> "a▁" (-1) beats "▁b" (-2) ->
+ * [▁ a▁ b] -> "a▁b" (-0.5) -> [▁ a▁b]. Splitting at the space would give
+ * [▁ a ▁b]. */
+Test(tok_sp, no_word_split_vocab) {
+    const char *tokens[] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "a\xE2\x96\x81", "\xE2\x96\x81" "b",
+                            "a\xE2\x96\x81" "b", "<0x0A>"};
+    float scores[] = {0, 0, 0, -10, -10, -10, -1, -2, -0.5f, 0};
+    int32_t types[] = {2, 3, 3, 1, 1, 1, 1, 1, 1, 6};
+    mf_err err = {{0}};
+    mf_tokenizer *t = mf_tok_new_sp(tokens, scores, types, 10, 1, 2, 1, &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    int32_t *ids;
+    size_t n;
+    encode_ok(t, "a b", 3, 1, &ids, &n);
+    cr_assert(n == 3 && ids[0] == 1 && ids[1] == 3 && ids[2] == 8, "got %zu ids: %d %d %d", n, ids[0],
+              n > 1 ? ids[1] : -1, n > 2 ? ids[2] : -1);
+    free(ids);
+    /* a codepoint with no token: byte fallback for '\n', the unknown token for bytes without one */
+    encode_ok(t, "\nx", 2, 0, &ids, &n);
+    cr_assert(n == 3 && ids[0] == 3 && ids[1] == 9 && ids[2] == 0, "got %zu ids", n);
+    char *s = mf_tok_decode(t, ids, n);
+    cr_assert_str_eq(s, " \n<unk>");
+    free(s);
+    free(ids);
+    mf_tok_free(t);
+}
+
+/* ---- random text: no crash, decode(encode(x)) == x ---- */
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Random valid UTF-8 without NUL, mostly ASCII; smollm_safe avoids the bytes
+ * SmolLM2 has no token for (C0 controls other than \t \n \r, planes >= 4). */
+static size_t random_utf8(uint64_t *rng, char *out, size_t max_cp, int smollm_safe) {
+    size_t n = 0, k = 1 + rng_next(rng) % max_cp;
+    static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ";
+    for (size_t i = 0; i < k; i++) {
+        uint64_t r = rng_next(rng) % 100;
+        uint32_t cp;
+        if (r < 50) cp = (uint32_t)alnum[rng_next(rng) % (sizeof alnum - 1)];
+        else if (r < 75) cp = 0x20 + (uint32_t)(rng_next(rng) % 0x5F);
+        else if (r < 80) cp = "\t\n\r "[rng_next(rng) % 4];
+        else if (r < 85) cp = 1 + (uint32_t)(rng_next(rng) % 0x1F);
+        else if (r < 93) cp = 0x80 + (uint32_t)(rng_next(rng) % 0x780);
+        else if (r < 98) cp = 0x800 + (uint32_t)(rng_next(rng) % 0xF800);
+        else cp = 0x10000 + (uint32_t)(rng_next(rng) % 0x100000);
+        if (cp >= 0xD800 && cp < 0xE000) cp = 'x';
+        if (smollm_safe && ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') || cp >= 0x40000)) cp = 'y';
+        unsigned char *o = (unsigned char *)out + n;
+        if (cp < 0x80) o[0] = (unsigned char)cp, n += 1;
+        else if (cp < 0x800) o[0] = (unsigned char)(0xC0 | cp >> 6), o[1] = (unsigned char)(0x80 | (cp & 0x3F)), n += 2;
+        else if (cp < 0x10000)
+            o[0] = (unsigned char)(0xE0 | cp >> 12), o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)),
+            o[2] = (unsigned char)(0x80 | (cp & 0x3F)), n += 3;
+        else
+            o[0] = (unsigned char)(0xF0 | cp >> 18), o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F)),
+            o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)), o[3] = (unsigned char)(0x80 | (cp & 0x3F)), n += 4;
+    }
+    out[n] = 0;
+    return n;
+}
+
+static void fuzz_roundtrip(const mf_tokenizer *t, int bos, int smollm_safe, uint64_t seed) {
+    char *buf = malloc(4 * 300 + 1);
+    for (int it = 0; it < 300; it++) {
+        size_t len = random_utf8(&seed, buf, 300, smollm_safe);
+        int32_t *ids;
+        size_t n;
+        encode_ok(t, buf, len, bos, &ids, &n);
+        char label[64];
+        snprintf(label, sizeof label, "random text %d", it);
+        assert_roundtrip(t, ids, n, buf, len, label);
+        free(ids);
+        /* random bytes: valid or not, encode must return cleanly */
+        for (size_t i = 0; i < len; i++) buf[i] = (char)(rng_next(&seed) & 0xFF);
+        mf_err err = {{0}};
+        if (mf_tok_encode(t, buf, len, bos, &ids, &n, &err) == 0) free(ids);
+    }
+    free(buf);
+}
+
+Test(tok_llama2c, random_text_roundtrip) {
+    mf_tokenizer *t = load_llama2c(LLAMA2_TOK, 32000);
+    fuzz_roundtrip(t, 1, 0, 0x9E3779B97F4A7C15ULL);
+    mf_tok_free(t);
+}
+
+Test(tok_gpt2, random_text_roundtrip) {
+    mf_tokenizer *t = load_smollm2();
+    fuzz_roundtrip(t, 0, 1, 0xD1B54A32D192ED03ULL);
+    mf_tok_free(t);
 }
