@@ -2,7 +2,8 @@
  *
  * The prompt is encoded with BOS; `--steps` counts positions including the
  * prompt (as run.c). temp 0 is greedy; otherwise softmax(logits/temp) and
- * top-p (nucleus) sampling with run.c's xorshift RNG, so a seed reproduces run.c. */
+ * top-p (nucleus) sampling with run.c's xorshift RNG, so a seed reproduces run.c.
+ * Generation stops at BOS (as run.c) or EOS. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -163,7 +164,7 @@ int mf_cmd_generate(int argc, char **argv) {
         MPI_Bcast(&next, 1, MPI_INT, root, MPI_COMM_WORLD);
         pos++;
         if (pos < n) continue; /* still inside the prompt */
-        if (next == s.model->cfg.bos_id) break;
+        if (next == s.model->cfg.bos_id || next == s.model->cfg.eos_id) break; /* end of text */
         seq[n++] = next;
         if (rank == 0 && !json) {
             char piece[512];
