@@ -42,7 +42,7 @@ $(BUILD)/tests/run_tests: $(TEST_OBJ) $(LIB_OBJ)
 ABUILD := build-asan
 $(ABUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CSTD) $(WARN) $(ASAN_FLAGS) -fopenmp $(INCS) -c $< -o $@
+	$(CC) $(CSTD) $(WARN) $(ASAN_FLAGS) -fopenmp $(INCS) -MMD -MP -c $< -o $@
 bin/minifuse-asan: $(ABUILD)/src/main.o $(LIB_SRC:%.c=$(ABUILD)/%.o)
 	@mkdir -p bin
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
@@ -68,4 +68,4 @@ bench: setup
 clean:
 	rm -rf $(BUILD) $(ABUILD) bin
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d $(wildcard $(ABUILD)/*/*.d $(ABUILD)/*/*/*.d)

@@ -26,17 +26,21 @@ void mf_stage_close(mf_stage *s) {
     memset(s, 0, sizeof *s);
 }
 
-int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag) {
+int mf_stage_forward_ex(mf_stage *s, const int32_t *ids, int T, int pos0, int tag, const unsigned char *skip, int head) {
     size_t n = (size_t)T * s->model->cfg.dim;
     if (s->pipe.first) mf_forward_embed(s->model, s->st, ids, T);
     else mf_pipe_recv_prev(&s->pipe, s->st->x, n, tag);
-    mf_forward_layers(s->model, s->st, T, pos0);
+    mf_forward_range(s->model, s->st, T, pos0, s->pipe.l0, s->pipe.l1, skip);
     if (!s->pipe.last) {
         mf_pipe_send_next(&s->pipe, s->st->x, n, tag);
         return 0;
     }
-    mf_forward_head(s->model, s->st, T);
+    if (head) mf_forward_head(s->model, s->st, T);
     return 1;
+}
+
+int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag) {
+    return mf_stage_forward_ex(s, ids, T, pos0, tag, NULL, 1);
 }
 
 void mf_stage_log_layout(const mf_stage *s, const char *what) {

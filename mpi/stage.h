@@ -25,6 +25,9 @@ void mf_stage_close(mf_stage *s);
  * pos0.. through this rank's stage. Returns 1 on the last rank, where
  * s->st->logits [T][V] then holds the result; 0 elsewhere. */
 int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag);
+/* The same, skipping layers with skip[l] != 0 (NULL: none); head = 0 leaves the
+ * last rank with the final hidden state (before the final norm) in s->st->x. */
+int mf_stage_forward_ex(mf_stage *s, const int32_t *ids, int T, int pos0, int tag, const unsigned char *skip, int head);
 
 /* Describe the layout in one log line per rank. */
 void mf_stage_log_layout(const mf_stage *s, const char *what);

@@ -145,6 +145,11 @@ EXTRA = [
     "<s> and </s> are not special here",
     "ÿ þ ß \x7f control \x01\x02 bytes",
     "a\u00a0non-breaking\u2009thin\u3000ideographic space",
+    # repeated characters: equal-score (equal-rank) pairs, where leftmost-first matters
+    "aaa bbbb ccccc hmmm zzzzzzz ooooooooooo",
+    "!!!!! ----- ========= ..... ??? ******** ~~~~~~",
+    "     five spaces, then   three,  two",
+    "1111111 000000 99999 ababababab xoxoxoxo",
 ]
 
 
@@ -160,7 +165,8 @@ def random_texts(n, seed):
         "'", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "\u2019",
         ".,;:!?-()[]{}<>/\\|@#$%^&*_+=~`\"", "\u2026\u2014\u00ab\u00bb\u201c\u201d",
         "\u00e9\u00e8\u00fc\u00f1\u00e7\u00df\u00c5\u0153", "e\u0301a\u0308", "\u0391\u03b2\u03b3\u0436\u044b\u0449",
-        "\u65e5\u672c\u8a9e\u4e2d\u6587\u3042\u30a2", "\ud55c\uad6d\uc5b4", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
+        "\u65e5\u672c\u8a9e\u4e2d\u6587\u3042\u30a2", "\ud55c\uad6d\uc5b4",
+        "\u0627\u0644\u0639\u0631\u0628\u064a\u0629",
         "\u0939\u093f\u0928\u094d\u0926\u0940", "\U0001F600\U0001F389\U0001F44D\U0001F3FD", "\u2211\u221e\u2264",
         "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_", "|>",
     ]

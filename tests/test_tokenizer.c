@@ -534,7 +534,8 @@ Test(tok_gpt2, bad_vocab_and_pre) {
     for (int i = 0; i < v.n; i++) types[i] = i == v.n - 1 ? 3 : 1;
     const char *merges[] = {"a b"};
     mf_err err = {{0}};
-    mf_tokenizer *t = mf_tok_new_gpt2((const char *const *)v.tokens, v.n, merges, 1, types, "no-such-pre", -1, -1, &err);
+    const char *const *toks = (const char *const *)v.tokens;
+    mf_tokenizer *t = mf_tok_new_gpt2(toks, v.n, merges, 1, types, "no-such-pre", -1, -1, &err);
     cr_assert_null(t);
     cr_assert(strstr(err.msg, "'no-such-pre'"), "%s", err.msg);
     const char *bad_merge[] = {"a c"};

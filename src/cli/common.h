@@ -18,5 +18,6 @@ int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *er
 int mf_cmd_eval(int argc, char **argv);
 int mf_cmd_logits(int argc, char **argv);
 int mf_cmd_generate(int argc, char **argv);
+int mf_cmd_score(int argc, char **argv);
 
 #endif

@@ -37,19 +37,31 @@ static int parse_arch(json_t *root, const char *path, mf_arch *arch, mf_err *err
     return 0;
 }
 
-static int parse_rope_scaling(json_t *root, const char *path, mf_config *c, mf_err *err) {
+/* RoPE: transformers 4 / hub configs spell it as top-level "rope_theta" plus
+ * "rope_scaling"; transformers 5 writes one "rope_parameters" object holding
+ * rope_theta and the scaling. As in transformers, a non-null rope_scaling wins,
+ * a rope_theta inside the object wins over the top-level one, a missing
+ * rope_type means "default", and llama3's original_max_position_embeddings
+ * defaults to max_position_embeddings. */
+static int parse_rope(json_t *root, const char *path, mf_config *c, mf_err *err) {
     json_t *rs = json_object_get(root, "rope_scaling");
-    if (!rs || json_is_null(rs)) return 0;
+    if (!rs || json_is_null(rs)) rs = json_object_get(root, "rope_parameters");
+    if (rs && json_is_null(rs)) rs = NULL;
+    if (rs && !json_is_object(rs)) return mf_err_set(err, "%s: \"rope_scaling\" / \"rope_parameters\" must be an object", path);
+    if (get_num(root, path, "rope_theta", 10000, &c->rope_theta, err)) return -1;
+    if (!rs) return 0;
+    if (get_num(rs, path, "rope_theta", c->rope_theta, &c->rope_theta, err)) return -1;
     json_t *t = json_object_get(rs, "rope_type");
     if (!t) t = json_object_get(rs, "type");
-    const char *type = json_is_string(t) ? json_string_value(t) : "?";
+    if (t && !json_is_string(t)) return mf_err_set(err, "%s: rope \"rope_type\" must be a string", path);
+    const char *type = t ? json_string_value(t) : "default";
     if (strcmp(type, "default") == 0) return 0;
     if (strcmp(type, "llama3") != 0)
         return mf_err_set(err, "%s: rope_scaling type '%s' is not supported (only llama3)", path, type);
     c->rope_llama3 = 1;
     if (get_num(rs, path, "factor", 8, &c->rope_factor, err) || get_num(rs, path, "low_freq_factor", 1, &c->rope_low_freq_factor, err) ||
         get_num(rs, path, "high_freq_factor", 4, &c->rope_high_freq_factor, err) ||
-        get_int(rs, path, "original_max_position_embeddings", 8192, &c->rope_orig_ctx, err))
+        get_int(rs, path, "original_max_position_embeddings", c->max_seq_len, &c->rope_orig_ctx, err))
         return -1;
     return 0;
 }
@@ -69,7 +81,7 @@ static int parse_config(const char *path, mf_config *c, int *tie_flag, mf_err *e
         get_int(root, path, "head_dim", c->n_heads > 0 ? c->dim / c->n_heads : 0, &c->head_dim, err) ||
         get_int(root, path, "vocab_size", 0, &c->vocab_size, err) ||
         get_int(root, path, "max_position_embeddings", 2048, &c->max_seq_len, err) ||
-        get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps, err) || get_num(root, path, "rope_theta", 10000, &c->rope_theta, err) ||
+        get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps, err) ||
         get_int(root, path, "bos_token_id", 1, &c->bos_id, err) || get_int(root, path, "eos_token_id", 2, &c->eos_id, err))
         goto out;
     json_t *tie = json_object_get(root, "tie_word_embeddings");
@@ -83,7 +95,7 @@ static int parse_config(const char *path, mf_config *c, int *tie_flag, mf_err *e
         mf_err_set(err, "%s: hidden_act '%s' is not supported (silu only)", path, json_string_value(act));
         goto out;
     }
-    if (parse_rope_scaling(root, path, c, err)) goto out;
+    if (parse_rope(root, path, c, err)) goto out;
     rc = 0;
 out:
     json_decref(root);

@@ -40,6 +40,22 @@ typedef struct mf_model {
 mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err);
 void mf_model_free(mf_model *m);
 
+/* Observers of intermediate activations (importance scoring, distillation of
+ * hidden states). Called with host pointers after each point is computed. */
+typedef enum {
+    MF_ACT_LAYER_IN,   /* residual stream entering a layer   [T][D] */
+    MF_ACT_ATTN_NORM,  /* input_layernorm output             [T][D] */
+    MF_ACT_ATTN_CTX,   /* attention context, input of o_proj [T][H*hd] */
+    MF_ACT_MLP_NORM,   /* post_attention_layernorm output    [T][D] */
+    MF_ACT_MLP_ACT,    /* silu(gate)*up, input of down_proj  [T][F] */
+    MF_ACT_LAYER_OUT,  /* residual stream leaving a layer    [T][D] */
+} mf_act_point;
+
+typedef struct mf_hooks {
+    void *ctx;
+    void (*on_act)(void *ctx, int layer, mf_act_point point, const float *x, int T, int C);
+} mf_hooks;
+
 /* Per-stage working memory for sequences of up to max_T new tokens and a KV
  * cache of max_ctx positions. */
 typedef struct mf_state {
@@ -51,6 +67,7 @@ typedef struct mf_state {
     float *gate, *up;        /* [T][F] */
     float *kcache, *vcache;  /* [n_layers_owned][max_ctx][KV*hd] */
     float *logits;           /* [T][V] (last stage) */
+    const mf_hooks *hooks;   /* NULL: no observers */
 } mf_state;
 
 mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx);
@@ -60,6 +77,8 @@ void mf_state_free(const mf_model *m, mf_state *s);
 void mf_forward_embed(const mf_model *m, mf_state *s, const int32_t *ids, int T);
 /* Run the owned layers on s->x for T tokens at positions pos0..pos0+T-1. */
 void mf_forward_layers(const mf_model *m, mf_state *s, int T, int pos0);
+/* Run owned layers l in [from, to) (global indices) except those with skip[l] != 0 (skip may be NULL). */
+void mf_forward_range(const mf_model *m, mf_state *s, int T, int pos0, int from, int to, const unsigned char *skip);
 /* Final norm + head: s->logits [T][V] from s->x (last stage). */
 void mf_forward_head(const mf_model *m, mf_state *s, int T);
 

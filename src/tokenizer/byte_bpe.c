@@ -62,7 +62,8 @@ static int compile_pre(mf_tokenizer *t, const char *pre, mf_err *err) {
     for (int i = 0; i < TOK_MAX_RE && d->re[i]; i++) {
         int ec;
         PCRE2_SIZE eo;
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR)d->re[i], PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+        uint32_t opts = PCRE2_UTF | PCRE2_UCP;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)d->re[i], PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
         if (!re) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(ec, msg, sizeof msg);

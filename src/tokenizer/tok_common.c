@@ -248,7 +248,8 @@ int mf_tok_encode(const mf_tokenizer *t, const char *text, size_t len, int add_b
     *ids = NULL;
     *n_ids = 0;
     if (!text && len) return mf_err_set(err, "tokenizer: encode given NULL text of %zu bytes", len);
-    if (len > (size_t)INT32_MAX - 8) return mf_err_set(err, "tokenizer: text of %zu bytes is too long (max 2 GiB)", len);
+    if (len > (size_t)INT32_MAX - 8)
+        return mf_err_set(err, "tokenizer: text of %zu bytes is too long (max 2 GiB)", len);
     if (add_bos && t->bos < 0) return mf_err_set(err, "tokenizer: BOS requested but the vocabulary has no BOS token");
     if (tok_utf8_check(text, len, err)) return -1;
     tok_ids out = {0};

@@ -1,0 +1,224 @@
+/* score.c - `minifuse score`: importance of widths and blocks on calibration text.
+ *
+ * One streaming pass over the calibration windows (memory independent of their
+ * number), pipelined over the ranks. Per window:
+ *   1. the full forward, with hooks that accumulate Minitron width statistics
+ *      and Block Importance and cache the input of every owned layer;
+ *   2. for every block i, the model without i, started from the cached input
+ *      of block i (blocks before i are not recomputed): the last rank compares
+ *      the final hidden state with the full model's (Macro Influence) and
+ *      scores the tokens (perplexity with block i removed).
+ * Macro Influence is iterative: after a pass, the least influential block is
+ * removed and the next pass scores the remaining blocks (--mi-iters passes
+ * over the first --mi-samples windows). */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/common.h"
+#include "compress/importance.h"
+#include "compress/score_out.h"
+#include "model/loss.h"
+#include "stage.h"
+#include "util/log.h"
+#include "version.h"
+
+typedef struct score_opts {
+    const char *model, *text, *out, *metrics, *agg_seq, *agg_batch, *tokenizer;
+    int samples, ctx, mi_iters, mi_samples, json;
+    int want_width, want_bi, want_ppl, want_mi;
+    mf_agg seq, batch;
+} score_opts;
+
+/* Depth results, on the last rank. */
+typedef struct depth_acc {
+    int L;
+    double *ppl_nll;   /* [L] NLL sum with block i removed (pass 0) */
+    double base_nll;   /* full model */
+    long ppl_tokens;
+    double *mi_cos;    /* [L] sum over tokens of cos(final, final without i), current pass */
+    long mi_tokens;
+    double *mi;        /* [iters][L] */
+    int *mi_order;     /* removal order */
+    long layer_fwd, heads; /* work done, for forward-equivalents (summed over ranks later) */
+} depth_acc;
+
+static void parse_metrics(score_opts *o) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", o->metrics);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (strcmp(tok, "width") == 0) o->want_width = 1;
+        else if (strcmp(tok, "bi") == 0) o->want_bi = 1;
+        else if (strcmp(tok, "ppl") == 0) o->want_ppl = 1;
+        else if (strcmp(tok, "mi") == 0) o->want_mi = 1;
+        else mf_fatal("score: --metrics entry '%s' is not one of width, bi, ppl, mi", tok);
+    }
+}
+
+/* Model without the blocks in skip and without `drop`, from the cached input of `drop`. */
+static int run_variant(mf_stage *st, mf_importance *imp, const unsigned char *skip, int drop, int T, int head, depth_acc *d) {
+    mf_pipe *p = &st->pipe;
+    size_t n = (size_t)T * st->model->cfg.dim;
+    if (drop >= p->l1) return 0; /* starts on a later rank */
+    int from = p->l0;
+    if (drop >= p->l0) {
+        memcpy(st->st->x, imp->cache[drop - p->l0], n * sizeof(float));
+        from = drop + 1;
+    } else mf_pipe_recv_prev(p, st->st->x, n, 3);
+    for (int l = from; l < p->l1; l++) d->layer_fwd += !skip[l];
+    mf_forward_range(st->model, st->st, T, 0, from, p->l1, skip);
+    if (!p->last) {
+        mf_pipe_send_next(p, st->st->x, n, 3);
+        return 0;
+    }
+    if (head) { mf_forward_head(st->model, st->st, T); d->heads++; }
+    return 1;
+}
+
+/* One window: full forward (hooks on), then every drop-one variant. */
+static void score_window(const score_opts *o, mf_stage *st, mf_importance *imp, depth_acc *d, const int32_t *in,
+                         const int32_t *targets, unsigned char *skip, int pass, int variants, float *ref, double *lse) {
+    int T = o->ctx, V = st->model->cfg.vocab_size, L = d->L;
+    int head_full = pass == 0 && o->want_ppl;
+    st->st->hooks = &imp->hooks;
+    imp->want_width = pass == 0 && o->want_width;
+    imp->want_bi = pass == 0 && o->want_bi;
+    for (int l = st->pipe.l0; l < st->pipe.l1; l++) d->layer_fwd += !skip[l];
+    if (mf_stage_forward_ex(st, in, T, 0, 2, skip, head_full)) {
+        memcpy(ref, st->st->x, (size_t)T * st->model->cfg.dim * sizeof *ref);
+        if (head_full) { d->base_nll += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, lse); d->heads++; }
+    }
+    st->st->hooks = NULL;
+    if (pass == 0) mf_importance_end_sample(imp, T);
+    if (!variants) return;
+    int ppl = pass == 0 && o->want_ppl;
+    for (int i = 0; i < L; i++) {
+        if (skip[i]) continue;
+        if (!run_variant(st, imp, skip, i, T, ppl, d)) continue;
+        if (o->want_mi) d->mi_cos[i] += mf_mean_cos(ref, st->st->x, T, st->model->cfg.dim) * T;
+        if (ppl) d->ppl_nll[i] += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, lse);
+    }
+}
+
+/* After an MI pass: MI of every remaining block, remove the least influential
+ * (decided on the last rank, broadcast so every rank skips it next pass). */
+static int finish_mi_pass(mf_stage *st, depth_acc *d, unsigned char *skip, int iter) {
+    int L = d->L, pick = -1;
+    if (st->pipe.last) {
+        double best = INFINITY;
+        for (int i = 0; i < L; i++) {
+            double mi = skip[i] ? NAN : 1.0 - d->mi_cos[i] / (double)d->mi_tokens;
+            d->mi[(size_t)iter * L + i] = mi;
+            if (!skip[i] && mi < best) { best = mi; pick = i; }
+        }
+    }
+    MPI_Bcast(&pick, 1, MPI_INT, st->pipe.size - 1, st->pipe.comm);
+    skip[pick] = 1;
+    d->mi_order[iter] = pick;
+    memset(d->mi_cos, 0, (size_t)L * sizeof *d->mi_cos);
+    d->mi_tokens = 0;
+    return pick;
+}
+
+static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, depth_acc *d, const int32_t *ids) {
+    int T = o->ctx, L = d->L;
+    unsigned char *skip = mf_calloc((size_t)L, 1);
+    int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    float *ref = mf_malloc((size_t)T * st->model->cfg.dim * sizeof *ref);
+    double *lse = mf_malloc((size_t)T * sizeof *lse);
+    int passes = o->want_mi ? o->mi_iters : 1;
+    for (int pass = 0; pass < passes; pass++) {
+        int nwin = pass == 0 ? o->samples : o->mi_samples;
+        mf_progress prog;
+        char what[64];
+        snprintf(what, sizeof what, "score pass %d/%d", pass + 1, passes);
+        mf_progress_start(&prog, what, nwin);
+        for (int w = 0; w < nwin; w++) {
+            const int32_t *win = ids + (size_t)w * T;
+            in[0] = st->model->cfg.bos_id;
+            memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
+            int variants = o->want_ppl && pass == 0 ? 1 : o->want_mi && w < o->mi_samples;
+            score_window(o, st, imp, d, in, win, skip, pass, variants, ref, lse);
+            if (o->want_mi && w < o->mi_samples) d->mi_tokens += T;
+            if (o->want_ppl && pass == 0) d->ppl_tokens += T;
+            if (st->pipe.last) mf_progress_update(&prog, w + 1, "windows");
+        }
+        mf_pipe_flush(&st->pipe);
+        if (o->want_mi) {
+            int pick = finish_mi_pass(st, d, skip, pass);
+            if (st->pipe.rank == 0) mf_log("MI pass %d: removing block %d", pass + 1, pick);
+        }
+    }
+    free(skip); free(in); free(ref); free(lse);
+}
+
+int mf_cmd_score(int argc, char **argv) {
+    score_opts o = {.samples = 32, .ctx = 256, .metrics = "width,bi,ppl,mi", .agg_seq = "mean", .agg_batch = "l2", .mi_iters = -1, .mi_samples = -1};
+    const mf_opt opts[] = {
+        {"model", MF_OPT_STR, &o.model, "model: HF directory, GGUF file or llama2.c .bin", 1},
+        {"text", MF_OPT_STR, &o.text, "calibration text (UTF-8)", 1},
+        {"out", MF_OPT_STR, &o.out, "rankings file to write (HDF5)", 1},
+        {"samples", MF_OPT_INT, &o.samples, "calibration windows (default 32)", 0},
+        {"ctx", MF_OPT_INT, &o.ctx, "tokens per window (default 256)", 0},
+        {"metrics", MF_OPT_STR, &o.metrics, "comma list of width,bi,ppl,mi (default: all)", 0},
+        {"agg-seq", MF_OPT_STR, &o.agg_seq, "width aggregation over a sequence: mean (default), l2, var", 0},
+        {"agg-batch", MF_OPT_STR, &o.agg_batch, "width aggregation over samples: l2 (default), mean, var", 0},
+        {"mi-iters", MF_OPT_INT, &o.mi_iters, "Macro Influence removal iterations (default: ceil(layers/4))", 0},
+        {"mi-samples", MF_OPT_INT, &o.mi_samples, "windows used by Macro Influence (default: --samples)", 0},
+        {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
+        {"json", MF_OPT_FLAG, &o.json, "print a JSON summary", 0},
+    };
+    const char *summary =
+        "Score what matters in a model on calibration text: Minitron width importance (MLP neurons,\n"
+        "attention heads, embedding channels), Block Importance, perplexity with each block removed,\n"
+        "and FuseGPT Macro Influence (iterative). Writes an HDF5 rankings file for `minifuse prune`.";
+    mf_err err;
+    int rc = mf_args_parse("score", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
+    if (rc == 1) return 0;
+    if (rc != 0) mf_fatal_err(&err);
+    parse_metrics(&o);
+    if (mf_agg_parse(o.agg_seq, &o.seq) || mf_agg_parse(o.agg_batch, &o.batch))
+        mf_fatal("score: --agg-seq/--agg-batch must be mean, l2 or var (got '%s', '%s')", o.agg_seq, o.agg_batch);
+    if (o.ctx < 2 || o.samples < 1) mf_fatal("score: --ctx must be >= 2 and --samples >= 1");
+    if (o.mi_samples < 0 || o.mi_samples > o.samples) o.mi_samples = o.samples;
+
+    size_t n;
+    int32_t *ids = mf_cli_tokenize_file(o.model, o.tokenizer, o.text, &n, MPI_COMM_WORLD);
+    if (n < (size_t)o.samples * o.ctx)
+        mf_fatal("score: %s has %zu tokens, fewer than --samples %d x --ctx %d", o.text, n, o.samples, o.ctx);
+    mf_stage st;
+    mf_stage_open(&st, o.model, MPI_COMM_WORLD, mf_backend_cpu(), o.ctx, o.ctx);
+    mf_stage_log_layout(&st, "score");
+    int L = st.model->cfg.n_layers;
+    if (o.mi_iters < 0) o.mi_iters = (L + 3) / 4;
+    if (o.want_mi && (o.mi_iters < 1 || o.mi_iters >= L)) mf_fatal("score: --mi-iters %d must be between 1 and %d", o.mi_iters, L - 1);
+    mf_importance imp;
+    mf_importance_init(&imp, &st.model->cfg, st.pipe.l0, st.pipe.l1, o.ctx, o.seq, o.batch, o.want_width, o.want_bi,
+                       o.want_ppl || o.want_mi);
+    depth_acc d = {.L = L};
+    d.ppl_nll = mf_calloc((size_t)L, sizeof(double));
+    d.mi_cos = mf_calloc((size_t)L, sizeof(double));
+    d.mi = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1) * L, sizeof(double));
+    d.mi_order = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1), sizeof(int));
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = mf_now();
+    run_passes(&o, &st, &imp, &d, ids);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double secs = mf_now() - t0;
+
+    mf_score_result res = {.opts_samples = o.samples, .opts_ctx = o.ctx, .mi_iters = o.want_mi ? o.mi_iters : 0,
+                           .mi_samples = o.mi_samples, .seconds = secs, .want_width = o.want_width, .want_bi = o.want_bi,
+                           .want_ppl = o.want_ppl, .want_mi = o.want_mi, .seq = o.seq, .batch = o.batch};
+    mf_score_collect(&res, &st, &imp, d.ppl_nll, d.base_nll, d.ppl_tokens, d.mi, d.mi_order, d.layer_fwd, d.heads);
+    mf_score_write(&res, &st, &imp, o.model, o.text, o.out, (long)o.samples * o.ctx);
+    if (st.pipe.rank == 0) mf_score_print(&res, o.json);
+    mf_score_result_free(&res);
+    free(d.ppl_nll); free(d.mi_cos); free(d.mi); free(d.mi_order);
+    mf_importance_free(&imp);
+    mf_stage_close(&st);
+    free(ids);
+    return 0;
+}

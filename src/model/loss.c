@@ -1,0 +1,8 @@
+#include "model/loss.h"
+
+double mf_nll_sum(const mf_backend *be, const float *logits, const int32_t *targets, int T, int V, double *lse) {
+    be->logsumexp(logits, T, V, lse);
+    double s = 0;
+    for (int t = 0; t < T; t++) s += lse[t] - (double)logits[(size_t)t * V + targets[t]];
+    return s;
+}
