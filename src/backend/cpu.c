@@ -35,6 +35,7 @@ static void cpu_rmsnorm(float *y, const float *x, const float *w, int T, int C, 
         const float *xt = x + (size_t)t * C;
         float *yt = y + (size_t)t * C;
         float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
         for (int i = 0; i < C; i++) ss += xt[i] * xt[i];
         float s = 1.0f / sqrtf(ss / C + eps);
         for (int i = 0; i < C; i++) yt[i] = xt[i] * s * w[i];
@@ -68,8 +69,10 @@ static void attend_head(float *out, const float *q, const float *kc, const float
         float *row = S + (size_t)t * n_ctx;
         int n = pos0 + t + 1; /* keys visible to this query */
         float m = row[0];
+#pragma omp simd reduction(max : m)
         for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < n; j++) { row[j] = mf_expf(row[j] - m); sum += row[j]; }
         float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
@@ -116,11 +119,13 @@ static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
     for (int t = 0; t < T; t++) {
         const float *row = logits + (size_t)t * V;
         float m = row[0];
+#pragma omp simd reduction(max : m)
         for (int i = 1; i < V; i++) m = row[i] > m ? row[i] : m;
         double s = 0.0;
         for (int i0 = 0; i0 < V; i0 += 256) {
             int i1 = i0 + 256 < V ? i0 + 256 : V;
             float part = 0.0f;
+#pragma omp simd reduction(+ : part)
             for (int i = i0; i < i1; i++) part += mf_expf(row[i] - m);
             s += part;
         }

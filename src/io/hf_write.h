@@ -63,6 +63,13 @@ void mf_hf_shard_name(char *buf, size_t cap, int i, int k);
  * is 0 or everything fits), -1 on an invalid ref or dtype. */
 int mf_hf_shard_plan(const mf_tensor_ref *t, int n, const char *dtype, size_t max_shard_bytes, int *shard_of, mf_err *err);
 
+/* For writers that produce the files themselves (one shard per pipeline rank):
+ * create dir if missing and remove what an earlier write left there that a
+ * layout of n_shards files would not overwrite (model.safetensors when
+ * n_shards > 1, else the index; model-*-of-*.safetensors shards of another count).
+ * Call it once (one rank) before the shards are written. */
+int mf_hf_prepare_dir(const char *dir, int n_shards, mf_err *err);
+
 /* A whole model into dir (created if missing, parent must exist):
  * config.json + model.safetensors, or model-0000i-of-0000K.safetensors shards +
  * model.safetensors.index.json when the data exceeds max_shard_bytes (0 = never

@@ -9,12 +9,12 @@
 #define MF_FASTMATH_H
 
 #include <stdint.h>
-#include <string.h>
 
 static inline float mf_expf(float x) {
     const float hi = 88.3762626647949f, lo = -87.3365447504019f;
     float xc = x > hi ? hi : (x < lo ? lo : x);
-    float n = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+    /* round to nearest by the 1.5*2^23 trick: vectorizes, unlike floorf */
+    float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -24,10 +24,8 @@ static inline float mf_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &e, sizeof s);
-    float y = p * s;
+    union { int32_t i; float f; } s = {.i = ((int32_t)n + 127) << 23};
+    float y = p * s.f;
     y = x < lo ? 0.0f : y;
     return x > hi ? __builtin_inff() : y;
 }
