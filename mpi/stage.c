@@ -45,7 +45,8 @@ int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag) 
 
 void mf_stage_log_layout(const mf_stage *s, const char *what) {
     const mf_config *c = &s->model->cfg;
-    mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d)", what, s->src->path, s->pipe.l0,
-           s->pipe.l1, c->n_layers, s->pipe.first ? " + embedding" : "", s->pipe.last ? " + head" : "",
-           mf_format_name(s->src->format), c->dim, c->n_heads, c->n_kv_heads, c->vocab_size);
+    mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d), %.1f MiB of weights on this rank", what,
+           s->src->path, s->pipe.l0, s->pipe.l1, c->n_layers, s->pipe.first ? " + embedding" : "",
+           s->pipe.last ? " + head" : "", mf_format_name(s->src->format), c->dim, c->n_heads, c->n_kv_heads,
+           c->vocab_size, mf_model_weight_bytes(s->model) / 1048576.0);
 }

@@ -19,5 +19,6 @@ int mf_cmd_eval(int argc, char **argv);
 int mf_cmd_logits(int argc, char **argv);
 int mf_cmd_generate(int argc, char **argv);
 int mf_cmd_score(int argc, char **argv);
+int mf_cmd_prune(int argc, char **argv);
 
 #endif

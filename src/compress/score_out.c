@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/rankings.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
 static int cmp_idx(const void *a, const void *b, void *ctx) {
     const double *v = ctx;
@@ -178,8 +180,57 @@ void mf_score_result_free(mf_score_result *r) {
     free(r->mi); free(r->mi_order); free(r->order_bi); free(r->order_ppl); free(r->order_mi);
 }
 
+/* Options as JSON text for the provenance attribute. */
+static char *options_json(const mf_score_result *r) {
+    json_t *o = json_pack("{s:i, s:i, s:s, s:s, s:i, s:i, s:b, s:b, s:b, s:b}", "samples", r->opts_samples, "ctx",
+                          r->opts_ctx, "agg_seq", mf_agg_name(r->seq), "agg_batch", mf_agg_name(r->batch), "mi_iters",
+                          r->mi_iters, "mi_samples", r->mi_samples, "width", r->want_width, "bi", r->want_bi, "ppl",
+                          r->want_ppl, "mi", r->want_mi);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
 void mf_score_write(const mf_score_result *r, const mf_stage *st, const mf_importance *imp, const char *model,
                     const char *text, const char *out, long n_tokens) {
-    (void)r; (void)st; (void)imp; (void)model; (void)text; (void)n_tokens;
-    mf_log("rankings file %s: HDF5 writer pending", out);
+    const mf_pipe *p = &st->pipe;
+    const mf_config *c = &st->model->cfg;
+    int n = p->l1 - p->l0;
+    mf_layer_scores *mine = mf_calloc((size_t)(n ? n : 1), sizeof *mine);
+    for (int i = 0; r->want_width && i < n; i++) {
+        mine[i].mlp_neurons = mf_malloc((size_t)c->ffn_dim * sizeof(double));
+        mine[i].attn_heads = mf_malloc((size_t)c->n_heads * sizeof(double));
+        mine[i].emb_attn_norm = mf_malloc((size_t)c->dim * sizeof(double));
+        mine[i].emb_mlp_norm = mf_malloc((size_t)c->dim * sizeof(double));
+        mf_importance_width(imp, p->l0 + i, mine[i].mlp_neurons, mine[i].attn_heads, mine[i].emb_attn_norm, mine[i].emb_mlp_norm);
+    }
+    mf_rankings_meta meta = {0};
+    mf_depth_scores depth = {0};
+    char model_sha[65] = "", data_sha[65] = "";
+    mf_err err;
+    if (p->rank == 0) {
+        if (mf_sha256_path(model, model_sha, &err) != 0 || mf_sha256_path(text, data_sha, &err) != 0) mf_fatal_err(&err);
+        mf_rankings_meta_set_config(&meta, c);
+        meta.model_path = (char *)model;
+        meta.model_sha256 = model_sha;
+        meta.data_path = (char *)text;
+        meta.data_sha256 = data_sha;
+        meta.options = options_json(r);
+        meta.n_tokens = n_tokens;
+        meta.n_samples = r->opts_samples;
+        meta.ctx = r->opts_ctx;
+        depth.bi = r->want_bi ? r->bi : NULL;
+        depth.ppl = r->want_ppl ? r->ppl : NULL;
+        depth.ppl_full = r->ppl_full;
+        depth.n_mi_iter = r->want_mi ? r->mi_iters : 0;
+        depth.mi = r->want_mi ? r->mi : NULL;
+        depth.mi_order = r->want_mi ? r->mi_order : NULL;
+    }
+    if (mf_rankings_write(out, p->comm, &meta, p->l0, p->l1, mine, &depth, &err) != 0) mf_fatal_err(&err);
+    if (p->rank == 0) mf_log("wrote %s", out);
+    free(meta.options);
+    for (int i = 0; i < n; i++) {
+        free(mine[i].mlp_neurons); free(mine[i].attn_heads); free(mine[i].emb_attn_norm); free(mine[i].emb_mlp_norm);
+    }
+    free(mine);
 }

@@ -109,3 +109,12 @@ void mf_state_free(const mf_model *m, mf_state *s) {
         if (bufs[i]) be->free(bufs[i]);
     free(s);
 }
+
+size_t mf_model_weight_bytes(const mf_model *m) {
+    const mf_config *c = &m->cfg;
+    size_t n = (size_t)(m->layer_end - m->layer_begin) * (size_t)mf_config_layer_params(c);
+    size_t emb = (size_t)c->vocab_size * c->dim;
+    if (m->tok_embd) n += emb;
+    if (m->last) n += c->dim + (c->tied_embeddings ? 0 : emb);
+    return n * sizeof(float);
+}

@@ -39,6 +39,8 @@ typedef struct mf_model {
 /* Load the tensors of layers [l0, l1) (plus embedding if first, head if last). */
 mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err);
 void mf_model_free(mf_model *m);
+/* Bytes of float32 weights this stage holds (its layers, embedding/head if owned). */
+size_t mf_model_weight_bytes(const mf_model *m);
 
 /* Observers of intermediate activations (importance scoring, distillation of
  * hidden states). Called with host pointers after each point is computed. */
