@@ -20,6 +20,8 @@ LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c mpi/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+# small MPI programs the tests run under mpirun (tests/tools/*.c, one binary each)
+TOOLS   := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 
@@ -35,8 +37,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/run_tests: $(TEST_OBJ) $(LIB_OBJ)
-	$(CC) -o $@ $^ $(LDLIBS) -lcriterion
+$(BUILD)/tests/run_tests: $(TEST_OBJ) $(LIB_OBJ) $(TOOLS)
+	$(CC) -o $@ $(TEST_OBJ) $(LIB_OBJ) $(LDLIBS) -lcriterion
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS)
 
 # ASan/UBSan build of the binary and the tests, in a separate object tree.
 ABUILD := build-asan

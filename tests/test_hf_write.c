@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,17 +551,30 @@ Test(hfwrite, unwritable_directory) {
     cr_expect(strstr(err.msg, name), "error must name %s: %s", name, err.msg);
     cr_expect_str_eq(dir_list(dir, list, sizeof list), strrchr(blocker, '/') + 1, "left behind: %s", list);
     rmdir(blocker);
-    /* a write that fails half way through a file (file size limit) */
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 100000;
-    signal(SIGXFSZ, SIG_IGN);
-    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    int rc = mf_hf_write_dir(dir, &L->src->cfg, L->t, L->n, "F32", 0, NULL, &err);
-    setrlimit(RLIMIT_FSIZE, &old);
-    cr_expect_eq(rc, -1);
-    cr_expect(strstr(err.msg, "model.safetensors"), "%s", err.msg);
+    /* a write that fails half way through a file (file size limit), in a child
+     * process so that the limit cannot disturb the test runner's own files */
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        struct rlimit lim;
+        getrlimit(RLIMIT_FSIZE, &lim);
+        lim.rlim_cur = 100000;
+        signal(SIGXFSZ, SIG_IGN);
+        int rc = setrlimit(RLIMIT_FSIZE, &lim) == 0 ? mf_hf_write_dir(dir, &L->src->cfg, L->t, L->n, "F32", 0, NULL, &err) : -2;
+        if (write(pfd[1], err.msg, strlen(err.msg) + 1) < 0) rc = -3;
+        _exit(rc == -1 ? 0 : 1);
+    }
+    close(pfd[1]);
+    char msg[1024] = "";
+    ssize_t got = read(pfd[0], msg, sizeof msg - 1);
+    close(pfd[0]);
+    msg[got > 0 ? got : 0] = 0;
+    int status;
+    waitpid(pid, &status, 0);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the size-limited write should fail with -1");
+    cr_expect(strstr(msg, "model.safetensors"), "%s", msg);
     cr_expect_str_eq(dir_list(dir, list, sizeof list), "", "left behind: %s", list);
     /* read-only directory (meaningless as root, who may write anyway) */
     if (geteuid() != 0) {

@@ -17,7 +17,7 @@
 
 typedef struct eval_opts {
     const char *model, *text, *ref, *tokenizer, *backend;
-    int ctx, max_windows, json;
+    int ctx, max_windows, skip, json;
 } eval_opts;
 
 /* Running sums on the last rank. */
@@ -168,6 +168,7 @@ int mf_cmd_eval(int argc, char **argv) {
         {"text", MF_OPT_STR, &o.text, "UTF-8 text file to score", 1},
         {"ctx", MF_OPT_INT, &o.ctx, "window length in tokens (default 256)", 0},
         {"max-windows", MF_OPT_INT, &o.max_windows, "score at most N windows (default: all)", 0},
+        {"skip", MF_OPT_INT, &o.skip, "skip the first N windows (e.g. those used for calibration)", 0},
         {"ref-model", MF_OPT_STR, &o.ref, "reference model: also report KL(ref || model) and top-1 agreement", 0},
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"backend", MF_OPT_STR, &o.backend, "cpu (default), cuda or auto", 0},
@@ -186,10 +187,11 @@ int mf_cmd_eval(int argc, char **argv) {
     if (o.max_windows < 0) mf_fatal("eval: --max-windows %d must not be negative", o.max_windows);
     size_t n;
     int32_t *ids = mf_cli_tokenize_file(o.model, o.tokenizer, o.text, &n, MPI_COMM_WORLD);
-    long windows = (long)(n / (size_t)o.ctx);
+    if (o.skip < 0) mf_fatal("eval: --skip %d must not be negative", o.skip);
+    long windows = (long)(n / (size_t)o.ctx) - o.skip;
     if (o.max_windows > 0 && windows > o.max_windows) windows = o.max_windows;
-    if (windows == 0) mf_fatal("eval: %s has %zu tokens, fewer than one window of --ctx %d", o.text, n, o.ctx);
-    run_eval(&o, ids, windows, MPI_COMM_WORLD);
+    if (windows <= 0) mf_fatal("eval: %s has %zu tokens, fewer than --skip %d + 1 windows of --ctx %d", o.text, n, o.skip, o.ctx);
+    run_eval(&o, ids + (size_t)o.skip * o.ctx, windows, MPI_COMM_WORLD);
     free(ids);
     return 0;
 }
