@@ -33,9 +33,8 @@ const char *tu_smollm2(void) {
     return p;
 }
 
-const char *tu_tmpdir(void) {
-    char *p = next_slot();
-    snprintf(p, 4096, "/tmp/minifuse-test-XXXXXX");
+const char *tu_tmpdir(void) { /* its own allocation: lives for the whole test */
+    char *p = strdup("/tmp/minifuse-test-XXXXXX");
     cr_assert(mkdtemp(p) != NULL, "mkdtemp failed");
     return p;
 }

@@ -104,7 +104,7 @@ static int choose_drops(const mf_rankings *rk, const mf_prune_opts *o, int L, in
 static int plan_heads(mf_prune_plan *p, const mf_rankings *rk, const mf_prune_opts *o, int l, mf_err *err) {
     const mf_config *c = &p->old_cfg;
     int H = c->n_heads, KV = c->n_kv_heads, G = H / KV, Hn = p->new_cfg.n_heads, KVn = p->new_cfg.n_kv_heads;
-    const double *hs = rk->layers[l].attn_heads;
+    const double *hs = rk->layers ? rk->layers[l].attn_heads : NULL;
     p->head_idx[l] = mf_malloc((size_t)Hn * sizeof(int));
     p->kv_idx[l] = mf_malloc((size_t)KVn * sizeof(int));
     if (Hn == H) {
@@ -150,7 +150,7 @@ static int plan_widths(mf_prune_plan *p, const mf_rankings *rk, const mf_prune_o
         n->n_heads = h < KV ? KV : h > c->n_heads ? c->n_heads : h;
         n->n_kv_heads = KV;
     }
-    if (n->ffn_dim < c->ffn_dim && !rk->layers[p->keep_layer[0]].mlp_neurons)
+    if (n->ffn_dim < c->ffn_dim && (!rk->layers || !rk->layers[p->keep_layer[0]].mlp_neurons))
         return mf_err_set(err, "%s: no MLP neuron scores (score with --metrics width)", rk->path);
     if (n->dim < c->dim && !rk->width_emb)
         return mf_err_set(err, "%s: no embedding-channel scores (score with --metrics width)", rk->path);
