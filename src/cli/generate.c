@@ -1,6 +1,6 @@
 /* generate.c - `minifuse generate`: sample text, llama2.c run.c sampler semantics.
  *
- * The prompt is encoded with BOS; `--steps` counts positions including the
+ * The prompt is encoded with BOS (unless the GGUF says add_bos_token = false); `--steps` counts positions including the
  * prompt (as run.c). temp 0 is greedy; otherwise softmax(logits/temp) and
  * top-p (nucleus) sampling with run.c's xorshift RNG, so a seed reproduces run.c.
  * Generation stops at BOS (as run.c) or EOS. */
@@ -136,7 +136,8 @@ int mf_cmd_generate(int argc, char **argv) {
     size_t n_prompt = 0;
     if (rank == 0) {
         if (!(tok = mf_source_load_tokenizer(src, tokp, &err))) mf_fatal_err(&err);
-        if (mf_tok_encode(tok, prompt, strlen(prompt), 1, &ids, &n_prompt, &err) != 0) mf_fatal("generate: --prompt: %s", err.msg);
+        int bos = !src->cfg.no_bos_prompt || !*prompt; /* an empty prompt always starts from BOS */
+        if (mf_tok_encode(tok, prompt, strlen(prompt), bos, &ids, &n_prompt, &err) != 0) mf_fatal("generate: --prompt: %s", err.msg);
     }
     unsigned long long np = n_prompt;
     MPI_Bcast(&np, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);

@@ -6,6 +6,7 @@
  * rank 0 writes the index and config.json. Output goes to DIR.tmp.<pid> and is
  * renamed to DIR only when complete. */
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,8 @@ static double parse_keep(const char *opt, const char *s) {
     return v;
 }
 
-static char *provenance(const char *model, const mf_prune_plan *p, const mf_prune_opts *o, const char *rankings, const char *metric) {
+static char *provenance(const char *model, const mf_prune_plan *p, const mf_prune_opts *o, const char *rankings, const char *metric,
+                        const char *tokenizer) {
     json_t *dropped = json_array();
     for (int i = 0; i < p->old_cfg.n_layers - p->new_cfg.n_layers; i++) json_array_append_new(dropped, json_integer(p->dropped[i]));
     json_t *j = json_pack("{s:{s:s, s:s, s:s, s:o, s:s, s:b, s:i, s:i, s:i, s:i, s:s}}", "minifuse", "version", MF_VERSION,
@@ -39,6 +41,7 @@ static char *provenance(const char *model, const mf_prune_plan *p, const mf_prun
                           "depth_metric", metric, "drop_block", o->drop_block, "ffn_dim_from", p->old_cfg.ffn_dim,
                           "hidden_from", p->old_cfg.dim, "heads_from", p->old_cfg.n_heads, "kv_heads_from",
                           p->old_cfg.n_kv_heads, "command", "prune");
+    if (tokenizer) json_object_set_new(json_object_get(j, "minifuse"), "tokenizer", json_string(tokenizer));
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -118,7 +121,7 @@ static void log_plan(const mf_prune_plan *p) {
 }
 
 int mf_cmd_prune(int argc, char **argv) {
-    const char *model = NULL, *rankings = NULL, *out = NULL, *metric = "mi", *ffn = NULL, *heads = NULL, *hidden = NULL;
+    const char *model = NULL, *rankings = NULL, *out = NULL, *tokp = NULL, *metric = "mi", *ffn = NULL, *heads = NULL, *hidden = NULL;
     mf_prune_opts o = {.align = 32};
     int force = 0, json = 0;
     const mf_opt opts[] = {
@@ -134,6 +137,7 @@ int mf_cmd_prune(int argc, char **argv) {
         {"prune-kv-groups", MF_OPT_FLAG, &o.prune_kv_groups, "prune whole KV groups instead of queries within groups", 0},
         {"hidden-keep", MF_OPT_STR, &hidden, "hidden size to keep: fraction or size", 0},
         {"align", MF_OPT_INT, &o.align, "round kept widths to multiples of this (default 32; 256 for K-quants)", 0},
+        {"tokenizer", MF_OPT_STR, &tokp, "tokenizer the output should name (default: the model's own)", 0},
         {"force", MF_OPT_FLAG, &force, "replace --out if it exists", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
     };
@@ -177,7 +181,11 @@ int mf_cmd_prune(int argc, char **argv) {
         }
     }
     MPI_Bcast(tmpdir, sizeof tmpdir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    char *extra = provenance(model, &plan, &o, rankings, metric);
+    /* the pruned directory names the tokenizer it needs (absolute path), so eval/generate find it */
+    char tok[4400], tok_abs[PATH_MAX];
+    const char *tok_ref = NULL;
+    if (mf_source_tokenizer_path(st.src, tokp, tok, sizeof tok) == 0 && realpath(tok, tok_abs)) tok_ref = tok_abs;
+    char *extra = provenance(model, &plan, &o, rankings, metric, tok_ref);
     write_output(out, tmpdir, &st, &plan, extra);
     if (rank == 0) {
         if (json)

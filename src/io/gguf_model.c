@@ -63,8 +63,6 @@ static int gm_lookup(const mf_source *s, const char *name, mf_raw_tensor *raw) {
 
 static void gm_close(mf_source *s) { mf_gguf_close(s->impl); }
 
-static mf_tokenizer *gm_tokenizer(const mf_source *s, mf_err *err) { return mf_gguf_file_tokenizer(s->path, err); }
-
 /* Read "<arch>.<key>" as u32; `def` < 0 means required. */
 static int arch_u32(const mf_gguf *g, const char *arch, const char *key, long def, int *out, mf_err *err) {
     char full[160];
@@ -116,6 +114,9 @@ static int gguf_config(const mf_gguf *g, mf_config *c, mf_err *err) {
     uint32_t v;
     c->bos_id = mf_gguf_has_key(g, "tokenizer.ggml.bos_token_id") && mf_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v, NULL) == 0 ? (int)v : 1;
     c->eos_id = mf_gguf_has_key(g, "tokenizer.ggml.eos_token_id") && mf_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v, NULL) == 0 ? (int)v : 2;
+    int add_bos = 1;
+    if (mf_gguf_has_key(g, "tokenizer.ggml.add_bos_token") && mf_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, NULL) == 0)
+        c->no_bos_prompt = !add_bos;
     if (mf_gguf_find_tensor(g, "rope_freqs.weight"))
         return mf_err_set(err, "%s: tensor 'rope_freqs.weight' (llama3 RoPE scaling in GGUF) is not supported yet; load the Hugging Face directory instead", path);
     return 0;
@@ -128,7 +129,6 @@ int mf_gguf_model_open(mf_source *s, const char *path, mf_err *err) {
     s->impl = g;
     s->lookup = gm_lookup;
     s->close = gm_close;
-    s->tokenizer = gm_tokenizer;
     return gguf_config(g, &s->cfg, err);
 }
 

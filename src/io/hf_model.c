@@ -66,7 +66,7 @@ static int parse_rope(json_t *root, const char *path, mf_config *c, mf_err *err)
     return 0;
 }
 
-static int parse_config(const char *path, mf_config *c, int *tie_flag, mf_err *err) {
+static int parse_config(const char *path, mf_config *c, int *tie_flag, char **tok_ref, mf_err *err) {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) return mf_err_set(err, "%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
@@ -96,6 +96,8 @@ static int parse_config(const char *path, mf_config *c, int *tie_flag, mf_err *e
         goto out;
     }
     if (parse_rope(root, path, c, err)) goto out;
+    json_t *tok = json_object_get(json_object_get(root, "minifuse"), "tokenizer"); /* written by prune */
+    if (json_is_string(tok) && json_string_length(tok) > 0) *tok_ref = mf_strdup(json_string_value(tok));
     rc = 0;
 out:
     json_decref(root);
@@ -122,7 +124,7 @@ int mf_hf_open(mf_source *s, const char *dir, mf_err *err) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     int tie_flag = -1;
     s->format = MF_FMT_HF;
-    if (parse_config(path, &s->cfg, &tie_flag, err) != 0) return -1;
+    if (parse_config(path, &s->cfg, &tie_flag, &s->tokenizer_ref, err) != 0) return -1;
     mf_safetensors *st = mf_st_open_dir(dir, err);
     if (!st) return -1;
     s->impl = st;

@@ -51,6 +51,7 @@ mf_source *mf_source_open(const char *path, mf_err *err) {
 void mf_source_close(mf_source *s) {
     if (!s) return;
     if (s->close) s->close(s);
+    free(s->tokenizer_ref);
     free(s->path);
     free(s);
 }
@@ -144,20 +145,27 @@ static int find_tokenizer_bin(const char *dir, char *out, size_t cap) {
     return found;
 }
 
-mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err) {
-    if (tok_path) {
-        if (has_gguf_magic(tok_path)) return mf_gguf_file_tokenizer(tok_path, err);
-        return mf_tok_load_llama2c(tok_path, s->cfg.vocab_size, err);
-    }
-    if (s->tokenizer) return s->tokenizer(s, err);
-    char dir[4096], found[4096 + 300];
+int mf_source_tokenizer_path(const mf_source *s, const char *tok_path, char *out, size_t cap) {
+    if (tok_path) { snprintf(out, cap, "%s", tok_path); return 0; }
+    if (s->format == MF_FMT_GGUF) { snprintf(out, cap, "%s", s->path); return 0; }
+    char dir[4096];
     snprintf(dir, sizeof dir, "%s", s->path);
     if (s->format != MF_FMT_HF) {
         char *slash = strrchr(dir, '/');
         if (slash) *slash = 0;
         else snprintf(dir, sizeof dir, ".");
     }
-    if (find_tokenizer_bin(dir, found, sizeof found) == 0) return mf_tok_load_llama2c(found, s->cfg.vocab_size, err);
-    mf_err_set(err, "%s: no tokenizer found (give --tokenizer tokenizer.bin or a GGUF file)", s->path);
-    return NULL;
+    if (find_tokenizer_bin(dir, out, cap) == 0) return 0;
+    if (s->tokenizer_ref) { snprintf(out, cap, "%s", s->tokenizer_ref); return 0; }
+    return -1;
+}
+
+mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err) {
+    char path[4400];
+    if (mf_source_tokenizer_path(s, tok_path, path, sizeof path) != 0) {
+        mf_err_set(err, "%s: no tokenizer found (give --tokenizer tokenizer.bin or a GGUF file)", s->path);
+        return NULL;
+    }
+    if (has_gguf_magic(path)) return mf_gguf_file_tokenizer(path, err);
+    return mf_tok_load_llama2c(path, s->cfg.vocab_size, err);
 }

@@ -39,7 +39,7 @@ struct mf_source {
     void *impl;
     /* 0 and *raw filled if the tensor exists, -1 otherwise (no error set). */
     int (*lookup)(const mf_source *s, const char *name, mf_raw_tensor *raw);
-    mf_tokenizer *(*tokenizer)(const mf_source *s, mf_err *err); /* NULL fn: format has none */
+    char *tokenizer_ref; /* HF config.json "minifuse": {"tokenizer": path} of a pruned model, or NULL */
     void (*close)(mf_source *s);
 };
 
@@ -54,8 +54,11 @@ float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64
 
 /* The tokenizer: from tok_path when given (llama2.c tokenizer.bin or a GGUF
  * file), else the one inside the model (GGUF) or next to it (tokenizer.bin,
- * tok*.bin in a HF directory or beside a llama2.c checkpoint). */
+ * tok*.bin in a HF directory or beside a llama2.c checkpoint), else the one a
+ * pruned model's config.json names ("minifuse": {"tokenizer": path}). */
 mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err);
+/* The path that mf_source_load_tokenizer would read; -1 if none. */
+int mf_source_tokenizer_path(const mf_source *s, const char *tok_path, char *out, size_t cap);
 
 /* Format openers (one file each). */
 int mf_hf_open(mf_source *s, const char *dir, mf_err *err);

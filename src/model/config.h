@@ -29,6 +29,7 @@ typedef struct mf_config {
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_ctx;
     int bos_id, eos_id;
+    int no_bos_prompt; /* GGUF tokenizer.ggml.add_bos_token = false: generate does not prepend BOS to a prompt */
 } mf_config;
 
 const char *mf_arch_name(mf_arch a);
