@@ -1,0 +1,90 @@
+#include "train/params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Copy a weight into memory the model owns (it may point into a read-only map). */
+static float *own(mf_model *m, float *w, size_t n) {
+    for (int i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == w) return w;
+    float *c = mf_malloc(n * sizeof *c);
+    memcpy(c, w, n * sizeof *c);
+    m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+    m->owned[m->n_owned++] = c;
+    return c;
+}
+
+static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int64_t d0, int64_t d1) {
+    if (!*slot) return;
+    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    *slot = own(m, *slot, n);
+    ps->p = mf_realloc(ps->p, (size_t)(ps->n + 1) * sizeof *ps->p);
+    mf_param *p = &ps->p[ps->n++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = n;
+    p->data = *slot;
+    p->grad = mf_calloc(n, sizeof *p->grad);
+    ps->total += n;
+}
+
+void mf_params_from_model(mf_params *ps, mf_model *m) {
+    memset(ps, 0, sizeof *ps);
+    const mf_config *c = &m->cfg;
+    int64_t D = c->dim, F = c->ffn_dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    int tied_head_copy = m->last && c->tied_embeddings && !m->first;
+    if (m->tok_embd && (m->first || tied_head_copy)) {
+        float *before = m->tok_embd;
+        add(ps, m, &m->tok_embd, "model.embed_tokens.weight", c->vocab_size, D);
+        if (m->lm_head == before) m->lm_head = m->tok_embd;
+    }
+    char n[160];
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        mf_layer *L = &m->layers[l - m->layer_begin];
+#define P(field, suffix, d0, d1) do { snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix); add(ps, m, &L->field, n, d0, d1); } while (0)
+        P(attn_norm, "input_layernorm.weight", D, 0);
+        P(wq, "self_attn.q_proj.weight", Q, D);
+        P(wk, "self_attn.k_proj.weight", KV, D);
+        P(wv, "self_attn.v_proj.weight", KV, D);
+        P(bq, "self_attn.q_proj.bias", Q, 0);
+        P(bk, "self_attn.k_proj.bias", KV, 0);
+        P(bv, "self_attn.v_proj.bias", KV, 0);
+        P(wo, "self_attn.o_proj.weight", D, Q);
+        P(ffn_norm, "post_attention_layernorm.weight", D, 0);
+        P(w_gate, "mlp.gate_proj.weight", F, D);
+        P(w_up, "mlp.up_proj.weight", F, D);
+        P(w_down, "mlp.down_proj.weight", D, F);
+#undef P
+    }
+    if (m->last) {
+        add(ps, m, &m->out_norm, "model.norm.weight", D, 0);
+        if (!c->tied_embeddings) add(ps, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
+    }
+}
+
+void mf_params_free(mf_params *ps) {
+    for (int i = 0; i < ps->n; i++) free(ps->p[i].grad);
+    free(ps->p);
+    memset(ps, 0, sizeof *ps);
+}
+
+void mf_params_zero_grad(mf_params *ps) {
+    for (int i = 0; i < ps->n; i++) memset(ps->p[i].grad, 0, ps->p[i].numel * sizeof(float));
+}
+
+double mf_params_grad_sq(const mf_params *ps) {
+    double s = 0;
+    for (int i = 0; i < ps->n; i++)
+        for (size_t j = 0; j < ps->p[i].numel; j++) s += (double)ps->p[i].grad[j] * ps->p[i].grad[j];
+    return s;
+}
+
+mf_param *mf_params_find(mf_params *ps, const char *name) {
+    for (int i = 0; i < ps->n; i++)
+        if (strcmp(ps->p[i].name, name) == 0) return &ps->p[i];
+    return NULL;
+}
