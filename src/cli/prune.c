@@ -2,9 +2,9 @@
  * and write a Hugging Face directory that minifuse and transformers load.
  *
  * Every rank reads the (small) rankings file and builds the same plan; each
- * rank slices the layers it owns and writes them as its own safetensors shard;
- * rank 0 writes the index and config.json. Output goes to DIR.tmp.<pid> and is
- * renamed to DIR only when complete. */
+ * rank slices the layers it owns and writes them as its own safetensors shard
+ * (mpi/hf_collective.c); rank 0 writes the index and config.json. Output goes
+ * to DIR.tmp.<pid> and is renamed to DIR only when complete. */
 #include <errno.h>
 #include <limits.h>
 #include <jansson.h>
@@ -17,6 +17,7 @@
 #include "cli/args.h"
 #include "cli/common.h"
 #include "compress/prune.h"
+#include "hf_collective.h"
 #include "io/hf_write.h"
 #include "stage.h"
 #include "util/log.h"
@@ -45,69 +46,6 @@ static char *provenance(const char *model, const mf_prune_plan *p, const mf_prun
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
-}
-
-/* Each rank writes its shard; rank 0 the index and config; then the rename. */
-static void write_output(const char *out, const char *tmpdir, mf_stage *st, const mf_prune_plan *plan, const char *extra) {
-    const mf_pipe *p = &st->pipe;
-    mf_err err;
-    mf_tensor_ref *t;
-    int n = mf_prune_slice(plan, st->model, &t);
-    int *counts = mf_malloc((size_t)p->size * sizeof *counts);
-    MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, p->comm);
-    int shards = 0, mine = -1;
-    for (int r = 0; r < p->size; r++) if (counts[r] > 0) { if (r == p->rank) mine = shards; shards++; }
-    char file[256], path[4600];
-    if (shards == 1) snprintf(file, sizeof file, "model.safetensors");
-    else mf_hf_shard_name(file, sizeof file, mine + 1, shards);
-    snprintf(path, sizeof path, "%s/%s", tmpdir, file);
-    int rc = n > 0 ? mf_st_write(path, t, n, "F32", &err) : 0;
-    int all;
-    MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, p->comm);
-    if (rc != 0) mf_fatal_err(&err);
-    if (all != 0) mf_fatal("prune: another rank failed writing its shard");
-    /* names + sizes to rank 0 for the index */
-    uint64_t bytes = 0;
-    for (int i = 0; i < n; i++) bytes += mf_st_tensor_bytes(&t[i], "F32");
-    uint64_t total = 0;
-    MPI_Reduce(&bytes, &total, 1, MPI_UINT64_T, MPI_SUM, 0, p->comm);
-    size_t blen = 0;
-    for (int i = 0; i < n; i++) blen += strlen(t[i].name) + 1;
-    char *names = mf_malloc(blen + 1), *q = names;
-    for (int i = 0; i < n; i++) { size_t l = strlen(t[i].name) + 1; memcpy(q, t[i].name, l); q += l; }
-    int bl = (int)blen, *lens = mf_malloc((size_t)p->size * sizeof *lens), *displs = mf_malloc((size_t)p->size * sizeof *displs);
-    MPI_Gather(&bl, 1, MPI_INT, lens, 1, MPI_INT, 0, p->comm);
-    char *allnames = NULL;
-    int tot_len = 0;
-    if (p->rank == 0) {
-        for (int r = 0; r < p->size; r++) { displs[r] = tot_len; tot_len += lens[r]; }
-        allnames = mf_malloc((size_t)tot_len + 1);
-    }
-    MPI_Gatherv(names, bl, MPI_CHAR, allnames, lens, displs, MPI_CHAR, 0, p->comm);
-    if (p->rank == 0) {
-        if (shards > 1) {
-            int nt = 0;
-            for (int r = 0; r < p->size; r++) nt += counts[r];
-            const char **nm = mf_malloc((size_t)nt * sizeof *nm), **fl = mf_malloc((size_t)nt * sizeof *fl);
-            char (*fnames)[64] = mf_malloc((size_t)shards * sizeof *fnames);
-            const char *cur = allnames;
-            for (int r = 0, k = 0, s = 0; r < p->size; r++) {
-                if (counts[r] == 0) continue;
-                mf_hf_shard_name(fnames[s], sizeof fnames[s], s + 1, shards);
-                for (int i = 0; i < counts[r]; i++, k++) { nm[k] = cur; fl[k] = fnames[s]; cur += strlen(cur) + 1; }
-                s++;
-            }
-            snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmpdir);
-            if (mf_hf_write_index(path, nm, fl, nt, total, &err) != 0) mf_fatal_err(&err);
-            free(nm); free(fl); free(fnames);
-        }
-        snprintf(path, sizeof path, "%s/config.json", tmpdir);
-        if (mf_hf_write_config(path, &plan->new_cfg, "float32", extra, &err) != 0) mf_fatal_err(&err);
-        if (rename(tmpdir, out) != 0) mf_fatal("prune: cannot rename %s to %s: %s", tmpdir, out, strerror(errno));
-    }
-    MPI_Barrier(p->comm);
-    free(allnames); free(names); free(lens); free(displs); free(counts);
-    mf_prune_tensors_free(t, n);
 }
 
 static void log_plan(const mf_prune_plan *p) {
@@ -153,7 +91,7 @@ int mf_cmd_prune(int argc, char **argv) {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     struct stat sb;
-    if (stat(out, &sb) == 0 && !force) mf_fatal("prune: --out %s already exists (use --force to replace it)", out);
+    if (stat(out, &sb) == 0 && !force) mf_fatal("prune: --out %s already exists (use --force to replace it)", out); /* before any work */
 
     mf_stage st;
     mf_stage_open(&st, model, MPI_COMM_WORLD, mf_backend_cpu(), 1, 1);
@@ -170,23 +108,15 @@ int mf_cmd_prune(int argc, char **argv) {
     mf_prune_plan plan;
     if (mf_prune_plan_make(&plan, &st.model->cfg, &rk, &o, &err) != 0) mf_fatal_err(&err);
     if (rank == 0) log_plan(&plan);
-    char tmpdir[4200];
-    if (rank == 0) {
-        snprintf(tmpdir, sizeof tmpdir, "%s.tmp.%d", out, (int)getpid());
-        if (mkdir(tmpdir, 0755) != 0) mf_fatal("prune: cannot create %s: %s", tmpdir, strerror(errno));
-        if (force && stat(out, &sb) == 0) {
-            char cmd[8600];
-            snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", out);
-            if (system(cmd) != 0) mf_fatal("prune: cannot remove old %s", out);
-        }
-    }
-    MPI_Bcast(tmpdir, sizeof tmpdir, MPI_CHAR, 0, MPI_COMM_WORLD);
     /* the pruned directory names the tokenizer it needs (absolute path), so eval/generate find it */
     char tok[4400], tok_abs[PATH_MAX];
     const char *tok_ref = NULL;
     if (mf_source_tokenizer_path(st.src, tokp, tok, sizeof tok) == 0 && realpath(tok, tok_abs)) tok_ref = tok_abs;
     char *extra = provenance(model, &plan, &o, rankings, metric, tok_ref);
-    write_output(out, tmpdir, &st, &plan, extra);
+    mf_tensor_ref *t;
+    int n = mf_prune_slice(&plan, st.model, &t);
+    mf_hf_write_collective(out, MPI_COMM_WORLD, &plan.new_cfg, t, n, extra, force, "prune");
+    mf_prune_tensors_free(t, n);
     if (rank == 0) {
         if (json)
             printf("{\"out\": \"%s\", \"n_layers\": %d, \"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "

@@ -1,0 +1,17 @@
+/* hf_collective.h - write one Hugging Face model directory from all pipeline ranks.
+ *
+ * Every rank passes the tensors it holds (in the output's names); each rank
+ * with tensors writes its own safetensors shard, rank 0 writes the index and
+ * config.json, all into OUT.tmp.<pid>, renamed to OUT when complete. Used by
+ * prune, distill and fuse. Errors abort all ranks. */
+#ifndef MF_HF_COLLECTIVE_H
+#define MF_HF_COLLECTIVE_H
+
+#include <mpi.h>
+#include "io/hf_write.h"
+
+/* force: replace an existing OUT (else it must not exist). extra_json: merged into config.json. */
+void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg, const mf_tensor_ref *t, int n,
+                            const char *extra_json, int force, const char *who);
+
+#endif
