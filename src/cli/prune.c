@@ -108,6 +108,10 @@ int mf_cmd_prune(int argc, char **argv) {
     mf_prune_plan plan;
     if (mf_prune_plan_make(&plan, &st.model->cfg, &rk, &o, &err) != 0) mf_fatal_err(&err);
     if (rank == 0) log_plan(&plan);
+    if (rank == 0 && plan.new_cfg.dim % plan.new_cfg.n_heads != 0)
+        mf_log("prune: warning: hidden size %d is not a multiple of %d heads; minifuse and llama.cpp load this, but "
+               "transformers 5 refuses it (choose --hidden-keep and --heads-keep so that it divides)",
+               plan.new_cfg.dim, plan.new_cfg.n_heads);
     /* the pruned directory names the tokenizer it needs (absolute path), so eval/generate find it */
     char tok[4400], tok_abs[PATH_MAX];
     const char *tok_ref = NULL;
