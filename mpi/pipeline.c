@@ -82,6 +82,14 @@ void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag) {
     MPI_Recv(x, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm, MPI_STATUS_IGNORE);
 }
 
+void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) {
+    MPI_Send(dx, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm);
+}
+
+void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) {
+    MPI_Recv(dx, (int)n, MPI_FLOAT, p->rank + 1, tag, p->comm, MPI_STATUS_IGNORE);
+}
+
 void mf_pipe_flush(mf_pipe *p) {
     MPI_Waitall(2, p->req, MPI_STATUSES_IGNORE);
 }

@@ -34,6 +34,9 @@ void mf_pipe_free(mf_pipe *p);
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag);
 /* Receive x[n] from the previous rank. */
 void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag);
+/* Backward direction (gradients of activations): blocking, rank r -> r-1. */
+void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag);
+void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag);
 /* Wait for all outstanding sends. */
 void mf_pipe_flush(mf_pipe *p);
 
