@@ -11,25 +11,6 @@
 #include "model/model.h"
 #include "testutil.h"
 
-/* Logits [n][V] of ids through the whole model in one process. */
-static float *forward_all(const char *path, const int32_t *ids, int n, int *V) {
-    mf_err err;
-    mf_source *src = mf_source_open(path, &err);
-    cr_assert(src, "%s", err.msg);
-    mf_model *m = mf_model_load(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, &err);
-    cr_assert(m, "%s", err.msg);
-    mf_state *s = mf_state_new(m, n, n);
-    mf_forward_embed(m, s, ids, n);
-    mf_forward_layers(m, s, n, 0);
-    mf_forward_head(m, s, n);
-    *V = m->cfg.vocab_size;
-    float *out = malloc((size_t)n * *V * sizeof *out);
-    memcpy(out, s->logits, (size_t)n * *V * sizeof *out);
-    mf_state_free(m, s);
-    mf_model_free(m);
-    mf_source_close(src);
-    return out;
-}
 
 static int32_t *json_ids(json_t *arr, int *n) {
     *n = (int)json_array_size(arr);
@@ -44,7 +25,7 @@ static void check_stories_logits(const char *model) {
     cr_assert(ref, "golden json: %s", je.text);
     int n, V;
     int32_t *ids = json_ids(json_object_get(ref, "input_ids"), &n);
-    float *got = forward_all(model, ids, n, &V);
+    float *got = tu_forward_all(model, ids, n, &V);
     size_t len;
     float *want = tu_read(tu_shared("llm_assets/reference/stories260K_logits_128x512.f32"), &len);
     cr_assert(want && len == (size_t)n * V * 4, "golden logits size");
@@ -65,7 +46,7 @@ Test(engine, smollm2_logits_vs_transformers, .timeout = 300) {
     cr_assert(ids_j && meta, "smollm2 goldens: %s", je.text);
     int n, V;
     int32_t *ids = json_ids(json_object_get(ids_j, "ids"), &n);
-    float *got = forward_all(tu_smollm2(), ids, n, &V);
+    float *got = tu_forward_all(tu_smollm2(), ids, n, &V);
     size_t len;
     float *want = tu_read("tests/golden/smollm2/logits_rows.f32", &len);
     json_t *rows = json_object_get(meta, "rows"), *am = json_object_get(meta, "argmax");

@@ -91,25 +91,6 @@ static void free_loaded(loaded *L) {
     free(L);
 }
 
-/* Logits [n][V] of ids through the whole model in one process. */
-static float *forward_all(const char *path, const int32_t *ids, int n, int *V) {
-    mf_err err;
-    mf_source *src = mf_source_open(path, &err);
-    cr_assert(src, "%s", err.msg);
-    mf_model *m = mf_model_load(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, &err);
-    cr_assert(m, "%s", err.msg);
-    mf_state *s = mf_state_new(m, n, n);
-    mf_forward_embed(m, s, ids, n);
-    mf_forward_layers(m, s, n, 0);
-    mf_forward_head(m, s, n);
-    *V = m->cfg.vocab_size;
-    float *out = malloc((size_t)n * *V * sizeof *out);
-    memcpy(out, s->logits, (size_t)n * *V * sizeof *out);
-    mf_state_free(m, s);
-    mf_model_free(m);
-    mf_source_close(src);
-    return out;
-}
 
 /* The 128 golden ids (independent numpy forward pass in llm_assets/reference). */
 static int32_t *golden_ids(int *n) {
@@ -308,7 +289,7 @@ static void roundtrip_f32(size_t max_shard, int want_min_shards) {
     free_loaded(B);
     int n, V, same;
     int32_t *ids = golden_ids(&n);
-    float *a = forward_all(tu_shared(STORIES), ids, n, &V), *b = forward_all(dir, ids, n, &V);
+    float *a = tu_forward_all(tu_shared(STORIES), ids, n, &V), *b = tu_forward_all(dir, ids, n, &V);
     double d = max_diff(a, b, (size_t)n * V, &same);
     cr_expect(same, "logits of the written model differ from the original (max %g)", d);
     float *g = golden_logits((size_t)n * V);
@@ -338,7 +319,7 @@ static void roundtrip_half(const char *dtype, double tol) {
     mf_source_close(back);
     int n, V, same, agree = 0;
     int32_t *ids = golden_ids(&n);
-    float *a = forward_all(tu_shared(STORIES), ids, n, &V), *b = forward_all(dir, ids, n, &V);
+    float *a = tu_forward_all(tu_shared(STORIES), ids, n, &V), *b = tu_forward_all(dir, ids, n, &V);
     double d = max_diff(a, b, (size_t)n * V, &same);
     for (int t = 0; t < n; t++) {
         int ia = 0, ib = 0;

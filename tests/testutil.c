@@ -1,5 +1,8 @@
 #include "testutil.h"
 
+#include "io/source.h"
+#include "model/model.h"
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,4 +101,23 @@ void tu_write(const char *path, const void *data, size_t len) {
     cr_assert(f != NULL, "cannot write %s", path);
     fwrite(data, 1, len, f);
     fclose(f);
+}
+
+float *tu_forward_all(const char *path, const int32_t *ids, int n, int *V) {
+    mf_err err;
+    mf_source *src = mf_source_open(path, &err);
+    cr_assert(src, "%s", err.msg);
+    mf_model *m = mf_model_load(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, &err);
+    cr_assert(m, "%s", err.msg);
+    mf_state *s = mf_state_new(m, n, n);
+    mf_forward_embed(m, s, ids, n);
+    mf_forward_layers(m, s, n, 0);
+    mf_forward_head(m, s, n);
+    *V = m->cfg.vocab_size;
+    float *out = malloc((size_t)n * *V * sizeof *out);
+    memcpy(out, s->logits, (size_t)n * *V * sizeof *out);
+    mf_state_free(m, s);
+    mf_model_free(m);
+    mf_source_close(src);
+    return out;
 }

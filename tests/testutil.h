@@ -17,6 +17,10 @@ int tu_run(const char *cmd, char **out, char **err_out);
 /* "mpirun ... -np P bin/minifuse" prefix (1 OpenMP thread per rank). */
 const char *tu_mpirun(int P);
 
+/* Logits [n][V] (malloc'ed) of ids through the whole model at `path`, in one process. */
+#include <stdint.h>
+float *tu_forward_all(const char *path, const int32_t *ids, int n, int *V);
+
 /* Read a whole file (malloc'ed); NULL if missing. */
 void *tu_read(const char *path, size_t *len);
 /* Write bytes to a file. */
