@@ -9,7 +9,7 @@
 CC      := mpicc
 PKGS    := hdf5-openmpi jansson libpcre2-8
 CSTD    := -std=c11 -D_GNU_SOURCE
-WARN    := -Wall -Wextra -Wno-unused-parameter
+WARN    := -Wall -Wextra
 OPT     ?= -O3 -march=native -fno-fast-math
 INCS    := -Isrc -Impi -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp $(INCS) -MMD -MP

@@ -80,6 +80,7 @@ static void metrics_string(unsigned metrics, char *buf, size_t n) {
 
 /* The most specific description on HDF5's error stack (innermost first). */
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
     char *buf = data;
     if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
     return 0;

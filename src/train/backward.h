@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- linear: y[T][n_out] = x[T][n_in] W[n_out][n_in]^T (+ b[n_out]) ---- */
-void mf_linear_fwd(float *y, const float *x, const float *W, const float *b, int T, int n_in, int n_out);
+/* ---- linear: y[T][n_out] (acc ? += : =) x[T][n_in] W[n_out][n_in]^T (+ b[n_out]) ---- */
+void mf_linear_fwd(float *y, const float *x, const float *W, const float *b, int T, int n_in, int n_out, int acc);
 /* dx[T][n_in] (acc ? += : =) dy W;  dW[n_out][n_in] += dy^T x;  db[n_out] += sum_t dy[t] */
 void mf_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W, int T, int n_in,
                    int n_out, int acc);
