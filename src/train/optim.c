@@ -62,8 +62,7 @@ static void adam_tensor(float *p, const float *g, float *m, float *v, size_t n, 
         float gj = g[j] * scale;
         float pj = decay ? p[j] * k->decay : p[j];
         float mj = fmaf(k->w1, gj - m[j], m[j]);   /* torch's vectorized lerp_ */
-        float vj = v[j] * k->b2;
-        vj = vj + k->c2 * gj * gj;
+        float vj = fmaf(k->c2 * gj, gj, v[j] * k->b2); /* torch's vectorized addcmul_ */
         float denom = sqrtf(vj) / k->bc2_sqrt + k->eps;
         p[j] = pj + k->neg_step * mj / denom;
         m[j] = mj;
@@ -116,10 +115,12 @@ double mf_grad_global_norm(const mf_params *ps, MPI_Comm comm) {
     return sqrt(s);
 }
 
+/* In float32, like torch's tensor arithmetic on a float32 norm (its
+ * `max_norm / t` is `t.reciprocal() * max_norm`). */
 float mf_clip_factor(double norm, double max_norm) {
     if (!(max_norm > 0)) return 1.0f;
-    double c = max_norm / (norm + 1e-6);
-    return c < 1 ? (float)c : 1.0f;
+    float c = (1.0f / ((float)norm + 1e-6f)) * (float)max_norm;
+    return c < 1 ? c : 1.0f;
 }
 
 /* ---------------------------------------------------------------- RNG */

@@ -1,0 +1,447 @@
+/* distill.c - `minifuse distill`: knowledge distillation of a (pruned) student
+ * from its teacher, pipeline-parallel over the ranks of each replica and
+ * data-parallel over --dp replicas, with restartable HDF5 checkpoints.
+ *
+ * Ranks: world = dp replicas x P pipeline stages; rank = replica * P + stage.
+ * Teacher and student are both split over the P stages of a replica (each
+ * with its own FLOP-balanced partition). One optimizer step:
+ *   for each window of this replica's share of the global batch:
+ *     teacher forward (pipelined) -> teacher logits on the last stage
+ *     student training forward (activations kept) -> student logits
+ *     loss = kl * KL_tau(teacher || student) + ce * CE(data), mean over the
+ *            global batch's tokens; gradient back through the stages
+ *   tied embeddings: first + last stage sum their gradients; replicas sum
+ *   theirs (MPI_Allreduce); global-norm clipping; AdamW; warm-up + cosine LR.
+ * SIGTERM / SIGUSR1: checkpoint at the end of the step and exit 0. --resume
+ * continues from the newest complete checkpoint with identical results. */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/args.h"
+#include "cli/common.h"
+#include "hf_collective.h"
+#include "stage.h"
+#include "train/backward.h"
+#include "train/checkpoint.h"
+#include "train/optim.h"
+#include "train/train_model.h"
+#include "util/log.h"
+#include "util/sha256.h"
+#include "version.h"
+
+typedef struct distill_opts {
+    const char *teacher, *student, *text, *out, *ckpt_dir, *log, *tokenizer;
+    unsigned long long tokens, seed;
+    int ctx, batch, dp, warmup, ckpt_every, keep, resume, recompute, force;
+    float lr, min_lr, wd, clip, temp, kl, ce;
+} distill_opts;
+
+static volatile sig_atomic_t g_stop_signal; /* set by SIGTERM/SIGUSR1; read once per step */
+static void on_signal(int sig) { g_stop_signal = sig; }
+
+typedef struct trainer {
+    distill_opts o;
+    MPI_Comm world, pipe, dp;
+    int wrank, wsize, replica, P, stage;
+    mf_stage teacher, student;   /* student.st unused: training state in ts */
+    mf_train_state *ts;
+    mf_params ps;
+    int shared_embed;            /* index in ps of the last stage's copy of a tied embedding, or -1 */
+    mf_adamw opt;
+    mf_lr_sched sched;
+    int64_t step, steps, data_pos, n_windows;
+    int32_t *ids;
+    int64_t *perm, perm_epoch;   /* window order of the current epoch */
+    float *x, *dx;               /* [T][D] activation / gradient buffers */
+    FILE *logf;
+} trainer;
+
+/* ----------------------------------------------------------------- data */
+
+/* Window index of global sample g: epochs are permutations of the windows,
+ * each from the seed and the epoch number alone (so resuming needs no RNG state). */
+static int64_t window_of(trainer *t, int64_t g) {
+    int64_t epoch = g / t->n_windows;
+    if (!t->perm || t->perm_epoch != epoch) {
+        mf_rng r;
+        mf_rng_seed(&r, t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
+        if (!t->perm) t->perm = mf_malloc((size_t)t->n_windows * sizeof *t->perm);
+        for (int64_t k = 0; k < t->n_windows; k++) t->perm[k] = k;
+        mf_rng_shuffle(&r, t->perm, t->n_windows);
+        t->perm_epoch = epoch;
+    }
+    return t->perm[g % t->n_windows];
+}
+
+/* ----------------------------------------------------------------- one window */
+
+/* Forward + backward of one window through this replica's pipeline. Returns the
+ * loss contribution on the last stage (0 elsewhere). */
+static double train_window(trainer *t, const int32_t *in, const int32_t *targets, double norm, float *teacher_logits) {
+    mf_model *s = t->student.model;
+    mf_pipe *p = &t->student.pipe;
+    int T = t->o.ctx, D = s->cfg.dim, V = s->cfg.vocab_size;
+    size_t n = (size_t)T * D;
+    mf_err err;
+    if (mf_stage_forward(&t->teacher, in, T, 0, 11) && teacher_logits)
+        memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+    if (!p->first) mf_pipe_recv_prev(p, t->x, n, 12);
+    if (mf_train_forward(s, t->ts, in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
+    double loss = 0;
+    if (!p->last) {
+        mf_pipe_send_next(p, t->ts->x_out, n, 12);
+        mf_pipe_flush(p);
+        mf_pipe_recv_next(p, t->dx, n, 13);
+    } else {
+        float *z = mf_train_head_forward(s, t->ts);
+        float *dz = t->ts->dlogits;
+        memset(dz, 0, (size_t)T * V * sizeof *dz);
+        if (t->o.kl > 0) {
+            loss += t->o.kl * mf_loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
+            if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+        }
+        if (t->o.ce > 0) {
+            float *dce = mf_malloc((size_t)T * V * sizeof *dce);
+            loss += t->o.ce * mf_loss_ce(z, targets, T, V, norm, dce);
+            for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
+            free(dce);
+        }
+        mf_train_head_backward(s, t->ts, &t->ps, dz, t->dx);
+    }
+    mf_train_backward(s, t->ts, &t->ps, t->dx, p->first ? NULL : t->dx, NULL);
+    if (!p->first) mf_pipe_send_prev(p, t->dx, n, 13);
+    return loss;
+}
+
+/* ----------------------------------------------------------------- gradients */
+
+/* Sum the tied embedding's two copies (first and last stage) and the replicas' gradients. */
+static void reduce_grads(trainer *t) {
+    mf_pipe *p = &t->student.pipe;
+    if (t->student.model->cfg.tied_embeddings && t->P > 1) {
+        mf_param *e = mf_params_find(&t->ps, "model.embed_tokens.weight");
+        if (p->first || p->last) {
+            int peer = p->first ? t->P - 1 : 0;
+            float *tmp = mf_malloc(e->numel * sizeof *tmp);
+            MPI_Sendrecv(e->grad, (int)e->numel, MPI_FLOAT, peer, 21, tmp, (int)e->numel, MPI_FLOAT, peer, 21, p->comm, MPI_STATUS_IGNORE);
+            /* same order of addition on both ranks: first-stage grad + last-stage grad */
+            for (size_t i = 0; i < e->numel; i++) e->grad[i] = p->first ? e->grad[i] + tmp[i] : tmp[i] + e->grad[i];
+            free(tmp);
+        }
+    }
+    if (t->o.dp > 1)
+        for (int i = 0; i < t->ps.n; i++)
+            MPI_Allreduce(MPI_IN_PLACE, t->ps.p[i].grad, (int)t->ps.p[i].numel, MPI_FLOAT, MPI_SUM, t->dp);
+}
+
+/* Global gradient norm of one replica (the tied embedding counted once). */
+static double grad_norm(trainer *t) {
+    double local = 0;
+    for (int i = 0; i < t->ps.n; i++) {
+        if (i == t->shared_embed) continue;
+        const mf_param *q = &t->ps.p[i];
+        for (size_t j = 0; j < q->numel; j++) local += (double)q->grad[j] * q->grad[j];
+    }
+    double *all = mf_malloc((size_t)t->P * sizeof *all), sum = 0;
+    MPI_Allgather(&local, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, t->pipe);
+    for (int r = 0; r < t->P; r++) sum += all[r];
+    free(all);
+    return sqrt(sum);
+}
+
+/* ----------------------------------------------------------------- checkpoints */
+
+/* The parameter list and optimizer state without the last stage's tied copy. */
+static void ckpt_view(const trainer *t, mf_params *v, mf_adamw *o) {
+    *v = t->ps;
+    *o = t->opt;
+    if (t->shared_embed < 0) return;
+    int k = t->shared_embed, n = t->ps.n - 1;
+    v->p = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *v->p);
+    o->m = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->m);
+    o->v = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->v);
+    o->numel = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->numel);
+    for (int i = 0, j = 0; i < t->ps.n; i++) {
+        if (i == k) continue;
+        v->p[j] = t->ps.p[i];
+        o->m[j] = t->opt.m[i]; o->v[j] = t->opt.v[i]; o->numel[j] = t->opt.numel[i];
+        j++;
+    }
+    v->n = n;
+    o->n = n;
+    v->total -= t->ps.p[k].numel;
+}
+
+static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
+    if (t->shared_embed < 0) return;
+    free(v->p); free(o->m); free(o->v); free(o->numel);
+}
+
+static void save_checkpoint(trainer *t) {
+    mf_params v;
+    mf_adamw o;
+    ckpt_view(t, &v, &o);
+    mf_train_meta meta = {0};
+    meta.step = t->step;
+    meta.tokens = t->step * (int64_t)t->o.batch * t->o.ctx;
+    meta.data_pos = t->data_pos;
+    meta.lr = mf_lr_at(&t->sched, t->step > 0 ? t->step - 1 : 0);
+    meta.sched = t->sched;
+    mf_rng_seed(&meta.rng, t->o.seed + (uint64_t)t->replica);
+    char opts[512];
+    snprintf(opts, sizeof opts, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"seed\":%llu,\"tokens\":%llu}",
+             t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.seed, t->o.tokens);
+    meta.options_json = opts;
+    meta.student = (char *)t->o.student;
+    meta.teacher = (char *)t->o.teacher;
+    mf_err err;
+    char path[4400];
+    double t0 = mf_now();
+    if (mf_ckpt_write(t->o.ckpt_dir, t->world, t->replica, &v, &o, &meta, t->o.keep, path, sizeof path, &err) != 0) mf_fatal_err(&err);
+    if (t->wrank == 0) mf_log("checkpoint %s (step %lld) in %.1fs", path, (long long)t->step, mf_now() - t0);
+    ckpt_view_free(t, &v, &o);
+}
+
+static void resume(trainer *t) {
+    char path[4400];
+    mf_err err;
+    int rc = mf_ckpt_find_latest(t->o.ckpt_dir, path, sizeof path, &err);
+    if (rc < 0) mf_fatal_err(&err);
+    if (rc == 1) { if (t->wrank == 0) mf_log("resume: no checkpoint in %s, starting fresh", t->o.ckpt_dir); return; }
+    mf_train_meta meta = {0};
+    if (mf_ckpt_read(path, t->replica, &t->ps, &t->opt, &meta, &err) != 0) mf_fatal_err(&err);
+    t->step = meta.step;
+    t->data_pos = meta.data_pos;
+    if (t->wrank == 0) mf_log("resumed from %s at step %lld", path, (long long)t->step);
+    mf_train_meta_free(&meta);
+}
+
+/* ----------------------------------------------------------------- output */
+
+static void write_student(trainer *t) {
+    if (t->replica != 0) return;
+    mf_tensor_ref *refs = mf_calloc((size_t)(t->ps.n + 1), sizeof *refs);
+    int n = 0;
+    for (int i = 0; i < t->ps.n; i++) {
+        if (i == t->shared_embed) continue;
+        const mf_param *q = &t->ps.p[i];
+        refs[n].name = q->name;
+        refs[n].ndim = q->ndim;
+        refs[n].shape[0] = q->shape[0];
+        refs[n].shape[1] = q->shape[1];
+        refs[n].data = q->data;
+        n++;
+    }
+    char tok[4400], tok_abs[PATH_MAX];
+    json_t *mf = json_pack("{s:s, s:s, s:s, s:I, s:I}", "command", "distill", "teacher", t->o.teacher, "student", t->o.student,
+                           "steps", (json_int_t)t->step, "tokens", (json_int_t)(t->step * t->o.batch * t->o.ctx));
+    if (mf_source_tokenizer_path(t->student.src, t->o.tokenizer, tok, sizeof tok) == 0 && realpath(tok, tok_abs))
+        json_object_set_new(mf, "tokenizer", json_string(tok_abs));
+    json_t *extra = json_pack("{s:o}", "minifuse", mf);
+    char *ex = json_dumps(extra, JSON_COMPACT);
+    mf_hf_write_collective(t->o.out, t->pipe, &t->student.model->cfg, refs, n, ex, t->o.force, "distill");
+    free(ex);
+    json_decref(extra);
+    free(refs);
+}
+
+/* ----------------------------------------------------------------- the loop */
+
+static void log_step(trainer *t, double loss, double gnorm, double lr, double secs) {
+    if (t->wrank != 0) return;
+    double tps = (double)t->o.batch * t->o.ctx / secs;
+    fprintf(t->logf, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.2f,\"tokens\":%lld}\n",
+            (long long)t->step, loss, lr, gnorm, tps, (long long)(t->step * t->o.batch * t->o.ctx));
+    fflush(t->logf);
+    mf_log("step %lld/%lld loss %.5f lr %.3g grad-norm %.4f %.0f tokens/s", (long long)t->step, (long long)t->steps, loss, lr, gnorm, tps);
+}
+
+static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
+    int T = t->o.ctx, per = t->o.batch / t->o.dp;
+    double norm = (double)t->o.batch * T, loss = 0, t0 = mf_now();
+    mf_params_zero_grad(&t->ps);
+    for (int j = 0; j < per; j++) {
+        int64_t g = t->data_pos + (int64_t)t->replica * per + j;
+        const int32_t *win = t->ids + (size_t)window_of(t, g) * T;
+        in[0] = t->student.model->cfg.bos_id;
+        memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
+        loss += train_window(t, in, win, norm, teacher_logits);
+    }
+    reduce_grads(t);
+    double gnorm = grad_norm(t);
+    float clip = mf_clip_factor(gnorm, t->o.clip);
+    double lr = mf_lr_at(&t->sched, t->step);
+    mf_adamw_step(&t->opt, &t->ps, lr, clip);
+    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, t->world);
+    t->step++;
+    t->data_pos += t->o.batch;
+    log_step(t, loss, gnorm, lr, mf_now() - t0);
+}
+
+static void run(trainer *t) {
+    int T = t->o.ctx, V = t->student.model->cfg.vocab_size;
+    float *teacher_logits = t->student.pipe.last ? mf_malloc((size_t)T * V * sizeof(float)) : NULL;
+    int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    mf_progress prog;
+    mf_progress_start(&prog, "distill", (long)t->steps);
+    while (t->step < t->steps) {
+        train_step(t, teacher_logits, in);
+        int stop = g_stop_signal, any = 0;
+        MPI_Allreduce(&stop, &any, 1, MPI_INT, MPI_MAX, t->world);
+        int due = t->o.ckpt_every > 0 && t->step % t->o.ckpt_every == 0;
+        if (due || any) save_checkpoint(t);
+        if (any) {
+            if (t->wrank == 0) mf_log("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", any, (long long)t->step);
+            break;
+        }
+        if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
+    }
+    free(teacher_logits);
+    free(in);
+}
+
+/* ----------------------------------------------------------------- set-up */
+
+static void split_ranks(trainer *t) {
+    t->world = MPI_COMM_WORLD;
+    MPI_Comm_rank(t->world, &t->wrank);
+    MPI_Comm_size(t->world, &t->wsize);
+    if (t->o.dp < 1 || t->wsize % t->o.dp != 0)
+        mf_fatal("distill: --dp %d must divide the number of ranks %d", t->o.dp, t->wsize);
+    t->P = t->wsize / t->o.dp;
+    t->replica = t->wrank / t->P;
+    t->stage = t->wrank % t->P;
+    MPI_Comm_split(t->world, t->replica, t->stage, &t->pipe);
+    MPI_Comm_split(t->world, t->stage, t->replica, &t->dp);
+}
+
+static void setup(trainer *t) {
+    distill_opts *o = &t->o;
+    split_ranks(t);
+    if (o->batch % o->dp != 0) mf_fatal("distill: --batch %d must be a multiple of --dp %d", o->batch, o->dp);
+    size_t n;
+    t->ids = mf_cli_tokenize_file(o->student, o->tokenizer, o->text, &n, t->world);
+    t->n_windows = (int64_t)(n / (size_t)o->ctx);
+    if (t->n_windows < 1) mf_fatal("distill: %s has %zu tokens, fewer than one window of --ctx %d", o->text, n, o->ctx);
+    mf_stage_open(&t->teacher, o->teacher, t->pipe, mf_backend_cpu(), o->ctx, o->ctx);
+    mf_stage_open(&t->student, o->student, t->pipe, mf_backend_cpu(), o->ctx, o->ctx);
+    const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
+    if (sc->vocab_size != tc->vocab_size)
+        mf_fatal("distill: student %s has vocabulary %d, teacher %s has %d", o->student, sc->vocab_size, o->teacher, tc->vocab_size);
+    mf_stage_log_layout(&t->teacher, "teacher");
+    mf_stage_log_layout(&t->student, "student");
+    mf_err err;
+    if (!(t->ts = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
+    mf_params_from_model(&t->ps, t->student.model);
+    t->shared_embed = -1;
+    if (sc->tied_embeddings && t->P > 1 && t->student.pipe.last)
+        for (int i = 0; i < t->ps.n; i++) if (strcmp(t->ps.p[i].name, "model.embed_tokens.weight") == 0) t->shared_embed = i;
+    mf_adamw_opts ao;
+    mf_adamw_defaults(&ao);
+    ao.weight_decay = o->wd;
+    mf_adamw_init(&t->opt, &t->ps, &ao);
+    t->steps = (int64_t)(o->tokens / ((unsigned long long)o->batch * o->ctx));
+    if (t->steps < 1) mf_fatal("distill: --tokens %llu is less than one step (--batch %d x --ctx %d)", o->tokens, o->batch, o->ctx);
+    t->sched.max_lr = o->lr;
+    t->sched.min_lr = o->min_lr >= 0 ? o->min_lr : o->lr / 10;
+    t->sched.warmup = o->warmup >= 0 ? o->warmup : t->steps / 20;
+    t->sched.total = t->steps;
+    size_t D = (size_t)sc->dim;
+    t->x = mf_malloc((size_t)o->ctx * D * sizeof(float));
+    t->dx = mf_malloc((size_t)o->ctx * D * sizeof(float));
+    if (t->wrank == 0) {
+        mkdir(o->ckpt_dir, 0755);
+        t->logf = fopen(o->log, o->resume ? "a" : "w");
+        if (!t->logf) mf_fatal("distill: cannot write --log %s: %s", o->log, strerror(errno));
+        mf_log("distill: %lld steps x %d windows x %d tokens (%llu tokens), %d replica(s) x %d stage(s), %zu student parameters on rank 0",
+               (long long)t->steps, o->batch, o->ctx, (unsigned long long)t->steps * o->batch * o->ctx, o->dp, t->P, t->ps.total);
+    }
+    if (o->resume) resume(t);
+}
+
+static void teardown(trainer *t) {
+    if (t->logf) fclose(t->logf);
+    free(t->x); free(t->dx); free(t->ids); free(t->perm);
+    mf_adamw_free(&t->opt);
+    mf_params_free(&t->ps);
+    mf_train_state_free(t->ts);
+    mf_stage_close(&t->student);
+    mf_stage_close(&t->teacher);
+    MPI_Comm_free(&t->pipe);
+    MPI_Comm_free(&t->dp);
+}
+
+int mf_cmd_distill(int argc, char **argv) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    distill_opts *o = &t.o;
+    *o = (distill_opts){.tokens = 1 << 20, .ctx = 256, .batch = 8, .dp = 1, .warmup = -1, .ckpt_every = 0, .keep = 2,
+                        .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234};
+    const mf_opt opts[] = {
+        {"teacher", MF_OPT_STR, &o->teacher, "teacher model (the original)", 1},
+        {"student", MF_OPT_STR, &o->student, "student model to train (e.g. a pruned HF directory)", 1},
+        {"text", MF_OPT_STR, &o->text, "training text (UTF-8), cut into windows of --ctx tokens", 1},
+        {"out", MF_OPT_STR, &o->out, "output Hugging Face directory for the distilled student", 1},
+        {"tokens", MF_OPT_U64, &o->tokens, "training tokens in all (default 1048576)", 0},
+        {"ctx", MF_OPT_INT, &o->ctx, "tokens per window (default 256)", 0},
+        {"batch", MF_OPT_INT, &o->batch, "windows per optimizer step, all replicas together (default 8)", 0},
+        {"dp", MF_OPT_INT, &o->dp, "data-parallel replicas (ranks = dp x pipeline stages; default 1)", 0},
+        {"lr", MF_OPT_FLOAT, &o->lr, "peak learning rate (default 1e-4)", 0},
+        {"min-lr", MF_OPT_FLOAT, &o->min_lr, "final learning rate of the cosine (default lr/10)", 0},
+        {"warmup", MF_OPT_INT, &o->warmup, "linear warm-up steps (default 5% of the steps)", 0},
+        {"wd", MF_OPT_FLOAT, &o->wd, "AdamW weight decay on 2-D weights (default 0.1)", 0},
+        {"clip", MF_OPT_FLOAT, &o->clip, "global gradient-norm clip, 0 = off (default 1.0)", 0},
+        {"temp", MF_OPT_FLOAT, &o->temp, "distillation temperature (default 1)", 0},
+        {"kl", MF_OPT_FLOAT, &o->kl, "weight of KL(teacher || student) on logits (default 1)", 0},
+        {"ce", MF_OPT_FLOAT, &o->ce, "weight of cross-entropy on the data (default 0)", 0},
+        {"seed", MF_OPT_U64, &o->seed, "seed of the data order (default 1234)", 0},
+        {"recompute", MF_OPT_FLAG, &o->recompute, "recompute activations in the backward (less memory, same result)", 0},
+        {"checkpoint-every", MF_OPT_INT, &o->ckpt_every, "write a checkpoint every K steps (default 0: only on signals)", 0},
+        {"checkpoint-dir", MF_OPT_STR, &o->ckpt_dir, "checkpoint directory (default OUT.ckpt)", 0},
+        {"keep", MF_OPT_INT, &o->keep, "complete checkpoints to keep (default 2)", 0},
+        {"resume", MF_OPT_FLAG, &o->resume, "continue from the newest complete checkpoint", 0},
+        {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.train.jsonl)", 0},
+        {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: the student's)", 0},
+        {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
+    };
+    const char *summary =
+        "Distill a student from a teacher: forward KL on logits with temperature (Minitron), optional\n"
+        "cross-entropy; pipeline-parallel over the ranks of a replica, data-parallel over --dp replicas;\n"
+        "AdamW, warm-up + cosine LR, gradient clipping; HDF5 checkpoints (--checkpoint-every, --resume;\n"
+        "SIGTERM/SIGUSR1 checkpoint and exit).";
+    mf_err err;
+    int rc = mf_args_parse("distill", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
+    if (rc == 1) return 0;
+    if (rc != 0) mf_fatal_err(&err);
+    if (o->ctx < 2 || o->batch < 1 || o->lr <= 0 || o->temp <= 0) mf_fatal("distill: --ctx >= 2, --batch >= 1, --lr > 0, --temp > 0 required");
+    char ckpt_default[4200], log_default[4200];
+    snprintf(ckpt_default, sizeof ckpt_default, "%s.ckpt", o->out);
+    snprintf(log_default, sizeof log_default, "%s.train.jsonl", o->out);
+    if (!o->ckpt_dir) o->ckpt_dir = ckpt_default;
+    if (!o->log) o->log = log_default;
+    struct stat sb;
+    if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    setup(&t);
+    double t0 = mf_now();
+    int64_t start = t.step;
+    run(&t);
+    double secs = mf_now() - t0;
+    if (t.step >= t.steps) write_student(&t);
+    if (t.wrank == 0)
+        mf_log("distill: %lld steps in %.1fs (%.1f tokens/s)%s", (long long)(t.step - start), secs,
+               (double)(t.step - start) * o->batch * o->ctx / secs, t.step >= t.steps ? "; wrote the student" : "");
+    teardown(&t);
+    return 0;
+}

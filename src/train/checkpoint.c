@@ -1,0 +1,869 @@
+/* checkpoint.c - training checkpoints: collective parallel-HDF5 writer, serial
+ * per-rank reader, latest-checkpoint discovery. Layout: docs/checkpoint_schema.md. */
+#include "train/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "version.h"
+
+/* Bytes per HDF5 transfer: MPI-IO counts are int, and HDF5 1.10 does not split. */
+#define XFER_BYTES ((size_t)256 << 20)
+
+/* ---------------------------------------------------------------- common */
+
+/* The most specific description on HDF5's error stack (innermost first). */
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
+    char *buf = data;
+    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
+    return 0;
+}
+
+static const char *h5_reason(char buf[256]) {
+    buf[0] = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
+    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
+    return buf;
+}
+
+void mf_ckpt_path(const char *dir, int64_t step, char *out, size_t cap) {
+    snprintf(out, cap, "%s/ckpt-%08lld.h5", dir, (long long)step);
+}
+
+/* "ckpt-<digits>.h5" -> step; -1 for any other name. */
+static int64_t name_step(const char *name) {
+    if (strncmp(name, "ckpt-", 5) != 0) return -1;
+    const char *p = name + 5, *q = p;
+    int64_t v = 0;
+    while (*q >= '0' && *q <= '9') {
+        if (v > (INT64_MAX - 9) / 10) return -1;
+        v = v * 10 + (*q++ - '0');
+    }
+    if (q == p || strcmp(q, ".h5") != 0) return -1;
+    return v;
+}
+
+/* A tensor name usable as an HDF5 link name. */
+static int bad_name(const char *n) {
+    size_t len = strnlen(n, 128);
+    return len == 0 || len >= 128 || strchr(n, '/') || strcmp(n, ".") == 0 || strcmp(n, "..") == 0;
+}
+
+/* Transfer a float dataset of shape [ndim] (1 or 2 dims) in pieces of whole rows. */
+static herr_t xfer(hid_t d, int write, float *buf, int ndim, const int64_t *shape) {
+    hsize_t rows = (hsize_t)shape[0], cols = ndim == 2 ? (hsize_t)shape[1] : 1;
+    hsize_t per = cols ? XFER_BYTES / sizeof(float) / cols : rows;
+    if (per == 0) per = 1;
+    if (rows * cols == 0) return 0;
+    hid_t fs = H5Dget_space(d);
+    herr_t rc = fs < 0 ? -1 : 0;
+    for (hsize_t r = 0; r < rows && rc >= 0; r += per) {
+        hsize_t n = rows - r < per ? rows - r : per;
+        hsize_t start[2] = {r, 0}, count[2] = {n, cols}, len = n * cols;
+        hid_t ms = H5Screate_simple(1, &len, NULL);
+        rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (rc >= 0 && ms >= 0)
+            rc = write ? H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols)
+                       : H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols);
+        if (ms < 0) rc = -1;
+        else H5Sclose(ms);
+    }
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
+static const char *group_of[3] = {"params", "adam_m", "adam_v"};
+
+/* ---------------------------------------------------------------- writer */
+
+/* One tensor as every rank learns it. */
+typedef struct trec {
+    char name[128];
+    int32_t ndim, rank;
+    int64_t shape[2];
+} trec;
+
+/* Scalars rank 0 decides for everyone. */
+typedef struct wnums {
+    int64_t step, tokens, data_pos, adam_step, warmup, total;
+    double lr, max_lr, min_lr, beta1, beta2, eps, wd;
+    int32_t decay_1d;
+} wnums;
+
+enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_CREATED, N_STR };
+static const char *str_attr[N_STR] = {"options", "student_path", "student_sha256", "teacher_path", "teacher_sha256",
+                                      "created"};
+
+typedef struct wctx {
+    MPI_Comm comm;
+    int rank, size, replica, n_rep;
+    char *dir, *path, *tmp; /* rank 0's, on every rank */
+    char *s[N_STR];
+    wnums nums;
+    uint64_t *rng;          /* [n_rep][4] */
+    trec *all;              /* every rank's tensors, rank order */
+    int n_all;
+    int *wr, n_wr;          /* indices into all of the tensors in the file (replica 0's) */
+    int my_first;           /* index in wr of this rank's first tensor (replica 0), else -1 */
+    hid_t file, rng_ds;
+    hid_t *ds;              /* [n_wr][3] */
+} wctx;
+
+/* All ranks learn whether every rank succeeded; on failure all get the message
+ * of the lowest failing rank. */
+static int agree(wctx *w, int rc, mf_err *e) {
+    int who = rc == 0 ? w->size : w->rank, first;
+    MPI_Allreduce(&who, &first, 1, MPI_INT, MPI_MIN, w->comm);
+    if (first == w->size) return 0;
+    MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, w->comm);
+    e->msg[sizeof e->msg - 1] = 0;
+    return -1;
+}
+
+static char *bcast_str(const char *s, wctx *w) {
+    int len = w->rank == 0 ? (int)strlen(s ? s : "") : 0;
+    MPI_Bcast(&len, 1, MPI_INT, 0, w->comm);
+    char *out = mf_malloc((size_t)len + 1);
+    if (w->rank == 0) memcpy(out, s ? s : "", (size_t)len);
+    MPI_Bcast(out, len, MPI_CHAR, 0, w->comm);
+    out[len] = 0;
+    return out;
+}
+
+static void now_iso(char buf[32]) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* This rank's inputs make sense. */
+static int check_local(const char *dir, int replica, const mf_params *ps, const mf_adamw *opt,
+                       const mf_train_meta *meta, mf_err *e) {
+    const char *d = dir ? dir : "(no directory)";
+    if (!dir || !dir[0]) return mf_err_set(e, "checkpoint: no directory given");
+    if (!ps || !opt || !meta) return mf_err_set(e, "%s: checkpoint: tensors, optimizer state or metadata missing", d);
+    if (replica < 0) return mf_err_set(e, "%s: checkpoint: data-parallel replica index %d is negative", d, replica);
+    if (meta->step < 0) return mf_err_set(e, "%s: checkpoint: step %lld is negative", d, (long long)meta->step);
+    if (opt->n != ps->n)
+        return mf_err_set(e, "%s: checkpoint: optimizer state has %d tensors, the parameter list %d", d, opt->n, ps->n);
+    for (int i = 0; i < ps->n; i++) {
+        const mf_param *p = &ps->p[i];
+        if (bad_name(p->name)) return mf_err_set(e, "%s: checkpoint: tensor %d has an unusable name '%.127s'", d, i, p->name);
+        int64_t n = p->shape[0] * (p->ndim == 2 ? p->shape[1] : 1);
+        if ((p->ndim != 1 && p->ndim != 2) || p->shape[0] <= 0 || (p->ndim == 2 && p->shape[1] <= 0) ||
+            (size_t)n != p->numel)
+            return mf_err_set(e, "%s: checkpoint: tensor '%s' has ndim %d, shape [%lld, %lld] and %zu elements", d,
+                              p->name, p->ndim, (long long)p->shape[0], (long long)p->shape[1], p->numel);
+        if (opt->numel[i] != p->numel || !p->data || !opt->m[i] || !opt->v[i])
+            return mf_err_set(e, "%s: checkpoint: optimizer state of tensor '%s' does not match it", d, p->name);
+    }
+    return 0;
+}
+
+/* Rank 0's path, scalars and strings on every rank. */
+static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_train_meta *m) {
+    char *d = w->dir = bcast_str(dir, w);
+    wnums n = {0};
+    if (w->rank == 0)
+        n = (wnums){.step = m->step, .tokens = m->tokens, .data_pos = m->data_pos, .adam_step = opt->step,
+                    .warmup = m->sched.warmup, .total = m->sched.total, .lr = m->lr, .max_lr = m->sched.max_lr,
+                    .min_lr = m->sched.min_lr, .beta1 = opt->o.beta1, .beta2 = opt->o.beta2, .eps = opt->o.eps,
+                    .wd = opt->o.weight_decay, .decay_1d = opt->o.decay_1d};
+    MPI_Bcast(&n, (int)sizeof n, MPI_BYTE, 0, w->comm);
+    w->nums = n;
+    char now[32];
+    now_iso(now);
+    const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, now};
+    for (int i = 0; i < N_STR; i++) w->s[i] = bcast_str(v[i], w);
+    size_t cap = strlen(d) + 64;
+    w->path = mf_malloc(cap);
+    mf_ckpt_path(d, n.step, w->path, cap);
+    w->tmp = mf_malloc(cap + 4);
+    snprintf(w->tmp, cap + 4, "%s.tmp", w->path);
+}
+
+/* Every rank's replica index and RNG; rows of /rng from the lowest rank of
+ * each replica. Replica indices must be 0..R-1, all used. */
+static int share_rng(wctx *w, const mf_train_meta *m, mf_err *e) {
+    uint64_t mine[5] = {(uint64_t)w->replica, m->rng.s[0], m->rng.s[1], m->rng.s[2], m->rng.s[3]};
+    uint64_t *all = mf_malloc(sizeof(uint64_t) * 5 * (size_t)w->size);
+    MPI_Allgather(mine, 5, MPI_UINT64_T, all, 5, MPI_UINT64_T, w->comm);
+    int max = 0;
+    for (int r = 0; r < w->size; r++)
+        if ((int)all[5 * r] > max) max = (int)all[5 * r];
+    if (max >= w->size) {
+        free(all);
+        return mf_err_set(e, "%s: data-parallel replica index %d with only %d ranks", w->path, max, w->size);
+    }
+    w->n_rep = max + 1;
+    w->rng = mf_calloc((size_t)w->n_rep * 4, sizeof(uint64_t));
+    char *seen = mf_calloc((size_t)w->n_rep, 1);
+    for (int r = 0; r < w->size; r++) {
+        int q = (int)all[5 * r];
+        if (seen[q]++) continue;
+        memcpy(w->rng + 4 * (size_t)q, all + 5 * r + 1, 4 * sizeof(uint64_t));
+    }
+    int rc = 0;
+    for (int q = 0; q < w->n_rep && rc == 0; q++)
+        if (!seen[q]) rc = mf_err_set(e, "%s: no rank holds data-parallel replica %d of %d", w->path, q, w->n_rep);
+    free(seen);
+    free(all);
+    return rc;
+}
+
+static int cmp_name(const void *a, const void *b, void *ctx) {
+    const trec *all = ctx;
+    return strcmp(all[*(const int *)a].name, all[*(const int *)b].name);
+}
+
+/* Index (into sorted) of the tensor called name, -1 if none. */
+static int find_sorted(const trec *all, const int *sorted, int n, const char *name) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(all[sorted[mid]].name, name);
+        if (c == 0) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Gather every rank's tensor list; the file holds replica 0's, which must not
+ * repeat a name; every other replica must hold exactly the same tensors. */
+static int share_tensors(wctx *w, const mf_params *ps, const int *rep_of, mf_err *e) {
+    int *counts = mf_malloc(sizeof(int) * (size_t)w->size), *displs = mf_malloc(sizeof(int) * (size_t)w->size);
+    MPI_Allgather(&ps->n, 1, MPI_INT, counts, 1, MPI_INT, w->comm);
+    trec *mine = mf_calloc((size_t)ps->n + 1, sizeof *mine);
+    for (int i = 0; i < ps->n; i++) {
+        snprintf(mine[i].name, sizeof mine[i].name, "%s", ps->p[i].name);
+        mine[i].ndim = ps->p[i].ndim;
+        mine[i].rank = w->rank;
+        mine[i].shape[0] = ps->p[i].shape[0];
+        mine[i].shape[1] = ps->p[i].ndim == 2 ? ps->p[i].shape[1] : 0;
+    }
+    w->n_all = 0;
+    for (int r = 0; r < w->size; r++) w->n_all += counts[r];
+    int *bytes = mf_malloc(sizeof(int) * (size_t)w->size);
+    for (int r = 0, off = 0; r < w->size; r++) {
+        bytes[r] = counts[r] * (int)sizeof(trec);
+        displs[r] = off;
+        off += bytes[r];
+    }
+    w->all = mf_calloc((size_t)w->n_all + 1, sizeof(trec));
+    MPI_Allgatherv(mine, ps->n * (int)sizeof(trec), MPI_BYTE, w->all, bytes, displs, MPI_BYTE, w->comm);
+    free(mine); free(bytes); free(displs);
+
+    /* the tensors of replica 0, in rank order */
+    w->wr = mf_malloc(sizeof(int) * ((size_t)w->n_all + 1));
+    w->n_wr = 0;
+    w->my_first = -1;
+    for (int i = 0; i < w->n_all; i++) {
+        int r = w->all[i].rank;
+        if (rep_of[r] != 0) continue;
+        if (r == w->rank && w->my_first < 0) w->my_first = w->n_wr;
+        w->wr[w->n_wr++] = i;
+    }
+    int *sorted = mf_malloc(sizeof(int) * ((size_t)w->n_wr + 1));
+    memcpy(sorted, w->wr, sizeof(int) * (size_t)w->n_wr);
+    qsort_r(sorted, (size_t)w->n_wr, sizeof(int), cmp_name, w->all);
+    int rc = 0;
+    for (int i = 1; i < w->n_wr && rc == 0; i++) {
+        const trec *a = &w->all[sorted[i - 1]], *b = &w->all[sorted[i]];
+        if (strcmp(a->name, b->name) == 0)
+            rc = mf_err_set(e, "%s: tensor '%s' is held by ranks %d and %d of replica 0", w->path, a->name, a->rank,
+                            b->rank);
+    }
+    /* other replicas: same names and shapes, each once */
+    char *seen = mf_malloc((size_t)w->n_wr + 1);
+    for (int q = 1; q < w->n_rep && rc == 0; q++) {
+        memset(seen, 0, (size_t)w->n_wr + 1);
+        int n = 0;
+        for (int i = 0; i < w->n_all && rc == 0; i++) {
+            int r = w->all[i].rank;
+            if (rep_of[r] != q) continue;
+            const trec *t = &w->all[i];
+            int j = find_sorted(w->all, sorted, w->n_wr, t->name);
+            const trec *z = j >= 0 ? &w->all[sorted[j]] : NULL;
+            if (!z)
+                rc = mf_err_set(e, "%s: tensor '%s' of rank %d (replica %d) is not held by replica 0", w->path,
+                                t->name, r, q);
+            else if (seen[j]++)
+                rc = mf_err_set(e, "%s: tensor '%s' is held twice in replica %d", w->path, t->name, q);
+            else if (z->ndim != t->ndim || z->shape[0] != t->shape[0] || z->shape[1] != t->shape[1])
+                rc = mf_err_set(e, "%s: tensor '%s' has shape [%lld, %lld] on rank %d (replica %d), [%lld, %lld] on "
+                                "rank %d (replica 0)", w->path, t->name, (long long)t->shape[0], (long long)t->shape[1],
+                                r, q, (long long)z->shape[0], (long long)z->shape[1], z->rank);
+            n++;
+        }
+        if (rc == 0 && n != w->n_wr)
+            rc = mf_err_set(e, "%s: replica %d holds %d tensors, replica 0 holds %d", w->path, q, n, w->n_wr);
+    }
+    free(seen); free(sorted); free(counts);
+    return rc;
+}
+
+/* ---- HDF5 objects */
+
+static int attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *val, char why[256]) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, mtype, val) < 0 ? -1 : 0;
+    if (rc) h5_reason(why);
+    if (a >= 0) H5Aclose(a);
+    if (sp >= 0) H5Sclose(sp);
+    return rc;
+}
+
+static int attr_str(hid_t loc, const char *name, const char *val, char why[256]) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    int rc = attr_write(loc, name, t, t, &val, why);
+    H5Tclose(t);
+    return rc;
+}
+
+static int root_attrs(wctx *w, mf_err *e) {
+    char why[256];
+    const wnums *n = &w->nums;
+    struct { const char *k, *v; } s[N_STR + 2] = {{"format", MF_CKPT_FORMAT}, {"software_version", MF_VERSION}};
+    for (int i = 0; i < N_STR; i++) s[i + 2].k = str_attr[i], s[i + 2].v = w->s[i];
+    struct { const char *k; int64_t v; } iv[] = {
+        {"format_version", MF_CKPT_VERSION}, {"step", n->step}, {"tokens", n->tokens}, {"data_pos", n->data_pos},
+        {"lr_warmup_steps", n->warmup}, {"lr_total_steps", n->total}, {"adam_step", n->adam_step},
+        {"adam_decay_1d", n->decay_1d}, {"n_tensors", w->n_wr}, {"n_ranks", w->size}, {"n_replicas", w->n_rep},
+    };
+    struct { const char *k; double v; } dv[] = {
+        {"lr", n->lr}, {"lr_max", n->max_lr}, {"lr_min", n->min_lr}, {"adam_beta1", n->beta1},
+        {"adam_beta2", n->beta2}, {"adam_eps", n->eps}, {"adam_weight_decay", n->wd},
+    };
+    for (size_t k = 0; k < sizeof s / sizeof *s; k++)
+        if (attr_str(w->file, s[k].k, s[k].v, why))
+            return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, s[k].k, why);
+    for (size_t k = 0; k < sizeof iv / sizeof *iv; k++)
+        if (attr_write(w->file, iv[k].k, H5T_STD_I64LE, H5T_NATIVE_INT64, &iv[k].v, why))
+            return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, iv[k].k, why);
+    for (size_t k = 0; k < sizeof dv / sizeof *dv; k++)
+        if (attr_write(w->file, dv[k].k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &dv[k].v, why))
+            return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, dv[k].k, why);
+    return 0;
+}
+
+/* Create a dataset (collective): dims[nd] of ftype, space allocated now, no fill. */
+static hid_t make_ds(wctx *w, const char *name, hid_t ftype, int nd, const hsize_t *dims, mf_err *e) {
+    char why[256];
+    hid_t sp = H5Screate_simple(nd, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    H5Pset_obj_track_times(dcpl, 0);
+    hid_t d = sp < 0 ? -1 : H5Dcreate2(w->file, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (d < 0) mf_err_set(e, "%s: cannot create dataset '%s': %s", w->path, name, h5_reason(why));
+    H5Pclose(dcpl);
+    if (sp >= 0) H5Sclose(sp);
+    return d;
+}
+
+static int make_group(wctx *w, const char *name, mf_err *e) {
+    char why[256];
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_obj_track_times(gcpl, 0);
+    hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    H5Pclose(gcpl);
+    if (g < 0) return mf_err_set(e, "%s: cannot create group '/%s': %s", w->path, name, h5_reason(why));
+    H5Gclose(g);
+    return 0;
+}
+
+/* Every rank creates every group, dataset and attribute, identically. */
+static int create_all(wctx *w, mf_err *e) {
+    if (root_attrs(w, e)) return -1;
+    for (int g = 0; g < 3; g++)
+        if (make_group(w, group_of[g], e)) return -1;
+    char name[160];
+    for (int i = 0; i < w->n_wr; i++) {
+        const trec *t = &w->all[w->wr[i]];
+        hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+        for (int g = 0; g < 3; g++) {
+            snprintf(name, sizeof name, "/%s/%s", group_of[g], t->name);
+            if ((w->ds[3 * i + g] = make_ds(w, name, H5T_IEEE_F32LE, t->ndim, dims, e)) < 0) return -1;
+        }
+    }
+    hsize_t rd[2] = {(hsize_t)w->n_rep, 4};
+    return (w->rng_ds = make_ds(w, "/rng", H5T_STD_U64LE, 2, rd, e)) < 0 ? -1 : 0;
+}
+
+/* Replica 0: this rank's tensors and moments; rank 0: the RNG table. */
+static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err *e) {
+    char why[256];
+    for (int i = 0; w->my_first >= 0 && i < ps->n; i++) {
+        const mf_param *p = &ps->p[i];
+        float *src[3] = {p->data, opt->m[i], opt->v[i]};
+        for (int g = 0; g < 3; g++)
+            if (xfer(w->ds[3 * (w->my_first + i) + g], 1, src[g], p->ndim, p->shape) < 0)
+                return mf_err_set(e, "%s: cannot write dataset '/%s/%s': %s", w->path, group_of[g], p->name,
+                                  h5_reason(why));
+    }
+    if (w->rank == 0 && H5Dwrite(w->rng_ds, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->rng) < 0)
+        return mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, h5_reason(why));
+    return 0;
+}
+
+/* Flush everything, then the completion marker (collective). */
+static int mark_complete(wctx *w, mf_err *e) {
+    char why[256];
+    int64_t one = 1;
+    if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+        return mf_err_set(e, "%s: cannot flush %s: %s", w->path, w->tmp, h5_reason(why));
+    if (attr_write(w->file, "complete", H5T_STD_I64LE, H5T_NATIVE_INT64, &one, why))
+        return mf_err_set(e, "%s: cannot write attribute 'complete': %s", w->path, why);
+    return 0;
+}
+
+static int close_all(wctx *w, mf_err *e) {
+    for (int i = 0; w->ds && i < 3 * w->n_wr; i++)
+        if (w->ds[i] >= 0) H5Dclose(w->ds[i]), w->ds[i] = H5I_INVALID_HID;
+    if (w->rng_ds >= 0) H5Dclose(w->rng_ds), w->rng_ds = H5I_INVALID_HID;
+    if (w->file < 0) return 0;
+    char why[256];
+    int rc = H5Fclose(w->file) < 0 ? mf_err_set(e, "%s: cannot close %s: %s", w->path, w->tmp, h5_reason(why)) : 0;
+    w->file = H5I_INVALID_HID;
+    return rc;
+}
+
+static int create_file(wctx *w, mf_err *e) {
+    char why[256];
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, w->comm, MPI_INFO_NULL);
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (w->file < 0) mf_err_set(e, "%s: cannot create %s: %s", w->path, w->tmp, h5_reason(why));
+    H5Pclose(fapl);
+    return w->file < 0 ? -1 : 0;
+}
+
+/* Rank 0: the bytes on disk, then the rename, then the directory entry. */
+static int publish(wctx *w, mf_err *e) {
+    int fd = open(w->tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        int en = errno;
+        if (fd >= 0) close(fd);
+        return mf_err_set(e, "%s: cannot sync %s: %s", w->path, w->tmp, strerror(en));
+    }
+    close(fd);
+    if (rename(w->tmp, w->path) != 0)
+        return mf_err_set(e, "%s: cannot rename %s to it: %s", w->path, w->tmp, strerror(errno));
+    char *dir = mf_strdup(w->path), *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    int dfd = open(slash ? (dir[0] ? dir : "/") : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) fsync(dfd), close(dfd);
+    free(dir);
+    return 0;
+}
+
+/* ---- listing and pruning */
+
+typedef struct ckpt_ent {
+    int64_t step;
+    char *path;
+} ckpt_ent;
+
+static int ent_newest_first(const void *a, const void *b) {
+    const ckpt_ent *x = a, *y = b;
+    if (x->step != y->step) return x->step < y->step ? 1 : -1;
+    return strcmp(x->path, y->path);
+}
+
+/* The ckpt-<step>.h5 names of dir, newest first. */
+static int list_ckpts(const char *dir, ckpt_ent **out, int *n, mf_err *e) {
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return mf_err_set(e, "%s: cannot list checkpoint directory: %s", dir, strerror(errno));
+    int cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int64_t s = name_step(de->d_name);
+        if (s < 0) continue;
+        if (*n == cap) *out = mf_realloc(*out, sizeof **out * (size_t)(cap = cap ? 2 * cap : 16));
+        size_t len = strlen(dir) + strlen(de->d_name) + 2;
+        (*out)[*n].step = s;
+        (*out)[*n].path = mf_malloc(len);
+        snprintf((*out)[*n].path, len, "%s/%s", dir, de->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    if (*n) qsort(*out, (size_t)*n, sizeof **out, ent_newest_first);
+    return 0;
+}
+
+static void free_ents(ckpt_ent *v, int n) {
+    for (int i = 0; i < n; i++) free(v[i].path);
+    free(v);
+}
+
+static int is_complete(const char *path);
+
+/* Delete the complete checkpoints of dir beyond the keep newest (by step),
+ * except `just` (the one just written). */
+static int prune(const char *dir, int keep, const char *just, mf_err *e) {
+    ckpt_ent *v;
+    int n, kept = 0, rc = 0;
+    if (list_ckpts(dir, &v, &n, e)) return -1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v[i].path, just) == 0 || !is_complete(v[i].path)) {
+            kept += strcmp(v[i].path, just) == 0;
+            continue;
+        }
+        if (kept++ < keep) continue;
+        if (unlink(v[i].path) != 0 && errno != ENOENT && rc == 0)
+            rc = mf_err_set(e, "%s: checkpoint written, but cannot delete the old checkpoint %s: %s", dir, v[i].path,
+                            strerror(errno));
+    }
+    free_ents(v, n);
+    return rc;
+}
+
+static void wctx_free(wctx *w) {
+    free(w->dir); free(w->path); free(w->tmp); free(w->rng); free(w->all); free(w->wr); free(w->ds);
+    for (int i = 0; i < N_STR; i++) free(w->s[i]);
+}
+
+/* After the inputs are shared: file, structure, data, marker, rename, prune. */
+static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, int keep, mf_err *e) {
+    w->ds = mf_malloc(sizeof(hid_t) * 3 * ((size_t)w->n_wr + 1));
+    for (int i = 0; i < 3 * w->n_wr; i++) w->ds[i] = H5I_INVALID_HID;
+    if (agree(w, create_file(w, e), e)) {
+        if (w->rank == 0) unlink(w->tmp);
+        return -1;
+    }
+    int rc = agree(w, create_all(w, e), e);
+    if (rc == 0) rc = agree(w, write_data(w, ps, opt, e), e);
+    if (rc == 0) rc = agree(w, mark_complete(w, e), e);
+    int crc = close_all(w, e);
+    if (rc == 0) rc = agree(w, crc, e);
+    if (rc == 0 && w->rank == 0) rc = publish(w, e);
+    if (rc != 0 && w->rank == 0) unlink(w->tmp);
+    if (rc == 0 && w->rank == 0 && keep > 0) rc = prune(w->dir, keep, w->path, e);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
+    if (rc != 0) MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, 0, w->comm);
+    return rc;
+}
+
+int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt,
+                  const mf_train_meta *meta, int keep_last, char *path_out, size_t cap, mf_err *err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    wctx w = {.comm = world, .replica = replica, .file = H5I_INVALID_HID, .rng_ds = H5I_INVALID_HID, .my_first = -1};
+    MPI_Comm_rank(world, &w.rank);
+    MPI_Comm_size(world, &w.size);
+    mf_err e = {{0}};
+    int rc = agree(&w, check_local(dir, replica, ps, opt, meta, &e), &e);
+    int *rep_of = NULL;
+    if (rc == 0) {
+        share_meta(&w, dir, opt, meta);
+        rc = agree(&w, share_rng(&w, meta, &e), &e);
+    }
+    if (rc == 0) {
+        rep_of = mf_malloc(sizeof(int) * (size_t)w.size);
+        MPI_Allgather(&replica, 1, MPI_INT, rep_of, 1, MPI_INT, world);
+        rc = agree(&w, share_tensors(&w, ps, rep_of, &e), &e);
+    }
+    if (rc == 0) rc = write_file(&w, ps, opt, keep_last, &e);
+    if (rc == 0 && path_out && cap) snprintf(path_out, cap, "%s", w.path);
+    free(rep_of);
+    wctx_free(&w);
+    if (rc) mf_err_set(err, "%s", e.msg);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reader */
+
+typedef struct rctx {
+    const char *path;
+    hid_t file;
+    mf_err *e;
+} rctx;
+
+/* Open a one-element root attribute of class cls; 0 = absent (not an error
+ * unless required). */
+static hid_t open_attr(rctx *c, const char *name, H5T_class_t cls, int required, int *rc) {
+    char why[256];
+    *rc = 0;
+    htri_t ex = H5Aexists(c->file, name);
+    if (ex < 0) return *rc = mf_err_set(c->e, "%s: cannot look up attribute '%s': %s", c->path, name, h5_reason(why)), 0;
+    if (ex == 0) {
+        if (required) *rc = mf_err_set(c->e, "%s: missing root attribute '%s'", c->path, name);
+        return 0;
+    }
+    hid_t a = H5Aopen(c->file, name, H5P_DEFAULT);
+    if (a < 0) return *rc = mf_err_set(c->e, "%s: cannot open attribute '%s': %s", c->path, name, h5_reason(why)), 0;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (got != cls || np != 1) {
+        H5Aclose(a);
+        return *rc = mf_err_set(c->e, "%s: attribute '%s' is not a single %s", c->path, name,
+                                cls == H5T_STRING ? "string" : cls == H5T_INTEGER ? "integer" : "float"), 0;
+    }
+    return a;
+}
+
+static int get_str(rctx *c, const char *name, int required, char **out) {
+    char why[256] = "";
+    int rc;
+    *out = NULL;
+    hid_t a = open_attr(c, name, H5T_STRING, required, &rc);
+    if (a <= 0) return rc ? rc : (*out = mf_strdup(""), 0);
+    hid_t ft = H5Aget_type(a), mt = H5Tcopy(ft);
+    size_t n = H5Tget_size(ft);
+    rc = 0;
+    if (H5Tis_variable_str(ft) > 0) {
+        char *p = NULL;
+        if (H5Aread(a, mt, &p) < 0) rc = -1, h5_reason(why);
+        else *out = mf_strdup(p ? p : "");
+        if (p) H5free_memory(p);
+    } else if (n > 0 && n <= (1u << 24)) {
+        *out = mf_calloc(n + 1, 1);
+        if (H5Aread(a, mt, *out) < 0) rc = -1, h5_reason(why);
+    } else {
+        rc = -1;
+        snprintf(why, sizeof why, "a string of %zu bytes", n);
+    }
+    H5Tclose(mt); H5Tclose(ft); H5Aclose(a);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        return mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name, why);
+    }
+    return 0;
+}
+
+static int get_num(rctx *c, const char *name, int required, H5T_class_t cls, hid_t mtype, void *out) {
+    char why[256];
+    int rc;
+    hid_t a = open_attr(c, name, cls, required, &rc);
+    if (a <= 0) return rc;
+    rc = H5Aread(a, mtype, out) < 0 ? mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name,
+                                                 h5_reason(why)) : 0;
+    H5Aclose(a);
+    return rc;
+}
+
+static int get_i64(rctx *c, const char *name, int required, int64_t *out) {
+    *out = 0;
+    return get_num(c, name, required, H5T_INTEGER, H5T_NATIVE_INT64, out);
+}
+
+static int get_f64(rctx *c, const char *name, int required, double *out) {
+    *out = 0;
+    return get_num(c, name, required, H5T_FLOAT, H5T_NATIVE_DOUBLE, out);
+}
+
+static int link_exists(hid_t f, const char *group, const char *name) {
+    char buf[200];
+    snprintf(buf, sizeof buf, "/%s", group);
+    if (H5Lexists(f, buf, H5P_DEFAULT) <= 0) return 0;
+    if (!name) return 1;
+    snprintf(buf, sizeof buf, "/%s/%s", group, name);
+    return H5Lexists(f, buf, H5P_DEFAULT) > 0;
+}
+
+/* Open dataset name (absolute) and check its class and shape [nd] (dims). */
+static hid_t open_ds(rctx *c, const char *name, H5T_class_t cls, int nd, const hsize_t *dims) {
+    char why[256];
+    hid_t d = H5Dopen2(c->file, name, H5P_DEFAULT);
+    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '%s': %s", c->path, name, h5_reason(why)), -1;
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+    int gnd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    hsize_t gd[H5S_MAX_RANK] = {0};
+    if (gnd >= 1 && gnd <= H5S_MAX_RANK) H5Sget_simple_extent_dims(sp, gd, NULL);
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    int ok = gnd == nd;
+    for (int i = 0; ok && i < nd; i++) ok = gd[i] == dims[i];
+    if (got != cls) {
+        mf_err_set(c->e, "%s: dataset '%s' is not of %s type", c->path, name, cls == H5T_FLOAT ? "float" : "integer");
+    } else if (!ok) {
+        char s1[96] = "[", s2[96] = "[";
+        for (int i = 0; i < gnd && i < 4; i++)
+            snprintf(s1 + strlen(s1), sizeof s1 - strlen(s1), "%s%llu", i ? ", " : "", (unsigned long long)gd[i]);
+        for (int i = 0; i < nd; i++)
+            snprintf(s2 + strlen(s2), sizeof s2 - strlen(s2), "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+        mf_err_set(c->e, "%s: dataset '%s' has shape %s], expected %s]", c->path, name, s1, s2);
+    } else {
+        return d;
+    }
+    H5Dclose(d);
+    return -1;
+}
+
+/* /GROUP/NAME into buf (the shape of p). */
+static int read_tensor(rctx *c, const char *group, const mf_param *p, float *buf) {
+    char name[200], why[256];
+    snprintf(name, sizeof name, "/%s/%s", group, p->name);
+    if (!link_exists(c->file, group, p->name))
+        return mf_err_set(c->e, "%s: missing dataset '%s' (tensor '%s' is not in the checkpoint)", c->path, name,
+                          p->name);
+    hsize_t dims[2] = {(hsize_t)p->shape[0], (hsize_t)p->shape[1]};
+    hid_t d = open_ds(c, name, H5T_FLOAT, p->ndim, dims);
+    if (d < 0) return -1;
+    int rc = xfer(d, 0, buf, p->ndim, p->shape) < 0
+                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, h5_reason(why)) : 0;
+    H5Dclose(d);
+    return rc;
+}
+
+static int check_format(rctx *c) {
+    char *fmt = NULL;
+    if (get_str(c, "format", 1, &fmt)) return -1;
+    int ok = strcmp(fmt, MF_CKPT_FORMAT) == 0;
+    if (!ok) mf_err_set(c->e, "%s: root attribute 'format' is '%.64s', expected '%s' (not a minifuse training "
+                        "checkpoint)", c->path, fmt, MF_CKPT_FORMAT);
+    free(fmt);
+    if (!ok) return -1;
+    int64_t v, done;
+    if (get_i64(c, "format_version", 1, &v)) return -1;
+    if (v != MF_CKPT_VERSION)
+        return mf_err_set(c->e, "%s: format_version %lld is not supported (this build reads %d)", c->path,
+                          (long long)v, MF_CKPT_VERSION);
+    if (get_i64(c, "complete", 0, &done)) return -1;
+    if (done != 1)
+        return mf_err_set(c->e, "%s: checkpoint is not complete (attribute 'complete' is not 1: the write was "
+                          "interrupted)", c->path);
+    return 0;
+}
+
+static int read_rng(rctx *c, int replica, mf_train_meta *m) {
+    char why[256];
+    if (!link_exists(c->file, "rng", NULL)) return mf_err_set(c->e, "%s: missing dataset '/rng'", c->path);
+    hid_t d = H5Dopen2(c->file, "/rng", H5P_DEFAULT);
+    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '/rng': %s", c->path, h5_reason(why));
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[2] = {0, 0};
+    int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    if (nd == 2) H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
+    if (nd != 2 || dims[1] != 4 || dims[0] < 1 || dims[0] > (1u << 20))
+        return mf_err_set(c->e, "%s: dataset '/rng' has the wrong shape (expected [replicas, 4])", c->path);
+    if ((d = open_ds(c, "/rng", H5T_INTEGER, 2, dims)) < 0) return -1;
+    m->n_rng = (int)dims[0];
+    m->rng_all = mf_calloc(dims[0], sizeof *m->rng_all);
+    int rc = H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->rng_all) < 0
+                 ? mf_err_set(c->e, "%s: cannot read dataset '/rng': %s", c->path, h5_reason(why)) : 0;
+    H5Dclose(d);
+    if (rc == 0 && replica >= 0 && replica < m->n_rng) {
+        m->rng = m->rng_all[replica];
+        m->have_rng = 1;
+    }
+    return rc;
+}
+
+static int read_meta(rctx *c, int replica, mf_train_meta *m) {
+    char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->created};
+    for (int i = 0; i < N_STR; i++)
+        if (get_str(c, str_attr[i], 0, s[i])) return -1;
+    if (get_str(c, "software_version", 0, &m->software_version) || get_i64(c, "step", 1, &m->step) ||
+        get_i64(c, "tokens", 1, &m->tokens) || get_i64(c, "data_pos", 1, &m->data_pos) ||
+        get_f64(c, "lr", 1, &m->lr) || get_f64(c, "lr_max", 0, &m->sched.max_lr) ||
+        get_f64(c, "lr_min", 0, &m->sched.min_lr) || get_i64(c, "lr_warmup_steps", 0, &m->sched.warmup) ||
+        get_i64(c, "lr_total_steps", 0, &m->sched.total))
+        return -1;
+    return read_rng(c, replica, m);
+}
+
+static int read_all(rctx *c, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta) {
+    if (check_format(c)) return -1;
+    if (opt) {
+        if (opt->n != ps->n)
+            return mf_err_set(c->e, "%s: optimizer state has %d tensors, the parameter list %d", c->path, opt->n, ps->n);
+        for (int i = 0; i < ps->n; i++)
+            if (opt->numel[i] != ps->p[i].numel)
+                return mf_err_set(c->e, "%s: optimizer state of tensor '%s' does not match it", c->path, ps->p[i].name);
+    }
+    for (int i = 0; i < ps->n; i++) {
+        mf_param *p = &ps->p[i];
+        if (bad_name(p->name)) return mf_err_set(c->e, "%s: tensor %d has an unusable name '%.127s'", c->path, i, p->name);
+        if (read_tensor(c, "params", p, p->data)) return -1;
+        if (opt && (read_tensor(c, "adam_m", p, opt->m[i]) || read_tensor(c, "adam_v", p, opt->v[i]))) return -1;
+    }
+    if (opt) {
+        int64_t st;
+        if (get_i64(c, "adam_step", 1, &st)) return -1;
+        if (st < 0) return mf_err_set(c->e, "%s: attribute 'adam_step' is %lld", c->path, (long long)st);
+        opt->step = st;
+    }
+    return meta ? read_meta(c, replica, meta) : 0;
+}
+
+int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err) {
+    char why[256];
+    if (meta) memset(meta, 0, sizeof *meta);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    struct stat st;
+    if (stat(path, &st) != 0) return mf_err_set(err, "%s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return mf_err_set(err, "%s: not a regular file", path);
+    htri_t is = H5Fis_hdf5(path);
+    if (is == 0) return mf_err_set(err, "%s: not an HDF5 file (no HDF5 signature)", path);
+    hid_t f = is < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (corrupt or truncated?): %s", path, h5_reason(why));
+    mf_err e = {{0}};
+    rctx c = {.path = path, .file = f, .e = &e};
+    int rc = read_all(&c, replica, ps, opt, meta);
+    H5Fclose(f);
+    if (rc) {
+        if (meta) mf_train_meta_free(meta);
+        mf_err_set(err, "%s", e.msg);
+    }
+    return rc;
+}
+
+void mf_train_meta_free(mf_train_meta *m) {
+    if (!m) return;
+    free(m->options_json); free(m->student); free(m->student_sha); free(m->teacher); free(m->teacher_sha);
+    free(m->software_version); free(m->created); free(m->rng_all);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------------- latest */
+
+/* Opens as HDF5 and is a complete checkpoint of this format. */
+static int is_complete(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || H5Fis_hdf5(path) <= 0) return 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return 0;
+    mf_err e;
+    rctx c = {.path = path, .file = f, .e = &e};
+    int ok = check_format(&c) == 0;
+    H5Fclose(f);
+    return ok;
+}
+
+int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    mf_err e = {{0}};
+    ckpt_ent *v;
+    int n;
+    if (!dir || !dir[0]) return mf_err_set(err, "checkpoint: no directory given");
+    if (list_ckpts(dir, &v, &n, &e)) return mf_err_set(err, "%s", e.msg);
+    int found = 1;
+    for (int i = 0; i < n && found; i++)
+        if (is_complete(v[i].path)) {
+            if (path_out && cap) snprintf(path_out, cap, "%s", v[i].path);
+            found = 0;
+        }
+    free_ents(v, n);
+    return found;
+}

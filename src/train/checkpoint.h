@@ -1,0 +1,77 @@
+/* checkpoint.h - restartable training checkpoints (parallel HDF5).
+ *
+ * One HDF5 file per checkpoint, DIR/ckpt-<step, 8+ digits>.h5 (layout:
+ * docs/checkpoint_schema.md): every trainable tensor under its global Hugging
+ * Face name with its AdamW moments (/params/NAME, /adam_m/NAME, /adam_v/NAME),
+ * the RNG state of every data-parallel replica (/rng), and root attributes for
+ * the step, tokens seen, data position, schedule, options, model provenance
+ * and a completion marker ("complete" = 1, written last).
+ *
+ * Writing is collective over all ranks (pipeline stages x data-parallel
+ * replicas): the ranks of replica 0 write the tensors they own, the others take
+ * part in the collective HDF5 calls only. The file is written as NAME.tmp and
+ * renamed when complete; older complete checkpoints beyond keep_last are
+ * deleted. Reading is per rank (serial HDF5) and by name, so a checkpoint
+ * written by one pipeline split can be read by another. */
+#ifndef MF_CHECKPOINT_H
+#define MF_CHECKPOINT_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "train/optim.h"
+#include "train/params.h"
+#include "util/err.h"
+
+#define MF_CKPT_FORMAT "minifuse-train-checkpoint"
+#define MF_CKPT_VERSION 1
+
+typedef struct mf_train_meta {
+    int64_t step;        /* optimizer updates done */
+    int64_t tokens;      /* training tokens seen (all replicas) */
+    int64_t data_pos;    /* position in the data stream, meaning up to the trainer */
+    double lr;           /* learning rate of the last update */
+    mf_lr_sched sched;   /* the schedule in use */
+    /* write: this rank's replica's RNG; read: row `replica` of /rng when the
+     * file has one (have_rng = 1), else zero (have_rng = 0) */
+    mf_rng rng;
+    int have_rng;
+    int n_rng;           /* read: rows of /rng (replicas of the writing run) */
+    mf_rng *rng_all;     /* read: all rows [n_rng] (malloc'ed) */
+    /* strings: NULL writes ""; read gives malloc'ed strings ("" when absent) */
+    char *options_json;  /* the run's options, JSON */
+    char *student, *student_sha;
+    char *teacher, *teacher_sha;
+    char *software_version; /* read only (written: MF_VERSION) */
+    char *created;          /* read only (written: UTC now, ISO 8601) */
+} mf_train_meta;
+
+/* Write DIR/ckpt-<meta->step>.h5 (collective over world). replica: this rank's
+ * data-parallel index (0..R-1; 0 when there is no data parallelism). ps and opt
+ * are this rank's tensors and their AdamW state (opt->n == ps->n); rank 0's
+ * meta gives every scalar and string, every rank's meta its replica's rng.
+ * keep_last > 0: afterwards delete all but the keep_last newest complete
+ * checkpoints of DIR. On error every rank returns -1 with the same message
+ * and no DIR/ckpt-<step>.h5 (nor .tmp) is left. path_out (may be NULL): the
+ * file written. */
+int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt,
+                  const mf_train_meta *meta, int keep_last, char *path_out, size_t cap, mf_err *err);
+
+/* The newest complete checkpoint of dir (largest step whose file opens and has
+ * complete = 1; .tmp files, other names and broken files are skipped).
+ * 0: found (path in path_out), 1: none, -1: error (dir unreadable). */
+int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err);
+
+/* Read into this rank's tensors (ps: data; opt: m, v and step, may be NULL)
+ * and meta (may be NULL; free with mf_train_meta_free), by name. Every tensor
+ * of ps must be in the file with its shape; tensors of other ranks are not
+ * read. Independent per rank (no MPI). Errors name the file and dataset. */
+int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err);
+
+/* Free the strings and rng_all that mf_ckpt_read allocated. */
+void mf_train_meta_free(mf_train_meta *m);
+
+/* "DIR/ckpt-00000042.h5" for step 42. */
+void mf_ckpt_path(const char *dir, int64_t step, char *out, size_t cap);
+
+#endif
