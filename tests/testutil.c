@@ -59,7 +59,7 @@ int tu_run(const char *cmd, char **out, char **err_out) {
     int fd = mkstemp(errfile);
     close(fd);
     char *full = malloc(strlen(cmd) + 128);
-    sprintf(full, "%s 2>%s", cmd, errfile);
+    sprintf(full, "( %s ) 2>%s", cmd, errfile);
     FILE *p = popen(full, "r");
     cr_assert(p != NULL, "popen failed: %s", cmd);
     char *o = slurp(p);
