@@ -40,8 +40,19 @@ typedef struct distill_opts {
     const char *teacher, *student, *text, *out, *ckpt_dir, *log, *tokenizer;
     unsigned long long tokens, seed;
     int ctx, batch, dp, warmup, ckpt_every, keep, resume, recompute, force;
-    float lr, min_lr, wd, clip, temp, kl, ce;
+    float lr, min_lr, wd, clip, temp, kl, ce, hidden;
+    const char *hidden_loss;
 } distill_opts;
+
+/* Intermediate-state distillation: student layer s[k] matches teacher layer t[k]. */
+typedef struct hidden_map {
+    int n;
+    int *s, *t;          /* [n] */
+    float **tbuf;        /* [n] teacher outputs held by this rank ([T][D]) when it owns t[k] */
+    float **grad;        /* [cfg.n_layers of student] gradient w.r.t. student layer outputs, or NULL */
+    MPI_Request *req;    /* [n] sends of teacher outputs */
+    int nmse;
+} hidden_map;
 
 static volatile sig_atomic_t g_stop_signal; /* set by SIGTERM/SIGUSR1; read once per step */
 static void on_signal(int sig) { g_stop_signal = sig; }
@@ -61,6 +72,7 @@ typedef struct trainer {
     int64_t *perm, perm_epoch;   /* window order of the current epoch */
     float *x, *dx;               /* [T][D] activation / gradient buffers */
     FILE *logf;
+    hidden_map hm;
 } trainer;
 
 /* ----------------------------------------------------------------- data */
@@ -80,6 +92,94 @@ static int64_t window_of(trainer *t, int64_t g) {
     return t->perm[g % t->n_windows];
 }
 
+/* ----------------------------------------------------------------- hidden states */
+
+/* Teacher layer outputs for the mapped layers are copied by a forward hook. */
+static void capture_teacher(void *ctx, int layer, mf_act_point pt, const float *x, int T, int C) {
+    trainer *t = ctx;
+    if (pt != MF_ACT_LAYER_OUT) return;
+    for (int k = 0; k < t->hm.n; k++)
+        if (t->hm.t[k] == layer) memcpy(t->hm.tbuf[k], x, (size_t)T * C * sizeof *x);
+}
+
+/* Rank (stage) of the pipe that owns layer l under a partition. */
+static int owner(const mf_pipe *p, int l) {
+    for (int r = 0; r < p->size; r++) if (l >= p->bounds[r] && l < p->bounds[r + 1]) return r;
+    return -1;
+}
+
+/* Student layer i <- teacher layer keep[i], from the student's config.json
+ * ("minifuse": {"dropped_layers": [...]}) when it was depth-pruned, else identity. */
+static void build_hidden_map(trainer *t) {
+    hidden_map *h = &t->hm;
+    const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
+    if (sc->dim != tc->dim) mf_fatal("distill: --hidden needs equal hidden sizes (student %d, teacher %d)", sc->dim, tc->dim);
+    int *dropped = mf_calloc((size_t)tc->n_layers, sizeof *dropped), nd = 0;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/config.json", t->o.student);
+    json_t *root = json_load_file(path, 0, NULL);
+    json_t *dl = json_object_get(json_object_get(root, "minifuse"), "dropped_layers");
+    for (size_t i = 0; json_is_array(dl) && i < json_array_size(dl); i++) {
+        json_int_t v = json_integer_value(json_array_get(dl, i));
+        if (v >= 0 && v < tc->n_layers && !dropped[v]) { dropped[v] = 1; nd++; }
+    }
+    json_decref(root);
+    if (tc->n_layers - nd != sc->n_layers)
+        mf_fatal("distill: --hidden: student has %d layers, teacher %d with %d dropped (config.json minifuse.dropped_layers)",
+                 sc->n_layers, tc->n_layers, nd);
+    h->n = sc->n_layers;
+    h->s = mf_malloc((size_t)h->n * sizeof *h->s);
+    h->t = mf_malloc((size_t)h->n * sizeof *h->t);
+    for (int l = 0, k = 0; l < tc->n_layers; l++) if (!dropped[l]) { h->s[k] = k; h->t[k] = l; k++; }
+    free(dropped);
+    h->tbuf = mf_calloc((size_t)h->n, sizeof *h->tbuf);
+    h->grad = mf_calloc((size_t)sc->n_layers, sizeof *h->grad);
+    h->req = mf_malloc((size_t)h->n * sizeof *h->req);
+    size_t bytes = (size_t)t->o.ctx * sc->dim * sizeof(float);
+    for (int k = 0; k < h->n; k++) {
+        h->req[k] = MPI_REQUEST_NULL;
+        if (owner(&t->teacher.pipe, h->t[k]) == t->stage) h->tbuf[k] = mf_malloc(bytes);
+        int l = h->s[k];
+        if (l >= t->student.model->layer_begin && l < t->student.model->layer_end) {
+            h->grad[l] = mf_malloc(bytes);
+            if (!h->tbuf[k]) h->tbuf[k] = mf_malloc(bytes); /* receive buffer */
+        }
+    }
+    h->nmse = strcmp(t->o.hidden_loss, "nmse") == 0;
+    if (!h->nmse && strcmp(t->o.hidden_loss, "cosine") != 0) mf_fatal("distill: --hidden-loss '%s' is not cosine or nmse", t->o.hidden_loss);
+}
+
+/* Teacher owners send their captured outputs to the student owners (non-blocking). */
+static void send_teacher_hidden(trainer *t) {
+    hidden_map *h = &t->hm;
+    int T = t->o.ctx, D = t->student.model->cfg.dim;
+    for (int k = 0; k < h->n; k++) {
+        int to = owner(&t->student.pipe, h->s[k]), from = owner(&t->teacher.pipe, h->t[k]);
+        if (from == t->stage && to != t->stage) MPI_Isend(h->tbuf[k], T * D, MPI_FLOAT, to, 200 + k, t->pipe, &h->req[k]);
+    }
+}
+
+/* Student owners: receive the teacher outputs, loss and gradient per mapped layer. */
+static double hidden_losses(trainer *t, double norm) {
+    hidden_map *h = &t->hm;
+    mf_model *s = t->student.model;
+    int T = t->o.ctx, D = s->cfg.dim;
+    double loss = 0;
+    for (int k = 0; k < h->n; k++) {
+        int l = h->s[k];
+        if (!h->grad[l]) continue;
+        int from = owner(&t->teacher.pipe, h->t[k]);
+        if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, 200 + k, t->pipe, MPI_STATUS_IGNORE);
+        const float *a = mf_train_layer_output(s, t->ts, l);
+        double v = h->nmse ? mf_loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])
+                           : mf_loss_cosine(a, h->tbuf[k], T, D, norm * h->n, h->grad[l]);
+        for (size_t i = 0; i < (size_t)T * D; i++) h->grad[l][i] *= t->o.hidden;
+        loss += t->o.hidden * v;
+    }
+    MPI_Waitall(h->n, h->req, MPI_STATUSES_IGNORE);
+    return loss;
+}
+
 /* ----------------------------------------------------------------- one window */
 
 /* Forward + backward of one window through this replica's pipeline. Returns the
@@ -90,8 +190,12 @@ static double train_window(trainer *t, const int32_t *in, const int32_t *targets
     int T = t->o.ctx, D = s->cfg.dim, V = s->cfg.vocab_size;
     size_t n = (size_t)T * D;
     mf_err err;
+    mf_hooks hooks = {t, capture_teacher};
+    t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
     if (mf_stage_forward(&t->teacher, in, T, 0, 11) && teacher_logits)
         memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+    t->teacher.st->hooks = NULL;
+    if (t->hm.n) send_teacher_hidden(t);
     if (!p->first) mf_pipe_recv_prev(p, t->x, n, 12);
     if (mf_train_forward(s, t->ts, in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
     double loss = 0;
@@ -115,7 +219,12 @@ static double train_window(trainer *t, const int32_t *in, const int32_t *targets
         }
         mf_train_head_backward(s, t->ts, &t->ps, dz, t->dx);
     }
-    mf_train_backward(s, t->ts, &t->ps, t->dx, p->first ? NULL : t->dx, NULL);
+    const float *const *dlayer = NULL;
+    if (t->hm.n) {
+        loss += hidden_losses(t, norm);
+        dlayer = (const float *const *)(t->hm.grad + s->layer_begin);
+    }
+    mf_train_backward(s, t->ts, &t->ps, t->dx, p->first ? NULL : t->dx, dlayer);
     if (!p->first) mf_pipe_send_prev(p, t->dx, n, 13);
     return loss;
 }
@@ -196,8 +305,9 @@ static void save_checkpoint(trainer *t) {
     meta.sched = t->sched;
     mf_rng_seed(&meta.rng, t->o.seed + (uint64_t)t->replica);
     char opts[512];
-    snprintf(opts, sizeof opts, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"seed\":%llu,\"tokens\":%llu}",
-             t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.seed, t->o.tokens);
+    snprintf(opts, sizeof opts, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu}",
+             t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.hidden,
+             t->o.hidden_loss, t->o.seed, t->o.tokens);
     meta.options_json = opts;
     meta.student = (char *)t->o.student;
     meta.teacher = (char *)t->o.teacher;
@@ -363,12 +473,16 @@ static void setup(trainer *t) {
         mf_log("distill: %lld steps x %d windows x %d tokens (%llu tokens), %d replica(s) x %d stage(s), %zu student parameters on rank 0",
                (long long)t->steps, o->batch, o->ctx, (unsigned long long)t->steps * o->batch * o->ctx, o->dp, t->P, t->ps.total);
     }
+    if (o->hidden > 0) build_hidden_map(t);
     if (o->resume) resume(t);
 }
 
 static void teardown(trainer *t) {
     if (t->logf) fclose(t->logf);
     free(t->x); free(t->dx); free(t->ids); free(t->perm);
+    for (int k = 0; k < t->hm.n; k++) free(t->hm.tbuf[k]);
+    for (int l = 0; t->hm.grad && l < t->student.model->cfg.n_layers; l++) free(t->hm.grad[l]);
+    free(t->hm.s); free(t->hm.t); free(t->hm.tbuf); free(t->hm.grad); free(t->hm.req);
     mf_adamw_free(&t->opt);
     mf_params_free(&t->ps);
     mf_train_state_free(t->ts);
@@ -383,7 +497,8 @@ int mf_cmd_distill(int argc, char **argv) {
     memset(&t, 0, sizeof t);
     distill_opts *o = &t.o;
     *o = (distill_opts){.tokens = 1 << 20, .ctx = 256, .batch = 8, .dp = 1, .warmup = -1, .ckpt_every = 0, .keep = 2,
-                        .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234};
+                        .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234,
+                        .hidden = 0.0f, .hidden_loss = "cosine"};
     const mf_opt opts[] = {
         {"teacher", MF_OPT_STR, &o->teacher, "teacher model (the original)", 1},
         {"student", MF_OPT_STR, &o->student, "student model to train (e.g. a pruned HF directory)", 1},
@@ -401,6 +516,8 @@ int mf_cmd_distill(int argc, char **argv) {
         {"temp", MF_OPT_FLOAT, &o->temp, "distillation temperature (default 1)", 0},
         {"kl", MF_OPT_FLOAT, &o->kl, "weight of KL(teacher || student) on logits (default 1)", 0},
         {"ce", MF_OPT_FLOAT, &o->ce, "weight of cross-entropy on the data (default 0)", 0},
+        {"hidden", MF_OPT_FLOAT, &o->hidden, "weight of the intermediate hidden-state loss (default 0; depth-pruned students)", 0},
+        {"hidden-loss", MF_OPT_STR, &o->hidden_loss, "cosine (default) or nmse, between mapped student/teacher layer outputs", 0},
         {"seed", MF_OPT_U64, &o->seed, "seed of the data order (default 1234)", 0},
         {"recompute", MF_OPT_FLAG, &o->recompute, "recompute activations in the backward (less memory, same result)", 0},
         {"checkpoint-every", MF_OPT_INT, &o->ckpt_every, "write a checkpoint every K steps (default 0: only on signals)", 0},

@@ -20,9 +20,9 @@ static float *buf(mf_train_state *ts, size_t n) {
     return mf_calloc(n ? n : 1, sizeof(float));
 }
 
-static void acts_alloc(mf_train_state *ts, mf_layer_acts *a, const mf_config *c, size_t T, int full) {
+/* everything but x_in */
+static void acts_alloc(mf_train_state *ts, mf_layer_acts *a, const mf_config *c, size_t T) {
     size_t D = c->dim, F = c->ffn_dim, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
-    if (!full) return;
     a->rms1 = buf(ts, T);
     a->rms2 = buf(ts, T);
     a->xn1 = buf(ts, T * D);
@@ -63,10 +63,10 @@ mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, 
     ts->acts = mf_calloc((size_t)(ts->n_layers > 0 ? ts->n_layers : 1), sizeof *ts->acts);
     for (int i = 0; i < ts->n_layers; i++) {
         ts->acts[i].x_in = buf(ts, T * D);
-        acts_alloc(ts, &ts->acts[i], c, T, !ts->recompute);
+        if (!ts->recompute) acts_alloc(ts, &ts->acts[i], c, T);
     }
     if (ts->recompute) {
-        acts_alloc(ts, &ts->work, c, T, 1);
+        acts_alloc(ts, &ts->work, c, T);
         ts->scratch_out = buf(ts, T * D);
     }
     ts->x_out = buf(ts, T * D);

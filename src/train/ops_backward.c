@@ -123,13 +123,15 @@ static void head_probs(float *S, const float *q, const float *k, int T, int ldq,
         float *row = S + (size_t)t * T;
         int n = t + 1;
         float m = row[0];
+#pragma omp simd reduction(max : m)
         for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
-        double sum = 0.0;
+        float sum = 0.0f; /* at most T terms in (0, 1]: float with vector lanes */
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < n; j++) {
             row[j] = mf_expf(row[j] - m);
             sum += row[j];
         }
-        float inv = (float)(1.0 / sum);
+        float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
         for (int j = n; j < T; j++) row[j] = 0.0f;
     }
