@@ -27,7 +27,7 @@ run() { # label, command...
 run "criterion" build/tests/run_tests --jobs 2
 # Sanitizers: the parsers and every bad-input case (forward passes are exercised above).
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*'; do
+for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*'; do
     run "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
 done
 echo "tests: $passed passed, $failed failed"
