@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# distill_results.sh - the distillation table of docs/results.md.
+#   bench/distill_results.sh stories260K   drop 1 of 5 layers (by Macro Influence), distill on TinyStories
+#   bench/distill_results.sh smollm2       25% of layers removed (MI) and a width-pruned model of about
+#                                          the same size, each distilled with the same token budget
+# Evaluates before/after on WikiText-2 raw test (held out) and on TinyStories
+# windows not used for training (the last 100 windows of the sample are held
+# out: training uses --text with those windows cut off).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which=${1:-stories260K}
+SH="${MINIFUSE_SHARED:-../shared}"; CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINIFUSE_QUIET=1
+P=${P:-2}
+MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
+TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
+out=bench/results/distill-$which; rm -rf "$out"; mkdir -p "$out"
+# training text = the sample without its last 200 KB (held out for evaluation)
+head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
+case "$which" in
+    stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; LR=${LR:-1e-3}
+                 WIDTH=""; WIN=200 ;;
+    smollm2)     M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; DROP=8; TOKENS=${TOKENS:-262144}; LR=${LR:-1e-4}
+                 WIDTH="--ffn-keep 896"; WIN=${WIN:-40} ;;
+esac
+$MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --mi-iters "$DROP" >/dev/null
+$MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/depth" --drop-layers "$DROP" --metric mi >/dev/null
+[ -n "$WIDTH" ] && $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/width" $WIDTH >/dev/null
+ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
+row() { echo "| $1 | $(ev "$2" "$WIKI") | $(ev "$2" "$out/heldout.txt") |" | tee -a "$out/table.md"; }
+echo "| model | WikiText-2 ppl | TinyStories held-out ppl |" | tee "$out/table.md"
+echo "|---|---|---|" | tee -a "$out/table.md"
+row "original" "$M"
+for s in depth ${WIDTH:+width}; do
+    row "$s-pruned" "$out/$s"
+    /usr/bin/time -f "$s distill wall %e s" $MPI distill --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
+        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --log "$out/$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
+    row "$s-pruned + KD ($TOKENS tokens)" "$out/$s-kd"
+done
+rm -rf "$out"/depth* "$out"/width* "$out"/*.ckpt "$out/train.txt" "$out/heldout.txt"
