@@ -34,7 +34,7 @@ row "original" "$M"
 for s in depth ${WIDTH:+width}; do
     row "$s-pruned" "$out/$s"
     /usr/bin/time -f "$s distill wall %e s" $MPI distill --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
-        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --log "$out/$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
+        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
     row "$s-pruned + KD ($TOKENS tokens)" "$out/$s-kd"
 done
-rm -rf "$out"/depth* "$out"/width* "$out"/*.ckpt "$out/train.txt" "$out/heldout.txt"
+rm -rf "$out"/depth "$out"/depth-kd "$out"/width "$out"/width-kd "$out"/*.ckpt "$out"/*.train.jsonl "$out/train.txt" "$out/heldout.txt"
