@@ -7,8 +7,8 @@
  * OpenMP, reductions are summed in double. Backward functions ACCUMULATE into
  * parameter gradients (dW, db, dw += ...); the gradient w.r.t. the op input
  * is written or accumulated as the `acc` flag says. A NULL gradient pointer
- * skips that gradient (a frozen parameter). Results do not depend on the
- * number of threads' scheduling order (fixed reduction orders). */
+ * skips that gradient (a frozen parameter). Reductions run in fixed orders,
+ * so a given thread count repeats results bit for bit. */
 #ifndef MF_BACKWARD_H
 #define MF_BACKWARD_H
 
