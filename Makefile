@@ -59,15 +59,15 @@ setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(MAKE) all $(BUILD)/tests/run_tests asan
+	$(MAKE) -j$(shell nproc) all $(BUILD)/tests/run_tests asan
 	bash tests/run_all.sh
 
 run: setup
-	$(MAKE) all
+	$(MAKE) -j$(shell nproc) all
 	bash scripts/run_default.sh
 
 bench: setup
-	$(MAKE) all
+	$(MAKE) -j$(shell nproc) all
 	bash bench/run_bench.sh
 
 clean:
