@@ -24,8 +24,8 @@ struct mf_backend {
     /* y[T][n_out] (=|+=) x[T][n_in] . W[n_out][n_in]^T (+ b[n_out]); accumulate adds into y */
     void (*linear)(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate);
 
-    /* y[T][C] = x / rms(x) * w, rms over C with eps */
-    void (*rmsnorm)(float *y, const float *x, const float *w, int T, int C, float eps);
+    /* y[T][C] = x / rms(x) * w, rms over C with eps; rinv[T] (host, may be NULL) gets 1/rms per row */
+    void (*rmsnorm)(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps);
 
     /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] */
     void (*rope)(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq);

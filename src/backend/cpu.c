@@ -29,7 +29,7 @@ static void cpu_linear(float *y, const float *x, const float *w, const float *b,
             for (int i = 0; i < n_out; i++) y[(size_t)t * n_out + i] += b[i];
 }
 
-static void cpu_rmsnorm(float *y, const float *x, const float *w, int T, int C, float eps) {
+static void cpu_rmsnorm(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps) {
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * C;
@@ -38,6 +38,7 @@ static void cpu_rmsnorm(float *y, const float *x, const float *w, int T, int C, 
 #pragma omp simd reduction(+ : ss)
         for (int i = 0; i < C; i++) ss += xt[i] * xt[i];
         float s = 1.0f / sqrtf(ss / C + eps);
+        if (rinv) rinv[t] = s;
         for (int i = 0; i < C; i++) yt[i] = xt[i] * s * w[i];
     }
 }

@@ -20,7 +20,7 @@ static void attention_block(const mf_model *m, const mf_layer *L, mf_state *s, i
     float *kc = s->kcache + (size_t)li * s->max_ctx * KV, *vc = s->vcache + (size_t)li * s->max_ctx * KV;
     float *k_new = kc + (size_t)pos0 * KV, *v_new = vc + (size_t)pos0 * KV;
 
-    be->rmsnorm(s->xn, s->x, L->attn_norm, T, D, c->norm_eps);
+    be->rmsnorm(s->xn, NULL, s->x, L->attn_norm, T, D, c->norm_eps);
     observe(s, m->layer_begin + li, MF_ACT_ATTN_NORM, s->xn, T, D);
     be->linear(s->q, s->xn, L->wq, L->bq, T, D, Q, 0);
     be->linear(k_new, s->xn, L->wk, L->bk, T, D, KV, 0); /* straight into the cache */
@@ -36,7 +36,7 @@ static void mlp_block(const mf_model *m, const mf_layer *L, mf_state *s, int lay
     const mf_config *c = &m->cfg;
     const mf_backend *be = m->be;
     int D = c->dim, F = c->ffn_dim;
-    be->rmsnorm(s->xn, s->x, L->ffn_norm, T, D, c->norm_eps);
+    be->rmsnorm(s->xn, NULL, s->x, L->ffn_norm, T, D, c->norm_eps);
     observe(s, layer, MF_ACT_MLP_NORM, s->xn, T, D);
     be->linear(s->gate, s->xn, L->w_gate, NULL, T, D, F, 0);
     be->linear(s->up, s->xn, L->w_up, NULL, T, D, F, 0);
@@ -65,6 +65,6 @@ void mf_forward_layers(const mf_model *m, mf_state *s, int T, int pos0) {
 
 void mf_forward_head(const mf_model *m, mf_state *s, int T) {
     const mf_config *c = &m->cfg;
-    m->be->rmsnorm(s->xn, s->x, m->out_norm, T, c->dim, c->norm_eps);
+    m->be->rmsnorm(s->xn, NULL, s->x, m->out_norm, T, c->dim, c->norm_eps);
     m->be->linear(s->logits, s->xn, m->lm_head, NULL, T, c->dim, c->vocab_size, 0);
 }

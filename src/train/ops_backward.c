@@ -4,22 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "train/backward.h"
 #include "util/err.h"
 #include "util/fastmath.h"
 
 /* ------------------------------------------------------------------ linear */
 
+/* The training forward runs the very kernels of the CPU inference backend, so a
+ * student's training forward equals `eval` on it bit for bit. */
 void mf_linear_fwd(float *y, const float *x, const float *W, const float *b, int T, int n_in, int n_out, int acc) {
-    float beta = acc ? 1.0f : 0.0f;
-    if (b && !acc) {
-        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * n_out, b, (size_t)n_out * sizeof *y);
-        beta = 1.0f;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_out, n_in, 1.0f, x, n_in, W, n_in, beta, y, n_out);
-    if (b && acc)
-        for (int t = 0; t < T; t++)
-            for (int o = 0; o < n_out; o++) y[(size_t)t * n_out + o] += b[o];
+    mf_backend_cpu()->linear(y, x, W, b, T, n_in, n_out, acc);
 }
 
 /* db[n_out] += sum_t dy[t][:] (double, token order) */
@@ -46,16 +41,7 @@ void mf_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float
 /* ----------------------------------------------------------------- RMSNorm */
 
 void mf_rmsnorm_fwd(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps) {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * C;
-        float *yt = y + (size_t)t * C;
-        double ss = 0.0;
-        for (int i = 0; i < C; i++) ss += (double)xt[i] * xt[i];
-        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
-        rinv[t] = r;
-        for (int i = 0; i < C; i++) yt[i] = xt[i] * r * w[i];
-    }
+    mf_backend_cpu()->rmsnorm(y, rinv, x, w, T, C, eps);
 }
 
 void mf_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rinv, int T,
@@ -106,7 +92,7 @@ static void rope_rotate(float *x, int T, int n_heads, int hd, int pos0, const fl
 }
 
 void mf_rope_fwd(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq) {
-    rope_rotate(x, T, n_heads, hd, pos0, inv_freq, 1.0f);
+    mf_backend_cpu()->rope(x, T, n_heads, hd, pos0, inv_freq);
 }
 
 void mf_rope_bwd(float *dx, int T, int n_heads, int hd, int pos0, const float *inv_freq) {
@@ -138,19 +124,7 @@ static void head_probs(float *S, const float *q, const float *k, int T, int ldq,
 }
 
 void mf_attention_fwd(float *out, const float *q, const float *k, const float *v, int T, int n_heads, int n_kv, int hd) {
-    int group = n_heads / n_kv, ldq = n_heads * hd, ldk = n_kv * hd;
-#pragma omp parallel
-    {
-        float *S = mf_malloc((size_t)T * T * sizeof *S);
-#pragma omp for schedule(static)
-        for (int h = 0; h < n_heads; h++) {
-            size_t qo = (size_t)h * hd, ko = (size_t)(h / group) * hd;
-            head_probs(S, q + qo, k + ko, T, ldq, ldk, hd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v + ko, ldk, 0.0f, out + qo,
-                        ldq);
-        }
-        free(S);
-    }
+    mf_backend_cpu()->attention(out, q, k, v, T, 0, n_heads, n_kv, hd);
 }
 
 /* One head: dq_h written into dq (stride ldq), dk_h, dv_h [T][hd] written. */
@@ -212,10 +186,7 @@ void mf_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const 
 
 /* ------------------------------------------------------------------ SwiGLU */
 
-void mf_swiglu_fwd(float *h, const float *g, const float *u, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + mf_expf(-g[i])) * u[i];
-}
+void mf_swiglu_fwd(float *h, const float *g, const float *u, size_t n) { mf_backend_cpu()->swiglu(h, g, u, n); }
 
 void mf_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n) {
 #pragma omp parallel for schedule(static)
