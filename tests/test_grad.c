@@ -853,3 +853,30 @@ static void time_step(const char *path, int T) {
 
 Test(grad, step_repeat_stories260K_T256) { time_step(stories_path(), 256); }
 Test(grad, step_repeat_smollm2_T256, .timeout = 300) { time_step(tu_smollm2(), 256); }
+
+/* The training forward (model_train.c) and the inference forward (forward.c) run
+ * the same backend kernels: the logits agree bit for bit, so the loss a student
+ * is trained on is exactly what `eval` measures. */
+Test(grad, training_forward_equals_inference_forward) {
+    mf_err err;
+    mf_source *src = mf_source_open(stories_path(), &err);
+    cr_assert(src, "%s", err.msg);
+    mf_model *m = mf_model_load(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, &err);
+    cr_assert(m, "%s", err.msg);
+    int T = 64, V = m->cfg.vocab_size;
+    int32_t ids[64];
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)((t * 37 + 1) % V);
+    mf_state *s = mf_state_new(m, T, T);
+    mf_forward_embed(m, s, ids, T);
+    mf_forward_layers(m, s, T, 0);
+    mf_forward_head(m, s, T);
+    mf_train_state *ts = mf_train_state_new(m, T, 0, &err);
+    cr_assert(ts, "%s", err.msg);
+    cr_assert_eq(mf_train_forward(m, ts, ids, NULL, T, NULL, &err), 0, "%s", err.msg);
+    float *z = mf_train_head_forward(m, ts);
+    cr_expect(memcmp(z, s->logits, (size_t)T * V * sizeof *z) == 0, "training and inference logits differ");
+    mf_train_state_free(ts);
+    mf_state_free(m, s);
+    mf_model_free(m);
+    mf_source_close(src);
+}
