@@ -17,9 +17,9 @@ CAL="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
 WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
 case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; TOK="$SH/llm_assets/models/stories260K/tok512.bin"
-                 DROP=1; WIDTH="--ffn-keep 128 --hidden-keep 56 --align 8"; WIN=${WIN:-200}; MIS=32 ;;
+                 DROP=1; WIDTH="--ffn-keep 128 --hidden-keep 56 --align 8"; WIDTH2="--ffn-keep 96 --align 8"; WIN=${WIN:-200}; MIS=32 ;;
     smollm2)     M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; TOK="$M"
-                 DROP=8; WIDTH="--ffn-keep 1152 --hidden-keep 512"; WIN=${WIN:-40}; MIS=${MIS:-32} ;;
+                 DROP=8; WIDTH="--ffn-keep 1152 --hidden-keep 512"; WIDTH2="--ffn-keep 896"; WIN=${WIN:-40}; MIS=${MIS:-32} ;;
     *) echo "usage: $0 stories260K|smollm2" >&2; exit 2 ;;
 esac
 out=bench/results/prune-$which; rm -rf "$out"; mkdir -p "$out"
@@ -50,4 +50,8 @@ $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/width" $WIDTH 
 evalrow "width ($WIDTH)" "$out/width"
 python3 -c "
 import json; w=json.load(open('$out/width.json')); print('width-pruned params: %d of %d (%.1f%%)' % (w['params'], w['params_before'], 100*w['params']/w['params_before']))" | tee -a "$out/table.md"
-rm -rf "$out"/depth-* "$out"/width   # keep the table, scores and rankings, not the weights
+$MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/width2" $WIDTH2 --json > "$out/width2.json"
+evalrow "width ($WIDTH2, MLP only)" "$out/width2"
+python3 -c "
+import json; w=json.load(open('$out/width2.json')); print('MLP-only width-pruned params: %d of %d (%.1f%%)' % (w['params'], w['params_before'], 100*w['params']/w['params_before']))" | tee -a "$out/table.md"
+rm -rf "$out"/depth-* "$out"/width "$out"/width2   # keep the table, scores and rankings, not the weights
