@@ -22,18 +22,27 @@ static void make_tmpdir(const char *out, MPI_Comm comm, int force, const char *w
     MPI_Bcast(tmpdir, (int)cap, MPI_CHAR, 0, comm);
 }
 
-/* Rank 0: the index naming, for every tensor of every rank, the shard that holds it. */
-static void write_index(const char *tmpdir, MPI_Comm comm, const mf_tensor_ref *t, int n, const int *counts, int shards) {
+/* Rank 0: the index naming, for every tensor of every rank, the shard that holds it.
+ * Each rank contributes "name\0file\0" pairs; rank 0 gathers them in rank order. */
+static void write_index(const char *tmpdir, MPI_Comm comm, const mf_tensor_ref *t, int n, const int *shard_of,
+                        int first_shard, int shards) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     uint64_t bytes = 0, total = 0;
     size_t blen = 0;
-    for (int i = 0; i < n; i++) { bytes += mf_st_tensor_bytes(&t[i], "F32"); blen += strlen(t[i].name) + 1; }
+    char fname[64];
+    for (int i = 0; i < n; i++) { bytes += mf_st_tensor_bytes(&t[i], "F32"); blen += strlen(t[i].name) + 1 + sizeof fname; }
     MPI_Reduce(&bytes, &total, 1, MPI_UINT64_T, MPI_SUM, 0, comm);
-    char *names = mf_malloc(blen + 1), *q = names;
-    for (int i = 0; i < n; i++) { size_t l = strlen(t[i].name) + 1; memcpy(q, t[i].name, l); q += l; }
-    int bl = (int)blen, *lens = mf_malloc((size_t)size * sizeof *lens), *displs = mf_malloc((size_t)size * sizeof *displs);
+    char *pairs = mf_malloc(blen + 1), *q = pairs;
+    for (int i = 0; i < n; i++) {
+        mf_hf_shard_name(fname, sizeof fname, first_shard + shard_of[i] + 1, shards);
+        q += sprintf(q, "%s", t[i].name) + 1;
+        q += sprintf(q, "%s", fname) + 1;
+    }
+    int bl = (int)(q - pairs), np = n, *lens = mf_malloc((size_t)size * sizeof *lens), *displs = mf_malloc((size_t)size * sizeof *displs);
+    int nt = 0;
+    MPI_Reduce(&np, &nt, 1, MPI_INT, MPI_SUM, 0, comm);
     MPI_Gather(&bl, 1, MPI_INT, lens, 1, MPI_INT, 0, comm);
     char *all = NULL;
     int tot = 0;
@@ -41,26 +50,39 @@ static void write_index(const char *tmpdir, MPI_Comm comm, const mf_tensor_ref *
         for (int r = 0; r < size; r++) { displs[r] = tot; tot += lens[r]; }
         all = mf_malloc((size_t)tot + 1);
     }
-    MPI_Gatherv(names, bl, MPI_CHAR, all, lens, displs, MPI_CHAR, 0, comm);
+    MPI_Gatherv(pairs, bl, MPI_CHAR, all, lens, displs, MPI_CHAR, 0, comm);
     if (rank == 0) {
-        int nt = 0;
-        for (int r = 0; r < size; r++) nt += counts[r];
-        const char **nm = mf_malloc((size_t)nt * sizeof *nm), **fl = mf_malloc((size_t)nt * sizeof *fl);
-        char (*fnames)[64] = mf_malloc((size_t)shards * sizeof *fnames);
+        const char **nm = mf_malloc((size_t)(nt ? nt : 1) * sizeof *nm), **fl = mf_malloc((size_t)(nt ? nt : 1) * sizeof *fl);
         const char *cur = all;
-        for (int r = 0, k = 0, s = 0; r < size; r++) {
-            if (counts[r] == 0) continue;
-            mf_hf_shard_name(fnames[s], sizeof fnames[s], s + 1, shards);
-            for (int i = 0; i < counts[r]; i++, k++) { nm[k] = cur; fl[k] = fnames[s]; cur += strlen(cur) + 1; }
-            s++;
+        for (int k = 0; k < nt; k++) {
+            nm[k] = cur; cur += strlen(cur) + 1;
+            fl[k] = cur; cur += strlen(cur) + 1;
         }
         char path[4400];
         mf_err err;
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", tmpdir);
         if (mf_hf_write_index(path, nm, fl, nt, total, &err) != 0) mf_fatal_err(&err);
-        free(nm); free(fl); free(fnames);
+        free(nm); free(fl);
     }
-    free(all); free(names); free(lens); free(displs);
+    free(all); free(pairs); free(lens); free(displs);
+}
+
+/* This rank's tensors into its shard files (shards first_shard+1 .. of `shards`). */
+static int write_shards(const char *tmpdir, const mf_tensor_ref *t, int n, const int *shard_of, int k, int first_shard,
+                        int shards, mf_err *err) {
+    char file[256], path[4600];
+    mf_tensor_ref *part = mf_malloc((size_t)(n ? n : 1) * sizeof *part);
+    int rc = 0;
+    for (int s = 0; s < k && rc == 0; s++) {
+        int m = 0;
+        for (int i = 0; i < n; i++) if (shard_of[i] == s) part[m++] = t[i];
+        if (shards == 1) snprintf(file, sizeof file, "model.safetensors");
+        else mf_hf_shard_name(file, sizeof file, first_shard + s + 1, shards);
+        snprintf(path, sizeof path, "%s/%s", tmpdir, file);
+        rc = mf_st_write(path, part, m, "F32", err);
+    }
+    free(part);
+    return rc;
 }
 
 void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg, const mf_tensor_ref *t, int n,
@@ -70,20 +92,22 @@ void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg
     MPI_Comm_size(comm, &size);
     char tmpdir[4200];
     make_tmpdir(out, comm, force, who, tmpdir, sizeof tmpdir);
-    int *counts = mf_malloc((size_t)size * sizeof *counts);
-    MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, comm);
-    int shards = 0, mine = -1;
-    for (int r = 0; r < size; r++) if (counts[r] > 0) { if (r == rank) mine = shards; shards++; }
-    char file[256], path[4600];
+    /* each rank cuts its tensors into shards of at most MF_MAX_SHARD_BYTES; numbered in rank order */
     mf_err err;
-    if (shards == 1) snprintf(file, sizeof file, "model.safetensors");
-    else mf_hf_shard_name(file, sizeof file, mine + 1, shards);
-    snprintf(path, sizeof path, "%s/%s", tmpdir, file);
-    int rc = n > 0 ? mf_st_write(path, t, n, "F32", &err) : 0, all;
+    int *shard_of = mf_malloc((size_t)(n ? n : 1) * sizeof *shard_of);
+    int k = n > 0 ? mf_hf_shard_plan(t, n, "F32", MF_MAX_SHARD_BYTES, shard_of, &err) : 0;
+    if (k < 0) mf_fatal_err(&err);
+    int first = 0, shards = 0;
+    MPI_Exscan(&k, &first, 1, MPI_INT, MPI_SUM, comm);
+    if (rank == 0) first = 0;
+    MPI_Allreduce(&k, &shards, 1, MPI_INT, MPI_SUM, comm);
+    int rc = write_shards(tmpdir, t, n, shard_of, k, first, shards, &err), all;
     MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, comm);
     if (rc != 0) mf_fatal_err(&err);
     if (all != 0) mf_fatal("%s: another rank failed writing its shard of %s", who, out);
-    if (shards > 1) write_index(tmpdir, comm, t, n, counts, shards);
+    if (shards > 1) write_index(tmpdir, comm, t, n, shard_of, first, shards);
+    free(shard_of);
+    char path[4600];
     if (rank == 0) {
         snprintf(path, sizeof path, "%s/config.json", tmpdir);
         if (mf_hf_write_config(path, cfg, "float32", extra_json, &err) != 0) mf_fatal_err(&err);
@@ -99,5 +123,4 @@ void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg
         } else if (rename(tmpdir, out) != 0) mf_fatal("%s: cannot rename %s to %s: %s", who, tmpdir, out, strerror(errno));
     }
     MPI_Barrier(comm);
-    free(counts);
 }

@@ -1,7 +1,8 @@
 /* hf_collective.h - write one Hugging Face model directory from all pipeline ranks.
  *
  * Every rank passes the tensors it holds (in the output's names); each rank
- * with tensors writes its own safetensors shard, rank 0 writes the index and
+ * with tensors writes its own safetensors shard(s) (at most 4 GiB each, numbered
+ * in rank order), rank 0 writes the index and
  * config.json, all into OUT.tmp.<pid>, renamed to OUT when complete. Used by
  * prune, distill and fuse. Errors abort all ranks. */
 #ifndef MF_HF_COLLECTIVE_H
@@ -9,6 +10,9 @@
 
 #include <mpi.h>
 #include "io/hf_write.h"
+
+/* Largest safetensors shard a rank writes (transformers' default is 5 GB). */
+#define MF_MAX_SHARD_BYTES ((size_t)4 << 30)
 
 /* force: replace an existing OUT (else it must not exist). extra_json: merged into config.json. */
 void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg, const mf_tensor_ref *t, int n,

@@ -2,16 +2,13 @@
  * Layout: docs/rankings_schema.md. */
 #include "io/rankings.h"
 
-#include <errno.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "io/h5util.h"
 #include "version.h"
 
 /* ---------------------------------------------------------------- common */
@@ -78,27 +75,6 @@ static void metrics_string(unsigned metrics, char *buf, size_t n) {
     }
 }
 
-/* The most specific description on HDF5's error stack (innermost first). */
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    (void)n;
-    char *buf = data;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-static const char *h5_reason(char buf[256]) {
-    buf[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
-    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
-    return buf;
-}
-
-static void close_id(hid_t *id) {
-    if (*id < 0) return;
-    H5Oclose(*id);
-    *id = H5I_INVALID_HID;
-}
-
 /* a sorts before b: ascending, NaN last. */
 static int before(double a, double b) { return !isnan(a) && (isnan(b) || a < b); }
 
@@ -135,34 +111,6 @@ static void meta_free(mf_rankings_meta *m) {
     free(m->data_path); free(m->data_sha256);
     free(m->options);
     memset(m, 0, sizeof *m);
-}
-
-/* All ranks learn whether every rank succeeded; on failure all get the message
- * of the lowest failing rank. */
-static int agree(wctx *w, int rc, mf_err *e) {
-    int who = rc == 0 ? w->size : w->rank, first;
-    MPI_Allreduce(&who, &first, 1, MPI_INT, MPI_MIN, w->comm);
-    if (first == w->size) return 0;
-    MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, w->comm);
-    e->msg[sizeof e->msg - 1] = 0;
-    return -1;
-}
-
-static char *bcast_str(const char *s, wctx *w) {
-    int len = w->rank == 0 ? (int)strlen(s ? s : "") : 0;
-    MPI_Bcast(&len, 1, MPI_INT, 0, w->comm);
-    char *out = mf_malloc((size_t)len + 1);
-    if (w->rank == 0) memcpy(out, s ? s : "", (size_t)len);
-    MPI_Bcast(out, len, MPI_CHAR, 0, w->comm);
-    out[len] = 0;
-    return out;
-}
-
-static void now_iso(char buf[32]) {
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* Rank 0: meta and depth make sense. */
@@ -215,17 +163,18 @@ static int check_local(const char *path, int l0, int l1, const mf_layer_scores *
  * tile [0, n_layers) and that all ranks computed the same width metrics. */
 static int share(wctx *w, const char *path, const mf_rankings_meta *meta, const mf_depth_scores *d,
                  int l0, int l1, unsigned have, mf_err *e) {
-    w->path = bcast_str(path, w);
+    w->path = mf_h5_bcast_str(w->comm, path);
     const mf_rankings_meta *m = meta;
     char now[32];
-    now_iso(now);
-    w->m.software_version = bcast_str(w->rank == 0 ? (m->software_version ? m->software_version : MF_VERSION) : NULL, w);
-    w->m.created = bcast_str(w->rank == 0 ? (m->created ? m->created : now) : NULL, w);
-    w->m.model_path = bcast_str(w->rank == 0 ? m->model_path : NULL, w);
-    w->m.model_sha256 = bcast_str(w->rank == 0 ? m->model_sha256 : NULL, w);
-    w->m.data_path = bcast_str(w->rank == 0 ? m->data_path : NULL, w);
-    w->m.data_sha256 = bcast_str(w->rank == 0 ? m->data_sha256 : NULL, w);
-    w->m.options = bcast_str(w->rank == 0 ? m->options : NULL, w);
+    mf_h5_now_iso(now);
+    w->m.software_version =
+        mf_h5_bcast_str(w->comm, w->rank == 0 ? (m->software_version ? m->software_version : MF_VERSION) : NULL);
+    w->m.created = mf_h5_bcast_str(w->comm, w->rank == 0 ? (m->created ? m->created : now) : NULL);
+    w->m.model_path = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->model_path : NULL);
+    w->m.model_sha256 = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->model_sha256 : NULL);
+    w->m.data_path = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->data_path : NULL);
+    w->m.data_sha256 = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->data_sha256 : NULL);
+    w->m.options = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->options : NULL);
     int64_t nums[13] = {0};
     double ppl_full = 0;
     if (w->rank == 0) {
@@ -247,8 +196,7 @@ static int share(wctx *w, const char *path, const mf_rankings_meta *meta, const 
     w->metrics = (unsigned)nums[10];
     w->n_mi_iter = (int)nums[11];
     w->ppl_full = ppl_full;
-    w->tmp = mf_malloc(strlen(w->path) + 5);
-    sprintf(w->tmp, "%s.tmp", w->path);
+    w->tmp = mf_h5_tmp_name(w->path);
 
     /* ranges and width metrics of every rank */
     int mine[3] = {l0, l1, (int)have};
@@ -318,34 +266,6 @@ static void gather_emb(wctx *w, int l0, int l1, const mf_layer_scores *mine) {
     free(local); free(counts); free(displs); free(all);
 }
 
-/* Scalar attribute; on failure why gets HDF5's reason. */
-static int attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *val, char why[256]) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, mtype, val) < 0 ? -1 : 0;
-    if (rc) h5_reason(why);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return rc;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *val, char why[256]) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = attr_write(loc, name, t, t, &val, why);
-    H5Tclose(t);
-    return rc;
-}
-
-static int attr_i64(hid_t loc, const char *name, int64_t v, char why[256]) {
-    return attr_write(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, why);
-}
-
-static int attr_i32(hid_t loc, const char *name, int v, char why[256]) {
-    return attr_write(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &v, why);
-}
-
 static int root_attrs(wctx *w, mf_err *e) {
     char metrics[256], why[256];
     metrics_string(w->metrics, metrics, sizeof metrics);
@@ -362,80 +282,60 @@ static int root_attrs(wctx *w, mf_err *e) {
         {"head_dim", m->head_dim}, {"vocab_size", m->vocab_size},
     };
     for (size_t k = 0; k < sizeof s / sizeof *s; k++)
-        if (attr_str(w->file, s[k].k, s[k].v, why))
+        if (mf_h5_attr_str(w->file, s[k].k, s[k].v, why))
             return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, s[k].k, why);
     for (size_t k = 0; k < sizeof i / sizeof *i; k++)
-        if (attr_i32(w->file, i[k].k, i[k].v, why))
+        if (mf_h5_attr_i32(w->file, i[k].k, i[k].v, why))
             return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, i[k].k, why);
-    if (attr_i64(w->file, "n_tokens", m->n_tokens, why) || attr_i64(w->file, "n_samples", m->n_samples, why))
+    if (mf_h5_attr_i64(w->file, "n_tokens", m->n_tokens, why) ||
+        mf_h5_attr_i64(w->file, "n_samples", m->n_samples, why))
         return mf_err_set(e, "%s: cannot write attribute 'n_tokens'/'n_samples': %s", w->path, why);
-    return 0;
-}
-
-/* Create a dataset (collective): dims[nd] of ftype, space allocated now, no fill. */
-static hid_t make_ds(wctx *w, const char *name, hid_t ftype, int nd, const hsize_t *dims, mf_err *e) {
-    char why[256];
-    hid_t sp = H5Screate_simple(nd, dims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    H5Pset_obj_track_times(dcpl, 0); /* no timestamps: same inputs, same bytes */
-    hid_t d = sp < 0 ? -1 : H5Dcreate2(w->file, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (d < 0) mf_err_set(e, "%s: cannot create dataset '%s': %s", w->path, name, h5_reason(why));
-    H5Pclose(dcpl);
-    if (sp >= 0) H5Sclose(sp);
-    return d;
-}
-
-static int make_group(wctx *w, const char *name, mf_err *e) {
-    char why[256];
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    H5Pset_obj_track_times(gcpl, 0);
-    hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    H5Pclose(gcpl);
-    if (g < 0) return mf_err_set(e, "%s: cannot create group '%s': %s", w->path, name, h5_reason(why));
-    H5Gclose(g);
     return 0;
 }
 
 /* Every rank creates every group, dataset and attribute, identically. */
 static int create_all(wctx *w, mf_err *e) {
     const mf_rankings_meta *m = &w->m;
+    hid_t f = w->file;
+    const char *p = w->path;
     char name[128], why[256];
     if (root_attrs(w, e)) return -1;
     if (w->metrics & MF_RK_WIDTH) {
-        if (make_group(w, "/layers", e)) return -1;
+        if (mf_h5_make_group(f, p, "/layers", e)) return -1;
         for (int l = 0; l < m->n_layers; l++) {
             char g[64];
             layer_group(g, l, m->n_layers);
-            if (make_group(w, g, e)) return -1;
+            if (mf_h5_make_group(f, p, g, e)) return -1;
             for (int k = 0; k < N_WIDTH; k++) {
                 if (!(w->metrics & (1u << k))) continue;
                 hsize_t n = width_len(m, k);
                 snprintf(name, sizeof name, "%s/%s", g, metric_names[k]);
-                if ((w->lay[(size_t)l * N_WIDTH + k] = make_ds(w, name, H5T_IEEE_F64LE, 1, &n, e)) < 0) return -1;
+                if ((w->lay[(size_t)l * N_WIDTH + k] = mf_h5_make_ds(f, p, name, H5T_IEEE_F64LE, 1, &n, e)) < 0)
+                    return -1;
             }
         }
     }
     hsize_t nl = (hsize_t)m->n_layers, mi_dims[2] = {(hsize_t)w->n_mi_iter, nl}, nit = (hsize_t)w->n_mi_iter;
-    if ((w->metrics & (MF_RK_BI | MF_RK_PPL | MF_RK_MI)) && (make_group(w, "/depth", e) || make_group(w, "/orders", e)))
+    if ((w->metrics & (MF_RK_BI | MF_RK_PPL | MF_RK_MI)) &&
+        (mf_h5_make_group(f, p, "/depth", e) || mf_h5_make_group(f, p, "/orders", e)))
         return -1;
-    if ((w->metrics & MF_RK_BI) && ((w->bi = make_ds(w, "/depth/bi", H5T_IEEE_F64LE, 1, &nl, e)) < 0 ||
-                                    (w->obi = make_ds(w, "/orders/bi", H5T_STD_I32LE, 1, &nl, e)) < 0))
+    if ((w->metrics & MF_RK_BI) && ((w->bi = mf_h5_make_ds(f, p, "/depth/bi", H5T_IEEE_F64LE, 1, &nl, e)) < 0 ||
+                                    (w->obi = mf_h5_make_ds(f, p, "/orders/bi", H5T_STD_I32LE, 1, &nl, e)) < 0))
         return -1;
     if (w->metrics & MF_RK_PPL) {
-        if ((w->ppl = make_ds(w, "/depth/ppl", H5T_IEEE_F64LE, 1, &nl, e)) < 0 ||
-            (w->oppl = make_ds(w, "/orders/ppl", H5T_STD_I32LE, 1, &nl, e)) < 0)
+        if ((w->ppl = mf_h5_make_ds(f, p, "/depth/ppl", H5T_IEEE_F64LE, 1, &nl, e)) < 0 ||
+            (w->oppl = mf_h5_make_ds(f, p, "/orders/ppl", H5T_STD_I32LE, 1, &nl, e)) < 0)
             return -1;
-        if (attr_write(w->ppl, "ppl_full", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &w->ppl_full, why))
+        if (mf_h5_attr_f64(w->ppl, "ppl_full", w->ppl_full, why))
             return mf_err_set(e, "%s: cannot write attribute '/depth/ppl/ppl_full': %s", w->path, why);
     }
-    if ((w->metrics & MF_RK_MI) && ((w->mi = make_ds(w, "/depth/mi", H5T_IEEE_F64LE, 2, mi_dims, e)) < 0 ||
-                                    (w->omi = make_ds(w, "/orders/mi", H5T_STD_I32LE, 1, &nit, e)) < 0))
+    if ((w->metrics & MF_RK_MI) && ((w->mi = mf_h5_make_ds(f, p, "/depth/mi", H5T_IEEE_F64LE, 2, mi_dims, e)) < 0 ||
+                                    (w->omi = mf_h5_make_ds(f, p, "/orders/mi", H5T_STD_I32LE, 1, &nit, e)) < 0))
         return -1;
     if ((w->metrics & MF_RK_EMB_ATTN_NORM) && (w->metrics & MF_RK_EMB_MLP_NORM)) {
         hsize_t dim = (hsize_t)m->hidden_size;
-        if (make_group(w, "/width", e) || (w->emb_ds = make_ds(w, "/width/emb", H5T_IEEE_F64LE, 1, &dim, e)) < 0)
+        if (mf_h5_make_group(f, p, "/width", e) ||
+            (w->emb_ds = mf_h5_make_ds(f, p, "/width/emb", H5T_IEEE_F64LE, 1, &dim, e)) < 0)
             return -1;
     }
     return 0;
@@ -444,7 +344,7 @@ static int create_all(wctx *w, mf_err *e) {
 static int write_ds(wctx *w, hid_t d, hid_t mtype, const void *buf, const char *what, mf_err *e) {
     char why[256];
     if (d < 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) return 0;
-    return mf_err_set(e, "%s: cannot write %s: %s", w->path, what, h5_reason(why));
+    return mf_err_set(e, "%s: cannot write %s: %s", w->path, what, mf_h5_reason(why));
 }
 
 /* Each rank writes its layers (independent transfers); rank 0 the rest. */
@@ -471,25 +371,10 @@ static int write_data(wctx *w, int l0, int l1, const mf_layer_scores *mine, cons
 /* Close every object and the file (collective, same order on all ranks). */
 static int close_all(wctx *w, mf_err *e) {
     if (w->lay)
-        for (size_t i = 0; i < (size_t)w->m.n_layers * N_WIDTH; i++) close_id(&w->lay[i]);
+        for (size_t i = 0; i < (size_t)w->m.n_layers * N_WIDTH; i++) mf_h5_close_id(&w->lay[i]);
     hid_t *ids[] = {&w->bi, &w->ppl, &w->mi, &w->emb_ds, &w->obi, &w->oppl, &w->omi};
-    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) close_id(ids[i]);
-    if (w->file < 0) return 0;
-    char why[256];
-    int rc = H5Fclose(w->file) < 0 ? mf_err_set(e, "%s: cannot close %s: %s", w->path, w->tmp, h5_reason(why)) : 0;
-    w->file = H5I_INVALID_HID;
-    return rc;
-}
-
-static int create_file(wctx *w, mf_err *e) {
-    char why[256];
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, w->comm, MPI_INFO_NULL);
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (w->file < 0) mf_err_set(e, "%s: cannot create %s: %s", w->path, w->tmp, h5_reason(why));
-    H5Pclose(fapl);
-    if (w->file < 0) return -1;
-    return 0;
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) mf_h5_close_id(ids[i]);
+    return mf_h5_close_file(&w->file, w->path, w->tmp, e);
 }
 
 static void wctx_free(wctx *w) {
@@ -507,20 +392,13 @@ static int write_file(wctx *w, int l0, int l1, const mf_layer_scores *mine, cons
     w->lay = mf_malloc(sizeof(hid_t) * (size_t)n * N_WIDTH);
     for (size_t i = 0; i < (size_t)n * N_WIDTH; i++) w->lay[i] = H5I_INVALID_HID;
 
-    if (agree(w, create_file(w, e), e)) {
-        if (w->rank == 0) unlink(w->tmp);
-        return -1;
-    }
-    int rc = agree(w, create_all(w, e), e);
-    if (rc == 0) rc = agree(w, write_data(w, l0, l1, mine, d, e), e);
+    if (mf_h5_create_file(w->comm, w->path, w->tmp, &w->file, e)) return -1;
+    int rc = mf_h5_agree(w->comm, create_all(w, e), e);
+    if (rc == 0) rc = mf_h5_agree(w->comm, write_data(w, l0, l1, mine, d, e), e);
     int crc = close_all(w, e);
-    if (rc == 0) rc = agree(w, crc, e);
-    if (rc == 0 && w->rank == 0 && rename(w->tmp, w->path) != 0)
-        rc = mf_err_set(e, "%s: cannot rename %s to it: %s", w->path, w->tmp, strerror(errno));
-    if (rc != 0 && w->rank == 0) unlink(w->tmp);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
-    if (rc != 0) MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, 0, w->comm);
-    return rc;
+    if (rc == 0) rc = mf_h5_agree(w->comm, crc, e);
+    if (w->rank == 0) rc = mf_h5_finish(rc, w->path, w->tmp, 0, e);
+    return mf_h5_bcast_rc(w->comm, rc, e);
 }
 
 int mf_rankings_write(const char *path, MPI_Comm comm, const mf_rankings_meta *meta, int l0, int l1,
@@ -534,8 +412,8 @@ int mf_rankings_write(const char *path, MPI_Comm comm, const mf_rankings_meta *m
     unsigned have = 0;
     int rc = check_local(path ? path : "(null)", l0, l1, mine, &have, &e);
     if (rc == 0 && w.rank == 0) rc = !path ? mf_err_set(&e, "rankings: no output path") : check_root(path, meta, depth, &e);
-    rc = agree(&w, rc, &e);
-    if (rc == 0) rc = agree(&w, share(&w, path, meta, depth, l0, l1, have, &e), &e);
+    rc = mf_h5_agree(w.comm, rc, &e);
+    if (rc == 0) rc = mf_h5_agree(w.comm, share(&w, path, meta, depth, l0, l1, have, &e), &e);
     if (rc == 0) rc = write_file(&w, l0, l1, mine, depth, &e);
     wctx_free(&w);
     if (rc) mf_err_set(err, "%s", e.msg);
@@ -544,99 +422,10 @@ int mf_rankings_write(const char *path, MPI_Comm comm, const mf_rankings_meta *m
 
 /* ---------------------------------------------------------------- reader */
 
-typedef struct rctx {
-    const char *path;
-    hid_t file;
-    mf_err *e;
-} rctx;
-
-/* Does every component of an absolute path exist? */
-static int path_exists(hid_t file, const char *name) {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", name);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != 0) continue;
-        char c = *p;
-        *p = 0;
-        if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return 0;
-        *p = c;
-        if (!c) return 1;
-    }
-}
-
-/* Open a scalar (one-element) root attribute of class cls; 0 = absent. */
-static hid_t open_attr(rctx *c, const char *name, H5T_class_t cls, int required, int *rc) {
-    char why[256];
-    *rc = 0;
-    htri_t ex = H5Aexists(c->file, name);
-    if (ex < 0) return *rc = mf_err_set(c->e, "%s: cannot look up attribute '%s': %s", c->path, name, h5_reason(why)), 0;
-    if (ex == 0) {
-        if (required) *rc = mf_err_set(c->e, "%s: missing root attribute '%s'", c->path, name);
-        return 0;
-    }
-    hid_t a = H5Aopen(c->file, name, H5P_DEFAULT);
-    if (a < 0) return *rc = mf_err_set(c->e, "%s: cannot open attribute '%s': %s", c->path, name, h5_reason(why)), 0;
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
-    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    if (got != cls || np != 1) {
-        H5Aclose(a);
-        return *rc = mf_err_set(c->e, "%s: attribute '%s' is not a single %s", c->path, name,
-                                cls == H5T_STRING ? "string" : cls == H5T_INTEGER ? "integer" : "float"), 0;
-    }
-    return a;
-}
-
-static int get_str(rctx *c, const char *name, int required, char **out) {
-    char why[256];
-    int rc;
-    *out = NULL;
-    hid_t a = open_attr(c, name, H5T_STRING, required, &rc);
-    if (a <= 0) return rc ? rc : (*out = mf_strdup(""), 0);
-    hid_t ft = H5Aget_type(a), mt = H5Tcopy(ft);
-    size_t n = H5Tget_size(ft);
-    if (H5Tis_variable_str(ft) > 0) {
-        char *p = NULL;
-        rc = H5Aread(a, mt, &p);
-        if (rc < 0) h5_reason(why);
-        if (rc >= 0) *out = mf_strdup(p ? p : "");
-        if (p) H5free_memory(p);
-    } else if (n > 0 && n <= (1u << 24)) {
-        *out = mf_calloc(n + 1, 1);
-        rc = H5Aread(a, mt, *out);
-        if (rc < 0) h5_reason(why);
-    } else {
-        rc = -1;
-    }
-    H5Tclose(mt); H5Tclose(ft); H5Aclose(a);
-    if (rc < 0 && *out == NULL && !(n > 0 && n <= (1u << 24)))
-        return mf_err_set(c->e, "%s: attribute '%s' is a string of %zu bytes", c->path, name, n);
-    if (rc < 0) {
-        free(*out);
-        *out = NULL;
-        return mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name, why);
-    }
-    return 0;
-}
-
-static int get_i64(rctx *c, const char *name, int required, int64_t *out) {
-    char why[256];
-    int rc;
-    *out = 0;
-    hid_t a = open_attr(c, name, H5T_INTEGER, required, &rc);
-    if (a <= 0) return rc;
-    rc = H5Aread(a, H5T_NATIVE_INT64, out) < 0 ? -1 : 0;
-    if (rc) mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name, h5_reason(why));
-    H5Aclose(a);
-    return 0;
-}
-
 /* A required integer attribute in [lo, hi]. */
-static int get_int(rctx *c, const char *name, int64_t lo, int64_t hi, int *out) {
+static int get_int(mf_h5r *c, const char *name, int64_t lo, int64_t hi, int *out) {
     int64_t v;
-    if (get_i64(c, name, 1, &v)) return -1;
+    if (mf_h5_get_i64(c, name, 1, &v)) return -1;
     if (v < lo || v > hi)
         return mf_err_set(c->e, "%s: attribute '%s' is %lld, outside [%lld, %lld]", c->path, name, (long long)v,
                           (long long)lo, (long long)hi);
@@ -644,58 +433,30 @@ static int get_int(rctx *c, const char *name, int64_t lo, int64_t hi, int *out) 
     return 0;
 }
 
-/* "[a, b]"; with any0, a 0 prints as "*" (any size). */
-static void shape_str(char *buf, size_t n, int nd, const hsize_t *d, int any0) {
-    size_t len = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < nd && len < n; i++) {
-        if (any0 && d[i] == 0) len += (size_t)snprintf(buf + len, n - len, "%s*", i ? ", " : "");
-        else len += (size_t)snprintf(buf + len, n - len, "%s%llu", i ? ", " : "", (unsigned long long)d[i]);
-    }
-    if (len < n) snprintf(buf + len, n - len, "]");
-}
-
 /* Read dataset `name` of class cls and rank nd into a new buffer (memory type
  * mtype, elem bytes each). dims[i] > 0 must match; 0 takes the file's size. */
-static void *read_ds(rctx *c, const char *name, H5T_class_t cls, hid_t mtype, size_t elem, int nd, hsize_t *dims) {
-    char why[256], s1[64], s2[64];
-    if (!path_exists(c->file, name))
+static void *read_ds(mf_h5r *c, const char *name, H5T_class_t cls, hid_t mtype, size_t elem, int nd, hsize_t *dims) {
+    char why[256];
+    if (!mf_h5_path_exists(c->file, name))
         return mf_err_set(c->e, "%s: missing dataset '%s'", c->path, name), NULL;
-    hid_t d = H5Dopen2(c->file, name, H5P_DEFAULT);
-    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '%s': %s", c->path, name, h5_reason(why)), NULL;
-    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
-    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
-    int gnd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
-    hsize_t gd[H5S_MAX_RANK] = {0};
-    if (gnd >= 1) H5Sget_simple_extent_dims(sp, gd, NULL);
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    void *buf = NULL;
-    int ok = got == cls && gnd == nd;
-    for (int i = 0; ok && i < nd; i++) ok = dims[i] == 0 || dims[i] == gd[i];
-    if (got != cls) {
-        mf_err_set(c->e, "%s: dataset '%s' is not of %s type", c->path, name, cls == H5T_FLOAT ? "float" : "integer");
-    } else if (!ok) {
-        shape_str(s1, sizeof s1, gnd < 0 ? 0 : gnd, gd, 0);
-        shape_str(s2, sizeof s2, nd, dims, 1);
-        mf_err_set(c->e, "%s: dataset '%s' has shape %s, expected %s", c->path, name, s1, s2);
-    } else {
-        size_t n = 1;
-        for (int i = 0; i < nd; i++) n *= (size_t)(dims[i] = gd[i]);
-        buf = mf_malloc(n * elem);
-        if (H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-            mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, h5_reason(why));
-            free(buf);
-            buf = NULL;
-        }
+    hid_t d = mf_h5_open_ds(c, name, cls, nd, dims, 1);
+    if (d < 0) return NULL;
+    size_t n = 1;
+    for (int i = 0; i < nd; i++) n *= (size_t)dims[i];
+    void *buf = mf_malloc(n * elem);
+    if (H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+        mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_reason(why));
+        free(buf);
+        buf = NULL;
     }
     H5Dclose(d);
     return buf;
 }
 
-static int read_meta(rctx *c, mf_rankings *r) {
+static int read_meta(mf_h5r *c, mf_rankings *r) {
     mf_rankings_meta *m = &r->meta;
     char *fmt = NULL;
-    if (get_str(c, "format", 1, &fmt)) return -1;
+    if (mf_h5_get_str(c, "format", 1, &fmt)) return -1;
     if (strcmp(fmt, MF_RANKINGS_FORMAT) != 0) {
         mf_err_set(c->e, "%s: root attribute 'format' is '%.64s', expected '%s' (not a minifuse rankings file)",
                    c->path, fmt, MF_RANKINGS_FORMAT);
@@ -704,7 +465,7 @@ static int read_meta(rctx *c, mf_rankings *r) {
     }
     free(fmt);
     int64_t ver;
-    if (get_i64(c, "format_version", 1, &ver)) return -1;
+    if (mf_h5_get_i64(c, "format_version", 1, &ver)) return -1;
     if (ver != MF_RANKINGS_VERSION)
         return mf_err_set(c->e, "%s: format_version %lld is not supported (this build reads %d)", c->path,
                           (long long)ver, MF_RANKINGS_VERSION);
@@ -715,20 +476,24 @@ static int read_meta(rctx *c, mf_rankings *r) {
         get_int(c, "head_dim", 1, 1 << 16, &m->head_dim) || get_int(c, "vocab_size", 1, 1 << 26, &m->vocab_size))
         return -1;
     int64_t ctx;
-    if (get_str(c, "software_version", 0, &m->software_version) || get_str(c, "created", 0, &m->created) ||
-        get_str(c, "model_path", 0, &m->model_path) || get_str(c, "model_sha256", 0, &m->model_sha256) ||
-        get_str(c, "data_path", 0, &m->data_path) || get_str(c, "data_sha256", 0, &m->data_sha256) ||
-        get_str(c, "options", 0, &m->options) || get_i64(c, "n_tokens", 0, &m->n_tokens) ||
-        get_i64(c, "n_samples", 0, &m->n_samples) || get_i64(c, "ctx", 0, &ctx))
+    struct { const char *k; char **v; } s[] = {
+        {"software_version", &m->software_version}, {"created", &m->created}, {"model_path", &m->model_path},
+        {"model_sha256", &m->model_sha256}, {"data_path", &m->data_path}, {"data_sha256", &m->data_sha256},
+        {"options", &m->options},
+    };
+    for (size_t k = 0; k < sizeof s / sizeof *s; k++)
+        if (mf_h5_get_str(c, s[k].k, 0, s[k].v)) return -1;
+    if (mf_h5_get_i64(c, "n_tokens", 0, &m->n_tokens) || mf_h5_get_i64(c, "n_samples", 0, &m->n_samples) ||
+        mf_h5_get_i64(c, "ctx", 0, &ctx))
         return -1;
     if (ctx < 0 || ctx > INT32_MAX) return mf_err_set(c->e, "%s: attribute 'ctx' is %lld", c->path, (long long)ctx);
     m->ctx = (int)ctx;
     return 0;
 }
 
-static int read_metrics(rctx *c, mf_rankings *r) {
+static int read_metrics(mf_h5r *c, mf_rankings *r) {
     char *s = NULL;
-    if (get_str(c, "metrics", 1, &s)) return -1;
+    if (mf_h5_get_str(c, "metrics", 1, &s)) return -1;
     /* comma-separated names; unknown names are skipped (later additions) */
     for (char *tok = strtok(s, ", "); tok; tok = strtok(NULL, ", "))
         for (int i = 0; i < MF_RK_N_METRICS; i++)
@@ -737,7 +502,7 @@ static int read_metrics(rctx *c, mf_rankings *r) {
     return 0;
 }
 
-static int read_layers(rctx *c, mf_rankings *r) {
+static int read_layers(mf_h5r *c, mf_rankings *r) {
     const mf_rankings_meta *m = &r->meta;
     if (!(r->metrics & MF_RK_WIDTH)) return 0;
     r->layers = mf_calloc((size_t)m->n_layers, sizeof *r->layers);
@@ -755,7 +520,7 @@ static int read_layers(rctx *c, mf_rankings *r) {
 }
 
 /* An int32 order dataset of length n whose entries are distinct layer indices. */
-static int *read_order(rctx *c, const char *name, int n, int n_layers) {
+static int *read_order(mf_h5r *c, const char *name, int n, int n_layers) {
     hsize_t d = (hsize_t)n;
     int *o = read_ds(c, name, H5T_INTEGER, H5T_NATIVE_INT, sizeof(int), 1, &d);
     if (!o) return NULL;
@@ -773,7 +538,7 @@ static int *read_order(rctx *c, const char *name, int n, int n_layers) {
     return o;
 }
 
-static int read_ppl_full(rctx *c, double *out) {
+static int read_ppl_full(mf_h5r *c, double *out) {
     char why[256];
     hid_t d = H5Dopen2(c->file, "/depth/ppl", H5P_DEFAULT);
     htri_t ex = d < 0 ? -1 : H5Aexists(d, "ppl_full");
@@ -781,7 +546,7 @@ static int read_ppl_full(rctx *c, double *out) {
     hid_t t = a >= 0 ? H5Aget_type(a) : -1;
     int is_float = t >= 0 && H5Tget_class(t) == H5T_FLOAT;
     int ok = is_float && H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0;
-    if (!ok) h5_reason(why);
+    if (!ok) mf_h5_reason(why);
     if (t >= 0) H5Tclose(t);
     if (a >= 0) H5Aclose(a);
     if (d >= 0) H5Dclose(d);
@@ -791,7 +556,7 @@ static int read_ppl_full(rctx *c, double *out) {
                       t >= 0 && !is_float ? "not a float" : why);
 }
 
-static int read_depth(rctx *c, mf_rankings *r) {
+static int read_depth(mf_h5r *c, mf_rankings *r) {
     int n = r->meta.n_layers;
     hsize_t nl = (hsize_t)n;
     mf_depth_scores *d = &r->depth;
@@ -817,7 +582,7 @@ static int read_depth(rctx *c, mf_rankings *r) {
     return 0;
 }
 
-static int read_all(rctx *c, mf_rankings *r) {
+static int read_all(mf_h5r *c, mf_rankings *r) {
     if (read_meta(c, r) || read_metrics(c, r) || read_layers(c, r) || read_depth(c, r)) return -1;
     if ((r->metrics & MF_RK_EMB_ATTN_NORM) && (r->metrics & MF_RK_EMB_MLP_NORM)) {
         hsize_t dim = (hsize_t)r->meta.hidden_size;
@@ -828,18 +593,11 @@ static int read_all(rctx *c, mf_rankings *r) {
 }
 
 int mf_rankings_read(const char *path, mf_rankings *out, mf_err *err) {
-    char why[256];
     memset(out, 0, sizeof *out);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    struct stat st;
-    if (stat(path, &st) != 0) return mf_err_set(err, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return mf_err_set(err, "%s: not a regular file", path);
-    htri_t is = H5Fis_hdf5(path);
-    if (is == 0) return mf_err_set(err, "%s: not an HDF5 file (no HDF5 signature)", path);
-    hid_t f = is < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (corrupt or truncated?): %s", path, h5_reason(why));
+    hid_t f = mf_h5_open_read(path, err);
+    if (f < 0) return -1;
     mf_err e = {{0}};
-    rctx c = {.path = path, .file = f, .e = &e};
+    mf_h5r c = {.path = path, .file = f, .e = &e};
     out->path = mf_strdup(path);
     int rc = read_all(&c, out);
     H5Fclose(f);

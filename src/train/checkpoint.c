@@ -4,35 +4,20 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "io/h5util.h"
 #include "version.h"
 
 /* Bytes per HDF5 transfer: MPI-IO counts are int, and HDF5 1.10 does not split. */
 #define XFER_BYTES ((size_t)256 << 20)
 
 /* ---------------------------------------------------------------- common */
-
-/* The most specific description on HDF5's error stack (innermost first). */
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    char *buf = data;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-static const char *h5_reason(char buf[256]) {
-    buf[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, buf);
-    if (!buf[0]) snprintf(buf, 256, "HDF5 error");
-    return buf;
-}
 
 void mf_ckpt_path(const char *dir, int64_t step, char *out, size_t cap) {
     snprintf(out, cap, "%s/ckpt-%08lld.h5", dir, (long long)step);
@@ -117,34 +102,6 @@ typedef struct wctx {
     hid_t *ds;              /* [n_wr][3] */
 } wctx;
 
-/* All ranks learn whether every rank succeeded; on failure all get the message
- * of the lowest failing rank. */
-static int agree(wctx *w, int rc, mf_err *e) {
-    int who = rc == 0 ? w->size : w->rank, first;
-    MPI_Allreduce(&who, &first, 1, MPI_INT, MPI_MIN, w->comm);
-    if (first == w->size) return 0;
-    MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, w->comm);
-    e->msg[sizeof e->msg - 1] = 0;
-    return -1;
-}
-
-static char *bcast_str(const char *s, wctx *w) {
-    int len = w->rank == 0 ? (int)strlen(s ? s : "") : 0;
-    MPI_Bcast(&len, 1, MPI_INT, 0, w->comm);
-    char *out = mf_malloc((size_t)len + 1);
-    if (w->rank == 0) memcpy(out, s ? s : "", (size_t)len);
-    MPI_Bcast(out, len, MPI_CHAR, 0, w->comm);
-    out[len] = 0;
-    return out;
-}
-
-static void now_iso(char buf[32]) {
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* This rank's inputs make sense. */
 static int check_local(const char *dir, int replica, const mf_params *ps, const mf_adamw *opt,
                        const mf_train_meta *meta, mf_err *e) {
@@ -171,7 +128,7 @@ static int check_local(const char *dir, int replica, const mf_params *ps, const 
 
 /* Rank 0's path, scalars and strings on every rank. */
 static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_train_meta *m) {
-    char *d = w->dir = bcast_str(dir, w);
+    char *d = w->dir = mf_h5_bcast_str(w->comm, dir);
     wnums n = {0};
     if (w->rank == 0)
         n = (wnums){.step = m->step, .tokens = m->tokens, .data_pos = m->data_pos, .adam_step = opt->step,
@@ -181,14 +138,13 @@ static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_t
     MPI_Bcast(&n, (int)sizeof n, MPI_BYTE, 0, w->comm);
     w->nums = n;
     char now[32];
-    now_iso(now);
+    mf_h5_now_iso(now);
     const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, now};
-    for (int i = 0; i < N_STR; i++) w->s[i] = bcast_str(v[i], w);
+    for (int i = 0; i < N_STR; i++) w->s[i] = mf_h5_bcast_str(w->comm, v[i]);
     size_t cap = strlen(d) + 64;
     w->path = mf_malloc(cap);
     mf_ckpt_path(d, n.step, w->path, cap);
-    w->tmp = mf_malloc(cap + 4);
-    snprintf(w->tmp, cap + 4, "%s.tmp", w->path);
+    w->tmp = mf_h5_tmp_name(w->path);
 }
 
 /* Every rank's replica index and RNG; rows of /rng from the lowest rank of
@@ -313,25 +269,6 @@ static int share_tensors(wctx *w, const mf_params *ps, const int *rep_of, mf_err
 
 /* ---- HDF5 objects */
 
-static int attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *val, char why[256]) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, mtype, val) < 0 ? -1 : 0;
-    if (rc) h5_reason(why);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return rc;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *val, char why[256]) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = attr_write(loc, name, t, t, &val, why);
-    H5Tclose(t);
-    return rc;
-}
-
 static int root_attrs(wctx *w, mf_err *e) {
     char why[256];
     const wnums *n = &w->nums;
@@ -347,59 +284,36 @@ static int root_attrs(wctx *w, mf_err *e) {
         {"adam_beta2", n->beta2}, {"adam_eps", n->eps}, {"adam_weight_decay", n->wd},
     };
     for (size_t k = 0; k < sizeof s / sizeof *s; k++)
-        if (attr_str(w->file, s[k].k, s[k].v, why))
+        if (mf_h5_attr_str(w->file, s[k].k, s[k].v, why))
             return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, s[k].k, why);
     for (size_t k = 0; k < sizeof iv / sizeof *iv; k++)
-        if (attr_write(w->file, iv[k].k, H5T_STD_I64LE, H5T_NATIVE_INT64, &iv[k].v, why))
+        if (mf_h5_attr_i64(w->file, iv[k].k, iv[k].v, why))
             return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, iv[k].k, why);
     for (size_t k = 0; k < sizeof dv / sizeof *dv; k++)
-        if (attr_write(w->file, dv[k].k, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &dv[k].v, why))
+        if (mf_h5_attr_f64(w->file, dv[k].k, dv[k].v, why))
             return mf_err_set(e, "%s: cannot write attribute '%s': %s", w->path, dv[k].k, why);
-    return 0;
-}
-
-/* Create a dataset (collective): dims[nd] of ftype, space allocated now, no fill. */
-static hid_t make_ds(wctx *w, const char *name, hid_t ftype, int nd, const hsize_t *dims, mf_err *e) {
-    char why[256];
-    hid_t sp = H5Screate_simple(nd, dims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    H5Pset_obj_track_times(dcpl, 0);
-    hid_t d = sp < 0 ? -1 : H5Dcreate2(w->file, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (d < 0) mf_err_set(e, "%s: cannot create dataset '%s': %s", w->path, name, h5_reason(why));
-    H5Pclose(dcpl);
-    if (sp >= 0) H5Sclose(sp);
-    return d;
-}
-
-static int make_group(wctx *w, const char *name, mf_err *e) {
-    char why[256];
-    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    H5Pset_obj_track_times(gcpl, 0);
-    hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    H5Pclose(gcpl);
-    if (g < 0) return mf_err_set(e, "%s: cannot create group '/%s': %s", w->path, name, h5_reason(why));
-    H5Gclose(g);
     return 0;
 }
 
 /* Every rank creates every group, dataset and attribute, identically. */
 static int create_all(wctx *w, mf_err *e) {
     if (root_attrs(w, e)) return -1;
-    for (int g = 0; g < 3; g++)
-        if (make_group(w, group_of[g], e)) return -1;
     char name[160];
+    for (int g = 0; g < 3; g++) {
+        snprintf(name, sizeof name, "/%s", group_of[g]);
+        if (mf_h5_make_group(w->file, w->path, name, e)) return -1;
+    }
     for (int i = 0; i < w->n_wr; i++) {
         const trec *t = &w->all[w->wr[i]];
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
         for (int g = 0; g < 3; g++) {
             snprintf(name, sizeof name, "/%s/%s", group_of[g], t->name);
-            if ((w->ds[3 * i + g] = make_ds(w, name, H5T_IEEE_F32LE, t->ndim, dims, e)) < 0) return -1;
+            if ((w->ds[3 * i + g] = mf_h5_make_ds(w->file, w->path, name, H5T_IEEE_F32LE, t->ndim, dims, e)) < 0)
+                return -1;
         }
     }
     hsize_t rd[2] = {(hsize_t)w->n_rep, 4};
-    return (w->rng_ds = make_ds(w, "/rng", H5T_STD_U64LE, 2, rd, e)) < 0 ? -1 : 0;
+    return (w->rng_ds = mf_h5_make_ds(w->file, w->path, "/rng", H5T_STD_U64LE, 2, rd, e)) < 0 ? -1 : 0;
 }
 
 /* Replica 0: this rank's tensors and moments; rank 0: the RNG table. */
@@ -411,62 +325,27 @@ static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err 
         for (int g = 0; g < 3; g++)
             if (xfer(w->ds[3 * (w->my_first + i) + g], 1, src[g], p->ndim, p->shape) < 0)
                 return mf_err_set(e, "%s: cannot write dataset '/%s/%s': %s", w->path, group_of[g], p->name,
-                                  h5_reason(why));
+                                  mf_h5_reason(why));
     }
     if (w->rank == 0 && H5Dwrite(w->rng_ds, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->rng) < 0)
-        return mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, h5_reason(why));
+        return mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, mf_h5_reason(why));
     return 0;
 }
 
 /* Flush everything, then the completion marker (collective). */
 static int mark_complete(wctx *w, mf_err *e) {
     char why[256];
-    int64_t one = 1;
     if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
-        return mf_err_set(e, "%s: cannot flush %s: %s", w->path, w->tmp, h5_reason(why));
-    if (attr_write(w->file, "complete", H5T_STD_I64LE, H5T_NATIVE_INT64, &one, why))
+        return mf_err_set(e, "%s: cannot flush %s: %s", w->path, w->tmp, mf_h5_reason(why));
+    if (mf_h5_attr_i64(w->file, "complete", 1, why))
         return mf_err_set(e, "%s: cannot write attribute 'complete': %s", w->path, why);
     return 0;
 }
 
 static int close_all(wctx *w, mf_err *e) {
-    for (int i = 0; w->ds && i < 3 * w->n_wr; i++)
-        if (w->ds[i] >= 0) H5Dclose(w->ds[i]), w->ds[i] = H5I_INVALID_HID;
-    if (w->rng_ds >= 0) H5Dclose(w->rng_ds), w->rng_ds = H5I_INVALID_HID;
-    if (w->file < 0) return 0;
-    char why[256];
-    int rc = H5Fclose(w->file) < 0 ? mf_err_set(e, "%s: cannot close %s: %s", w->path, w->tmp, h5_reason(why)) : 0;
-    w->file = H5I_INVALID_HID;
-    return rc;
-}
-
-static int create_file(wctx *w, mf_err *e) {
-    char why[256];
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, w->comm, MPI_INFO_NULL);
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (w->file < 0) mf_err_set(e, "%s: cannot create %s: %s", w->path, w->tmp, h5_reason(why));
-    H5Pclose(fapl);
-    return w->file < 0 ? -1 : 0;
-}
-
-/* Rank 0: the bytes on disk, then the rename, then the directory entry. */
-static int publish(wctx *w, mf_err *e) {
-    int fd = open(w->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int en = errno;
-        if (fd >= 0) close(fd);
-        return mf_err_set(e, "%s: cannot sync %s: %s", w->path, w->tmp, strerror(en));
-    }
-    close(fd);
-    if (rename(w->tmp, w->path) != 0)
-        return mf_err_set(e, "%s: cannot rename %s to it: %s", w->path, w->tmp, strerror(errno));
-    char *dir = mf_strdup(w->path), *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    int dfd = open(slash ? (dir[0] ? dir : "/") : ".", O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) fsync(dfd), close(dfd);
-    free(dir);
-    return 0;
+    for (int i = 0; w->ds && i < 3 * w->n_wr; i++) mf_h5_close_id(&w->ds[i]);
+    mf_h5_close_id(&w->rng_ds);
+    return mf_h5_close_file(&w->file, w->path, w->tmp, e);
 }
 
 /* ---- listing and pruning */
@@ -541,21 +420,15 @@ static void wctx_free(wctx *w) {
 static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, int keep, mf_err *e) {
     w->ds = mf_malloc(sizeof(hid_t) * 3 * ((size_t)w->n_wr + 1));
     for (int i = 0; i < 3 * w->n_wr; i++) w->ds[i] = H5I_INVALID_HID;
-    if (agree(w, create_file(w, e), e)) {
-        if (w->rank == 0) unlink(w->tmp);
-        return -1;
-    }
-    int rc = agree(w, create_all(w, e), e);
-    if (rc == 0) rc = agree(w, write_data(w, ps, opt, e), e);
-    if (rc == 0) rc = agree(w, mark_complete(w, e), e);
+    if (mf_h5_create_file(w->comm, w->path, w->tmp, &w->file, e)) return -1;
+    int rc = mf_h5_agree(w->comm, create_all(w, e), e);
+    if (rc == 0) rc = mf_h5_agree(w->comm, write_data(w, ps, opt, e), e);
+    if (rc == 0) rc = mf_h5_agree(w->comm, mark_complete(w, e), e);
     int crc = close_all(w, e);
-    if (rc == 0) rc = agree(w, crc, e);
-    if (rc == 0 && w->rank == 0) rc = publish(w, e);
-    if (rc != 0 && w->rank == 0) unlink(w->tmp);
+    if (rc == 0) rc = mf_h5_agree(w->comm, crc, e);
+    if (w->rank == 0) rc = mf_h5_finish(rc, w->path, w->tmp, 1, e);
     if (rc == 0 && w->rank == 0 && keep > 0) rc = prune(w->dir, keep, w->path, e);
-    MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm);
-    if (rc != 0) MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, 0, w->comm);
-    return rc;
+    return mf_h5_bcast_rc(w->comm, rc, e);
 }
 
 int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt,
@@ -565,16 +438,16 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
     MPI_Comm_rank(world, &w.rank);
     MPI_Comm_size(world, &w.size);
     mf_err e = {{0}};
-    int rc = agree(&w, check_local(dir, replica, ps, opt, meta, &e), &e);
+    int rc = mf_h5_agree(w.comm, check_local(dir, replica, ps, opt, meta, &e), &e);
     int *rep_of = NULL;
     if (rc == 0) {
         share_meta(&w, dir, opt, meta);
-        rc = agree(&w, share_rng(&w, meta, &e), &e);
+        rc = mf_h5_agree(w.comm, share_rng(&w, meta, &e), &e);
     }
     if (rc == 0) {
         rep_of = mf_malloc(sizeof(int) * (size_t)w.size);
         MPI_Allgather(&replica, 1, MPI_INT, rep_of, 1, MPI_INT, world);
-        rc = agree(&w, share_tensors(&w, ps, rep_of, &e), &e);
+        rc = mf_h5_agree(w.comm, share_tensors(&w, ps, rep_of, &e), &e);
     }
     if (rc == 0) rc = write_file(&w, ps, opt, keep_last, &e);
     if (rc == 0 && path_out && cap) snprintf(path_out, cap, "%s", w.path);
@@ -586,169 +459,47 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
 
 /* ---------------------------------------------------------------- reader */
 
-typedef struct rctx {
-    const char *path;
-    hid_t file;
-    mf_err *e;
-} rctx;
-
-/* Open a one-element root attribute of class cls; 0 = absent (not an error
- * unless required). */
-static hid_t open_attr(rctx *c, const char *name, H5T_class_t cls, int required, int *rc) {
-    char why[256];
-    *rc = 0;
-    htri_t ex = H5Aexists(c->file, name);
-    if (ex < 0) return *rc = mf_err_set(c->e, "%s: cannot look up attribute '%s': %s", c->path, name, h5_reason(why)), 0;
-    if (ex == 0) {
-        if (required) *rc = mf_err_set(c->e, "%s: missing root attribute '%s'", c->path, name);
-        return 0;
-    }
-    hid_t a = H5Aopen(c->file, name, H5P_DEFAULT);
-    if (a < 0) return *rc = mf_err_set(c->e, "%s: cannot open attribute '%s': %s", c->path, name, h5_reason(why)), 0;
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
-    hssize_t np = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    if (got != cls || np != 1) {
-        H5Aclose(a);
-        return *rc = mf_err_set(c->e, "%s: attribute '%s' is not a single %s", c->path, name,
-                                cls == H5T_STRING ? "string" : cls == H5T_INTEGER ? "integer" : "float"), 0;
-    }
-    return a;
-}
-
-static int get_str(rctx *c, const char *name, int required, char **out) {
-    char why[256] = "";
-    int rc;
-    *out = NULL;
-    hid_t a = open_attr(c, name, H5T_STRING, required, &rc);
-    if (a <= 0) return rc ? rc : (*out = mf_strdup(""), 0);
-    hid_t ft = H5Aget_type(a), mt = H5Tcopy(ft);
-    size_t n = H5Tget_size(ft);
-    rc = 0;
-    if (H5Tis_variable_str(ft) > 0) {
-        char *p = NULL;
-        if (H5Aread(a, mt, &p) < 0) rc = -1, h5_reason(why);
-        else *out = mf_strdup(p ? p : "");
-        if (p) H5free_memory(p);
-    } else if (n > 0 && n <= (1u << 24)) {
-        *out = mf_calloc(n + 1, 1);
-        if (H5Aread(a, mt, *out) < 0) rc = -1, h5_reason(why);
-    } else {
-        rc = -1;
-        snprintf(why, sizeof why, "a string of %zu bytes", n);
-    }
-    H5Tclose(mt); H5Tclose(ft); H5Aclose(a);
-    if (rc) {
-        free(*out);
-        *out = NULL;
-        return mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name, why);
-    }
-    return 0;
-}
-
-static int get_num(rctx *c, const char *name, int required, H5T_class_t cls, hid_t mtype, void *out) {
-    char why[256];
-    int rc;
-    hid_t a = open_attr(c, name, cls, required, &rc);
-    if (a <= 0) return rc;
-    rc = H5Aread(a, mtype, out) < 0 ? mf_err_set(c->e, "%s: cannot read attribute '%s': %s", c->path, name,
-                                                 h5_reason(why)) : 0;
-    H5Aclose(a);
-    return rc;
-}
-
-static int get_i64(rctx *c, const char *name, int required, int64_t *out) {
-    *out = 0;
-    return get_num(c, name, required, H5T_INTEGER, H5T_NATIVE_INT64, out);
-}
-
-static int get_f64(rctx *c, const char *name, int required, double *out) {
-    *out = 0;
-    return get_num(c, name, required, H5T_FLOAT, H5T_NATIVE_DOUBLE, out);
-}
-
-static int link_exists(hid_t f, const char *group, const char *name) {
-    char buf[200];
-    snprintf(buf, sizeof buf, "/%s", group);
-    if (H5Lexists(f, buf, H5P_DEFAULT) <= 0) return 0;
-    if (!name) return 1;
-    snprintf(buf, sizeof buf, "/%s/%s", group, name);
-    return H5Lexists(f, buf, H5P_DEFAULT) > 0;
-}
-
-/* Open dataset name (absolute) and check its class and shape [nd] (dims). */
-static hid_t open_ds(rctx *c, const char *name, H5T_class_t cls, int nd, const hsize_t *dims) {
-    char why[256];
-    hid_t d = H5Dopen2(c->file, name, H5P_DEFAULT);
-    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '%s': %s", c->path, name, h5_reason(why)), -1;
-    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
-    H5T_class_t got = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
-    int gnd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
-    hsize_t gd[H5S_MAX_RANK] = {0};
-    if (gnd >= 1 && gnd <= H5S_MAX_RANK) H5Sget_simple_extent_dims(sp, gd, NULL);
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    int ok = gnd == nd;
-    for (int i = 0; ok && i < nd; i++) ok = gd[i] == dims[i];
-    if (got != cls) {
-        mf_err_set(c->e, "%s: dataset '%s' is not of %s type", c->path, name, cls == H5T_FLOAT ? "float" : "integer");
-    } else if (!ok) {
-        char s1[96] = "[", s2[96] = "[";
-        for (int i = 0; i < gnd && i < 4; i++)
-            snprintf(s1 + strlen(s1), sizeof s1 - strlen(s1), "%s%llu", i ? ", " : "", (unsigned long long)gd[i]);
-        for (int i = 0; i < nd; i++)
-            snprintf(s2 + strlen(s2), sizeof s2 - strlen(s2), "%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
-        mf_err_set(c->e, "%s: dataset '%s' has shape %s], expected %s]", c->path, name, s1, s2);
-    } else {
-        return d;
-    }
-    H5Dclose(d);
-    return -1;
-}
-
 /* /GROUP/NAME into buf (the shape of p). */
-static int read_tensor(rctx *c, const char *group, const mf_param *p, float *buf) {
+static int read_tensor(mf_h5r *c, const char *group, const mf_param *p, float *buf) {
     char name[200], why[256];
     snprintf(name, sizeof name, "/%s/%s", group, p->name);
-    if (!link_exists(c->file, group, p->name))
+    if (!mf_h5_path_exists(c->file, name))
         return mf_err_set(c->e, "%s: missing dataset '%s' (tensor '%s' is not in the checkpoint)", c->path, name,
                           p->name);
     hsize_t dims[2] = {(hsize_t)p->shape[0], (hsize_t)p->shape[1]};
-    hid_t d = open_ds(c, name, H5T_FLOAT, p->ndim, dims);
+    hid_t d = mf_h5_open_ds(c, name, H5T_FLOAT, p->ndim, dims, 0);
     if (d < 0) return -1;
     int rc = xfer(d, 0, buf, p->ndim, p->shape) < 0
-                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, h5_reason(why)) : 0;
+                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_reason(why)) : 0;
     H5Dclose(d);
     return rc;
 }
 
-static int check_format(rctx *c) {
+static int check_format(mf_h5r *c) {
     char *fmt = NULL;
-    if (get_str(c, "format", 1, &fmt)) return -1;
+    if (mf_h5_get_str(c, "format", 1, &fmt)) return -1;
     int ok = strcmp(fmt, MF_CKPT_FORMAT) == 0;
     if (!ok) mf_err_set(c->e, "%s: root attribute 'format' is '%.64s', expected '%s' (not a minifuse training "
                         "checkpoint)", c->path, fmt, MF_CKPT_FORMAT);
     free(fmt);
     if (!ok) return -1;
     int64_t v, done;
-    if (get_i64(c, "format_version", 1, &v)) return -1;
+    if (mf_h5_get_i64(c, "format_version", 1, &v)) return -1;
     if (v != MF_CKPT_VERSION)
         return mf_err_set(c->e, "%s: format_version %lld is not supported (this build reads %d)", c->path,
                           (long long)v, MF_CKPT_VERSION);
-    if (get_i64(c, "complete", 0, &done)) return -1;
+    if (mf_h5_get_i64(c, "complete", 0, &done)) return -1;
     if (done != 1)
         return mf_err_set(c->e, "%s: checkpoint is not complete (attribute 'complete' is not 1: the write was "
                           "interrupted)", c->path);
     return 0;
 }
 
-static int read_rng(rctx *c, int replica, mf_train_meta *m) {
+static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
     char why[256];
-    if (!link_exists(c->file, "rng", NULL)) return mf_err_set(c->e, "%s: missing dataset '/rng'", c->path);
+    if (!mf_h5_path_exists(c->file, "/rng")) return mf_err_set(c->e, "%s: missing dataset '/rng'", c->path);
     hid_t d = H5Dopen2(c->file, "/rng", H5P_DEFAULT);
-    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '/rng': %s", c->path, h5_reason(why));
+    if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '/rng': %s", c->path, mf_h5_reason(why));
     hid_t sp = H5Dget_space(d);
     hsize_t dims[2] = {0, 0};
     int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
@@ -757,11 +508,11 @@ static int read_rng(rctx *c, int replica, mf_train_meta *m) {
     H5Dclose(d);
     if (nd != 2 || dims[1] != 4 || dims[0] < 1 || dims[0] > (1u << 20))
         return mf_err_set(c->e, "%s: dataset '/rng' has the wrong shape (expected [replicas, 4])", c->path);
-    if ((d = open_ds(c, "/rng", H5T_INTEGER, 2, dims)) < 0) return -1;
+    if ((d = mf_h5_open_ds(c, "/rng", H5T_INTEGER, 2, dims, 0)) < 0) return -1;
     m->n_rng = (int)dims[0];
     m->rng_all = mf_calloc(dims[0], sizeof *m->rng_all);
     int rc = H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->rng_all) < 0
-                 ? mf_err_set(c->e, "%s: cannot read dataset '/rng': %s", c->path, h5_reason(why)) : 0;
+                 ? mf_err_set(c->e, "%s: cannot read dataset '/rng': %s", c->path, mf_h5_reason(why)) : 0;
     H5Dclose(d);
     if (rc == 0 && replica >= 0 && replica < m->n_rng) {
         m->rng = m->rng_all[replica];
@@ -770,20 +521,20 @@ static int read_rng(rctx *c, int replica, mf_train_meta *m) {
     return rc;
 }
 
-static int read_meta(rctx *c, int replica, mf_train_meta *m) {
+static int read_meta(mf_h5r *c, int replica, mf_train_meta *m) {
     char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->created};
     for (int i = 0; i < N_STR; i++)
-        if (get_str(c, str_attr[i], 0, s[i])) return -1;
-    if (get_str(c, "software_version", 0, &m->software_version) || get_i64(c, "step", 1, &m->step) ||
-        get_i64(c, "tokens", 1, &m->tokens) || get_i64(c, "data_pos", 1, &m->data_pos) ||
-        get_f64(c, "lr", 1, &m->lr) || get_f64(c, "lr_max", 0, &m->sched.max_lr) ||
-        get_f64(c, "lr_min", 0, &m->sched.min_lr) || get_i64(c, "lr_warmup_steps", 0, &m->sched.warmup) ||
-        get_i64(c, "lr_total_steps", 0, &m->sched.total))
+        if (mf_h5_get_str(c, str_attr[i], 0, s[i])) return -1;
+    if (mf_h5_get_str(c, "software_version", 0, &m->software_version) || mf_h5_get_i64(c, "step", 1, &m->step) ||
+        mf_h5_get_i64(c, "tokens", 1, &m->tokens) || mf_h5_get_i64(c, "data_pos", 1, &m->data_pos) ||
+        mf_h5_get_f64(c, "lr", 1, &m->lr) || mf_h5_get_f64(c, "lr_max", 0, &m->sched.max_lr) ||
+        mf_h5_get_f64(c, "lr_min", 0, &m->sched.min_lr) || mf_h5_get_i64(c, "lr_warmup_steps", 0, &m->sched.warmup) ||
+        mf_h5_get_i64(c, "lr_total_steps", 0, &m->sched.total))
         return -1;
     return read_rng(c, replica, m);
 }
 
-static int read_all(rctx *c, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta) {
+static int read_all(mf_h5r *c, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta) {
     if (check_format(c)) return -1;
     if (opt) {
         if (opt->n != ps->n)
@@ -800,7 +551,7 @@ static int read_all(rctx *c, int replica, mf_params *ps, mf_adamw *opt, mf_train
     }
     if (opt) {
         int64_t st;
-        if (get_i64(c, "adam_step", 1, &st)) return -1;
+        if (mf_h5_get_i64(c, "adam_step", 1, &st)) return -1;
         if (st < 0) return mf_err_set(c->e, "%s: attribute 'adam_step' is %lld", c->path, (long long)st);
         opt->step = st;
     }
@@ -808,18 +559,11 @@ static int read_all(rctx *c, int replica, mf_params *ps, mf_adamw *opt, mf_train
 }
 
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err) {
-    char why[256];
     if (meta) memset(meta, 0, sizeof *meta);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    struct stat st;
-    if (stat(path, &st) != 0) return mf_err_set(err, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return mf_err_set(err, "%s: not a regular file", path);
-    htri_t is = H5Fis_hdf5(path);
-    if (is == 0) return mf_err_set(err, "%s: not an HDF5 file (no HDF5 signature)", path);
-    hid_t f = is < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (corrupt or truncated?): %s", path, h5_reason(why));
+    hid_t f = mf_h5_open_read(path, err);
+    if (f < 0) return -1;
     mf_err e = {{0}};
-    rctx c = {.path = path, .file = f, .e = &e};
+    mf_h5r c = {.path = path, .file = f, .e = &e};
     int rc = read_all(&c, replica, ps, opt, meta);
     H5Fclose(f);
     if (rc) {
@@ -845,7 +589,7 @@ static int is_complete(const char *path) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return 0;
     mf_err e;
-    rctx c = {.path = path, .file = f, .e = &e};
+    mf_h5r c = {.path = path, .file = f, .e = &e};
     int ok = check_format(&c) == 0;
     H5Fclose(f);
     return ok;
