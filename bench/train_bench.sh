@@ -17,10 +17,11 @@ gcc -O3 -march=native -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp b
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm1.json"
 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm2.json"
 OMP_NUM_THREADS=1 bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null
-for P in 1 2; do
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -np $P bin/minifuse distill --teacher "$M" \
-        --student "$tmp/student" --text "$TEXT" --out "$tmp/d$P" --tokens $(( (STEPS + 1) * B * 256 )) --batch $B --lr 1e-4 \
-        --log "$tmp/mf_p$P.jsonl" >/dev/null
+for cfg in "1 1 p1" "2 1 p2" "2 2 dp2"; do
+    set -- $cfg
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -np $1 bin/minifuse distill --teacher "$M" \
+        --student "$tmp/student" --text "$TEXT" --out "$tmp/d$3" --tokens $(( (STEPS + 1) * B * 256 )) --batch $B --lr 1e-4 \
+        --dp $2 --log "$tmp/mf_$3.jsonl" >/dev/null
 done
 if [ -x "$TORCH_PY" ]; then
     for t in 1 2; do "$TORCH_PY" bench/torch_distill.py --teacher "$M" --student "$tmp/student" --text "$TEXT" --batch $B \
@@ -42,9 +43,9 @@ print(f"sgemm peak: 1 thread {peak[1]:.1f}, 2 threads {peak[2]:.1f} GFLOP/s")
 print("| run | cores | tokens/s | GFLOP/s (6Ns+2Nt) | % of peak | % of peak (6Ns only) | x PyTorch |")
 print("|---|---|---|---|---|---|---|")
 rows = {}
-for P in (1, 2):
-    lines = [json.loads(l) for l in open(os.path.join(tmp, f"mf_p{P}.jsonl"))][1:]   # skip the first (warm-up) step
-    rows[f"minifuse {P} rank(s)"] = (P, sum(l["tokens_per_s"] for l in lines) / len(lines))
+for tag, cores, name in (("p1", 1, "minifuse 1 rank"), ("p2", 2, "minifuse 2 pipeline stages"), ("dp2", 2, "minifuse 2 data-parallel replicas")):
+    lines = [json.loads(l) for l in open(os.path.join(tmp, f"mf_{tag}.jsonl"))][1:]   # skip the first (warm-up) step
+    rows[name] = (cores, sum(l["tokens_per_s"] for l in lines) / len(lines))
 for t in (1, 2):
     r = j(f"torch_t{t}.json")
     if r: rows[f"pytorch {t} thread(s)"] = (t, r["tokens_per_s"])
