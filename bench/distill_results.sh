@@ -21,9 +21,11 @@ case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; LR=${LR:-1e-3}
                  WIDTH=""; WIN=200 ;;
     smollm2)     M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; DROP=8; TOKENS=${TOKENS:-262144}; LR=${LR:-1e-4}
-                 WIDTH="--ffn-keep 896"; WIN=${WIN:-40} ;;
+                 WIDTH="--ffn-keep 992"; WIN=${WIN:-40} ;;   # MLP-only width cut to the depth-pruned size (106 M)
 esac
-$MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --mi-iters "$DROP" >/dev/null
+# RANKINGS=file reuses an earlier `score` of the same model (e.g. bench/results/prune-smollm2/rankings.h5)
+if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
+    $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --mi-iters "$DROP" >/dev/null; fi
 $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/depth" --drop-layers "$DROP" --metric mi >/dev/null
 [ -n "$WIDTH" ] && $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/width" $WIDTH >/dev/null
 ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
@@ -33,7 +35,8 @@ echo "|---|---|---|" | tee -a "$out/table.md"
 row "original" "$M"
 for s in depth ${WIDTH:+width}; do
     row "$s-pruned" "$out/$s"
-    /usr/bin/time -f "$s distill wall %e s" $MPI distill --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
+    # DP replicas of one stage each: the fastest layout on one node (docs/performance.md)
+    /usr/bin/time -f "$s distill wall %e s" mpirun --oversubscribe --bind-to none -np "${DP:-2}" bin/minifuse distill --dp "${DP:-2}" --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
         --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
     row "$s-pruned + KD ($TOKENS tokens)" "$out/$s-kd"
 done

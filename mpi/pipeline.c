@@ -50,46 +50,46 @@ int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err 
     p->l1 = p->bounds[p->rank + 1];
     p->first = p->rank == 0;
     p->last = p->rank == p->size - 1;
-    p->req[0] = p->req[1] = MPI_REQUEST_NULL;
+    for (int d = 0; d < 2; d++) p->q[d].req[0] = p->q[d].req[1] = MPI_REQUEST_NULL;
     return 0;
 }
 
 void mf_pipe_free(mf_pipe *p) {
     mf_pipe_flush(p);
-    free(p->sendbuf[0]);
-    free(p->sendbuf[1]);
+    for (int d = 0; d < 2; d++) { free(p->q[d].buf[0]); free(p->q[d].buf[1]); }
     free(p->bounds);
     memset(p, 0, sizeof *p);
 }
 
-void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) {
-    int b = p->next_buf;
-    MPI_Wait(&p->req[b], MPI_STATUS_IGNORE);
-    if (n > p->send_cap) {
+/* Copy x into the next free buffer of queue q and start sending it to `to`. */
+static void isend(mf_pipe *p, struct mf_pipe_sendq *q, const float *x, size_t n, int to, int tag) {
+    int b = q->next;
+    MPI_Wait(&q->req[b], MPI_STATUS_IGNORE);
+    if (n > q->cap) {
         for (int i = 0; i < 2; i++) {
-            MPI_Wait(&p->req[i], MPI_STATUS_IGNORE);
-            free(p->sendbuf[i]);
-            p->sendbuf[i] = mf_malloc(n * sizeof(float));
+            MPI_Wait(&q->req[i], MPI_STATUS_IGNORE);
+            free(q->buf[i]);
+            q->buf[i] = mf_malloc(n * sizeof(float));
         }
-        p->send_cap = n;
+        q->cap = n;
     }
-    memcpy(p->sendbuf[b], x, n * sizeof(float));
-    MPI_Isend(p->sendbuf[b], (int)n, MPI_FLOAT, p->rank + 1, tag, p->comm, &p->req[b]);
-    p->next_buf = 1 - b;
+    memcpy(q->buf[b], x, n * sizeof(float));
+    MPI_Isend(q->buf[b], (int)n, MPI_FLOAT, to, tag, p->comm, &q->req[b]);
+    q->next = 1 - b;
 }
+
+void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) { isend(p, &p->q[0], x, n, p->rank + 1, tag); }
 
 void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag) {
     MPI_Recv(x, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm, MPI_STATUS_IGNORE);
 }
 
-void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) {
-    MPI_Send(dx, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm);
-}
+void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) { isend(p, &p->q[1], dx, n, p->rank - 1, tag); }
 
 void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) {
     MPI_Recv(dx, (int)n, MPI_FLOAT, p->rank + 1, tag, p->comm, MPI_STATUS_IGNORE);
 }
 
 void mf_pipe_flush(mf_pipe *p) {
-    MPI_Waitall(2, p->req, MPI_STATUSES_IGNORE);
+    for (int d = 0; d < 2; d++) MPI_Waitall(2, p->q[d].req, MPI_STATUSES_IGNORE);
 }

@@ -18,11 +18,13 @@ typedef struct mf_pipe {
     int *bounds;          /* [size+1] */
     int l0, l1;           /* this rank's layers */
     int first, last;
-    /* double-buffered non-blocking sends to rank+1 */
-    float *sendbuf[2];
-    MPI_Request req[2];
-    size_t send_cap;
-    int next_buf;
+    /* double-buffered non-blocking sends: [0] to rank+1 (activations), [1] to rank-1 (gradients) */
+    struct mf_pipe_sendq {
+        float *buf[2];
+        MPI_Request req[2];
+        size_t cap;
+        int next;
+    } q[2];
 } mf_pipe;
 
 /* Balanced partition of n_layers layers over `size` ranks for sequences of ctx tokens. */
@@ -34,7 +36,7 @@ void mf_pipe_free(mf_pipe *p);
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag);
 /* Receive x[n] from the previous rank. */
 void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag);
-/* Backward direction (gradients of activations): blocking, rank r -> r-1. */
+/* Backward direction (gradients of activations), rank r -> r-1; returns at once (copied). */
 void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag);
 void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag);
 /* Wait for all outstanding sends. */

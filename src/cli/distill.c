@@ -4,12 +4,13 @@
  *
  * Ranks: world = dp replicas x P pipeline stages; rank = replica * P + stage.
  * Teacher and student are both split over the P stages of a replica (each
- * with its own FLOP-balanced partition). One optimizer step:
+ * with its own FLOP-balanced partition). One optimizer step (GPipe):
  *   for each window of this replica's share of the global batch:
  *     teacher forward (pipelined) -> teacher logits on the last stage
- *     student training forward (activations kept) -> student logits
+ *     student training forward (activations kept per window) -> student logits
  *     loss = kl * KL_tau(teacher || student) + ce * CE(data), mean over the
- *            global batch's tokens; gradient back through the stages
+ *            global batch's tokens; head backward
+ *   then for each window: gradient back through the stages
  *   tied embeddings: first + last stage sum their gradients; replicas sum
  *   theirs (MPI_Allreduce); global-norm clipping; AdamW; warm-up + cosine LR.
  * SIGTERM / SIGUSR1: checkpoint at the end of the step and exit 0. --resume
@@ -62,7 +63,9 @@ typedef struct trainer {
     MPI_Comm world, pipe, dp;
     int wrank, wsize, replica, P, stage;
     mf_stage teacher, student;   /* student.st unused: training state in ts */
-    mf_train_state *ts;
+    mf_train_state **ts;         /* [n_ts] one per micro-batch in flight */
+    float **dxs;                 /* [n_ts] gradient w.r.t. this stage's output, per micro-batch */
+    int n_ts;
     mf_params ps;
     int shared_embed;            /* index in ps of the last stage's copy of a tied embedding, or -1 */
     mf_adamw opt;
@@ -70,7 +73,7 @@ typedef struct trainer {
     int64_t step, steps, data_pos, n_windows;
     int32_t *ids;
     int64_t *perm, perm_epoch;   /* window order of the current epoch */
-    float *x, *dx;               /* [T][D] activation / gradient buffers */
+    float *x;                    /* [T][D] activations received from the previous stage */
     FILE *logf;
     hidden_map hm;
 } trainer;
@@ -170,7 +173,7 @@ static double hidden_losses(trainer *t, double norm) {
         if (!h->grad[l]) continue;
         int from = owner(&t->teacher.pipe, h->t[k]);
         if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, 200 + k, t->pipe, MPI_STATUS_IGNORE);
-        const float *a = mf_train_layer_output(s, t->ts, l);
+        const float *a = mf_train_layer_output(s, t->ts[0], l);
         double v = h->nmse ? mf_loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])
                            : mf_loss_cosine(a, h->tbuf[k], T, D, norm * h->n, h->grad[l]);
         for (size_t i = 0; i < (size_t)T * D; i++) h->grad[l][i] *= t->o.hidden;
@@ -182,13 +185,36 @@ static double hidden_losses(trainer *t, double norm) {
 
 /* ----------------------------------------------------------------- one window */
 
-/* Forward + backward of one window through this replica's pipeline. Returns the
- * loss contribution on the last stage (0 elsewhere). */
-static double train_window(trainer *t, const int32_t *in, const int32_t *targets, double norm, float *teacher_logits) {
+/* Loss and dlogits on the last stage, then the head backward into dx. */
+static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targets, double norm, const float *teacher_logits,
+                            float *dx) {
+    mf_model *s = t->student.model;
+    int T = t->o.ctx, V = s->cfg.vocab_size;
+    float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
+    double loss = 0;
+    memset(dz, 0, (size_t)T * V * sizeof *dz);
+    if (t->o.kl > 0) {
+        loss += t->o.kl * mf_loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
+        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+    }
+    if (t->o.ce > 0) {
+        float *dce = mf_malloc((size_t)T * V * sizeof *dce);
+        loss += t->o.ce * mf_loss_ce(z, targets, T, V, norm, dce);
+        for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
+        free(dce);
+    }
+    mf_train_head_backward(s, ts, &t->ps, dz, dx);
+    return loss;
+}
+
+/* Forward of micro-batch j: teacher (pipelined), student keeping activations in
+ * ts[slot]; the last stage computes the loss and the head backward into dxs[slot].
+ * Sends are non-blocking, so the next micro-batch can start at once. */
+static double forward_window(trainer *t, int slot, const int32_t *in, const int32_t *targets, double norm, float *teacher_logits) {
     mf_model *s = t->student.model;
     mf_pipe *p = &t->student.pipe;
-    int T = t->o.ctx, D = s->cfg.dim, V = s->cfg.vocab_size;
-    size_t n = (size_t)T * D;
+    int T = t->o.ctx, V = s->cfg.vocab_size;
+    size_t n = (size_t)T * s->cfg.dim;
     mf_err err;
     mf_hooks hooks = {t, capture_teacher};
     t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
@@ -197,36 +223,23 @@ static double train_window(trainer *t, const int32_t *in, const int32_t *targets
     t->teacher.st->hooks = NULL;
     if (t->hm.n) send_teacher_hidden(t);
     if (!p->first) mf_pipe_recv_prev(p, t->x, n, 12);
-    if (mf_train_forward(s, t->ts, in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
-    double loss = 0;
+    if (mf_train_forward(s, t->ts[slot], in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
     if (!p->last) {
-        mf_pipe_send_next(p, t->ts->x_out, n, 12);
-        mf_pipe_flush(p);
-        mf_pipe_recv_next(p, t->dx, n, 13);
-    } else {
-        float *z = mf_train_head_forward(s, t->ts);
-        float *dz = t->ts->dlogits;
-        memset(dz, 0, (size_t)T * V * sizeof *dz);
-        if (t->o.kl > 0) {
-            loss += t->o.kl * mf_loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
-            if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
-        }
-        if (t->o.ce > 0) {
-            float *dce = mf_malloc((size_t)T * V * sizeof *dce);
-            loss += t->o.ce * mf_loss_ce(z, targets, T, V, norm, dce);
-            for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
-            free(dce);
-        }
-        mf_train_head_backward(s, t->ts, &t->ps, dz, t->dx);
+        mf_pipe_send_next(p, t->ts[slot]->x_out, n, 12);
+        return 0;
     }
-    const float *const *dlayer = NULL;
-    if (t->hm.n) {
-        loss += hidden_losses(t, norm);
-        dlayer = (const float *const *)(t->hm.grad + s->layer_begin);
-    }
-    mf_train_backward(s, t->ts, &t->ps, t->dx, p->first ? NULL : t->dx, dlayer);
-    if (!p->first) mf_pipe_send_prev(p, t->dx, n, 13);
-    return loss;
+    return loss_and_head(t, t->ts[slot], targets, norm, teacher_logits, t->dxs[slot]);
+}
+
+/* Backward of the micro-batch in ts[slot]: gradient from the next stage (or the
+ * head), through the owned layers, to the previous stage. */
+static void backward_window(trainer *t, int slot, const float *const *dlayer) {
+    mf_model *s = t->student.model;
+    mf_pipe *p = &t->student.pipe;
+    size_t n = (size_t)t->o.ctx * s->cfg.dim;
+    if (!p->last) mf_pipe_recv_next(p, t->dxs[slot], n, 13);
+    mf_train_backward(s, t->ts[slot], &t->ps, t->dxs[slot], p->first ? NULL : t->dxs[slot], dlayer);
+    if (!p->first) mf_pipe_send_prev(p, t->dxs[slot], n, 13);
 }
 
 /* ----------------------------------------------------------------- gradients */
@@ -373,6 +386,11 @@ static void log_step(trainer *t, double loss, double gnorm, double lr, double se
     mf_log("step %lld/%lld loss %.5f lr %.3g grad-norm %.4f %.0f tokens/s", (long long)t->step, (long long)t->steps, loss, lr, gnorm, tps);
 }
 
+/* One optimizer step over this replica's `per` windows. GPipe schedule: the
+ * forwards of all windows stream through the stages (several micro-batches in
+ * flight), then their backwards stream back; gradients accumulate in window
+ * order, so the result equals running the windows one at a time. With a
+ * hidden-state loss each window goes forward and backward before the next. */
 static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     int T = t->o.ctx, per = t->o.batch / t->o.dp;
     double norm = (double)t->o.batch * T, loss = 0, t0 = mf_now();
@@ -382,8 +400,19 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
         const int32_t *win = t->ids + (size_t)window_of(t, g) * T;
         in[0] = t->student.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
-        loss += train_window(t, in, win, norm, teacher_logits);
+        int slot = t->n_ts > 1 ? j : 0;
+        loss += forward_window(t, slot, in, win, norm, teacher_logits);
+        if (t->n_ts == 1) {
+            const float *const *dlayer = NULL;
+            if (t->hm.n) {
+                loss += hidden_losses(t, norm);
+                dlayer = (const float *const *)(t->hm.grad + t->student.model->layer_begin);
+            }
+            backward_window(t, 0, dlayer);
+        }
     }
+    for (int j = 0; t->n_ts > 1 && j < per; j++) backward_window(t, j, NULL);
+    mf_pipe_flush(&t->student.pipe);
     reduce_grads(t);
     double gnorm = grad_norm(t);
     float clip = mf_clip_factor(gnorm, t->o.clip);
@@ -448,7 +477,14 @@ static void setup(trainer *t) {
     mf_stage_log_layout(&t->teacher, "teacher");
     mf_stage_log_layout(&t->student, "student");
     mf_err err;
-    if (!(t->ts = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
+    /* micro-batches in flight: every window of a step (GPipe), or one with a hidden-state loss */
+    t->n_ts = o->hidden > 0 || t->P == 1 ? 1 : o->batch / o->dp;
+    t->ts = mf_calloc((size_t)t->n_ts, sizeof *t->ts);
+    t->dxs = mf_calloc((size_t)t->n_ts, sizeof *t->dxs);
+    for (int j = 0; j < t->n_ts; j++) {
+        if (!(t->ts[j] = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
+        t->dxs[j] = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
+    }
     mf_params_from_model(&t->ps, t->student.model);
     t->shared_embed = -1;
     if (sc->tied_embeddings && t->P > 1 && t->student.pipe.last)
@@ -465,7 +501,6 @@ static void setup(trainer *t) {
     t->sched.total = t->steps;
     size_t D = (size_t)sc->dim;
     t->x = mf_malloc((size_t)o->ctx * D * sizeof(float));
-    t->dx = mf_malloc((size_t)o->ctx * D * sizeof(float));
     if (t->wrank == 0) {
         mkdir(o->ckpt_dir, 0755);
         t->logf = fopen(o->log, o->resume ? "a" : "w");
@@ -479,13 +514,15 @@ static void setup(trainer *t) {
 
 static void teardown(trainer *t) {
     if (t->logf) fclose(t->logf);
-    free(t->x); free(t->dx); free(t->ids); free(t->perm);
+    free(t->x); free(t->ids); free(t->perm);
     for (int k = 0; k < t->hm.n; k++) free(t->hm.tbuf[k]);
     for (int l = 0; t->hm.grad && l < t->student.model->cfg.n_layers; l++) free(t->hm.grad[l]);
     free(t->hm.s); free(t->hm.t); free(t->hm.tbuf); free(t->hm.grad); free(t->hm.req);
     mf_adamw_free(&t->opt);
     mf_params_free(&t->ps);
-    mf_train_state_free(t->ts);
+    for (int j = 0; j < t->n_ts; j++) { mf_train_state_free(t->ts[j]); free(t->dxs[j]); }
+    free(t->ts);
+    free(t->dxs);
     mf_stage_close(&t->student);
     mf_stage_close(&t->teacher);
     MPI_Comm_free(&t->pipe);
