@@ -21,23 +21,10 @@
 
 #define TOOL "build/tests/tools/ckpt_writer"
 
-static void mpi_setup(void) {
-    int inited = 0;
-    MPI_Initialized(&inited);
-    if (!inited) MPI_Init(NULL, NULL);
-}
-
-TestSuite(ckpt, .init = mpi_setup, .timeout = 180);
+TestSuite(ckpt, .init = tu_mpi_init, .timeout = 180);
 
 /* ---- helpers ---- */
 
-static char *path_in(const char *dir, const char *name) {
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    sprintf(p, "%s/%s", dir, name);
-    return p;
-}
-
-static int exists(const char *p) { return access(p, F_OK) == 0; }
 
 static void expect_msg(const char *msg, const char *part) {
     cr_assert(strstr(msg, part) != NULL, "expected '%s' in: %s", part, msg);
@@ -98,7 +85,7 @@ static void copy_file(const char *from, const char *to) {
 }
 
 static void h5py_edit(const char *path, const char *code) {
-    char *script = path_in(tu_tmpdir(), "edit.py"), cmd[8192], body[4096];
+    char *script = tu_path_in(tu_tmpdir(), "edit.py"), cmd[8192], body[4096];
     snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
     tu_write(script, body, strlen(body));
     snprintf(cmd, sizeof cmd, "python3 %s %s", script, path);
@@ -110,7 +97,7 @@ static void h5py_edit(const char *path, const char *code) {
 
 /* A copy of good, edited by h5py; read must fail with `part`. */
 static void edited_fails(const char *good, const char *name, const char *code, const char *part) {
-    char *p = path_in(tu_tmpdir(), name);
+    char *p = tu_path_in(tu_tmpdir(), name);
     copy_file(good, p);
     h5py_edit(p, code);
     expect_msg(read_fails(p), part);
@@ -146,11 +133,11 @@ Test(ckpt, roundtrip_one_rank) {
     const char *dir = tu_tmpdir();
     char path[4096];
     write_ok(dir, 7, 0, path);
-    char *want = path_in(dir, "ckpt-00000007.h5");
+    char *want = tu_path_in(dir, "ckpt-00000007.h5");
     cr_assert_str_eq(path, want);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cr_assert(exists(path) && !exists(tmp), "file missing or temporary left behind");
+    cr_assert(tu_exists(path) && !tu_exists(tmp), "file missing or temporary left behind");
 
     mf_params ps;
     mf_adamw opt;
@@ -233,11 +220,11 @@ Test(ckpt, mpi_write_2_and_3_ranks_read_with_other_splits) {
     for (int P = 1; P <= 3; P++) {
         char sub[64], args[4400];
         snprintf(sub, sizeof sub, "p%d", P);
-        char *d = path_in(dir, sub);
+        char *d = tu_path_in(dir, sub);
         mkdir(d, 0755);
         snprintf(args, sizeof args, "write %s 12", d);
         tool_ok(P, args);
-        char *f = path_in(d, "ckpt-00000012.h5");
+        char *f = tu_path_in(d, "ckpt-00000012.h5");
         /* in this process, serially, with every split */
         for (int Q = 1; Q <= 4; Q++)
             for (int s = 0; s < Q; s++) read_stage_ok(f, s, Q, 0);
@@ -260,7 +247,7 @@ Test(ckpt, mpi_data_parallel_replica_0_writes) {
      * hold replica 0's, and one RNG row per replica */
     snprintf(args, sizeof args, "write %s 5 --dp 2 --replica-salt", dir);
     tool_ok(4, args);
-    char *f = path_in(dir, "ckpt-00000005.h5");
+    char *f = tu_path_in(dir, "ckpt-00000005.h5");
     for (int s = 0; s < 3; s++) read_stage_ok(f, s, 3, 0);
     mf_params ps;
     mf_adamw opt;
@@ -280,11 +267,11 @@ Test(ckpt, mpi_data_parallel_replica_0_writes) {
     snprintf(args, sizeof args, "read %s --dp 2", f);
     tool_ok(6, args);
     /* 3 replicas of the whole model */
-    char *d3 = path_in(dir, "dp3");
+    char *d3 = tu_path_in(dir, "dp3");
     mkdir(d3, 0755);
     snprintf(args, sizeof args, "write %s 6 --dp 3 --replica-salt", d3);
     tool_ok(3, args);
-    char *f3 = path_in(d3, "ckpt-00000006.h5");
+    char *f3 = tu_path_in(d3, "ckpt-00000006.h5");
     read_stage_ok(f3, 0, 1, 0);
     free(f); free(d3); free(f3);
 }
@@ -299,9 +286,9 @@ Test(ckpt, mpi_duplicate_tensor_fails_on_every_rank) {
     expect_msg(errs, "rank 0: ");
     expect_msg(errs, "rank 1: ");
     expect_msg(errs, "tensor 'model.embed_tokens.weight' is held by ranks 0 and 1 of replica 0");
-    char *f = path_in(dir, "ckpt-00000009.h5"), tmp[4200];
+    char *f = tu_path_in(dir, "ckpt-00000009.h5"), tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", f);
-    cr_assert(!exists(f) && !exists(tmp), "a file was left behind");
+    cr_assert(!tu_exists(f) && !tu_exists(tmp), "a file was left behind");
     free(out); free(errs); free(f);
 }
 
@@ -361,29 +348,29 @@ Test(ckpt, find_latest_skips_tmp_incomplete_and_broken) {
 
     size_t n;
     unsigned char *b = tu_read(p3, &n);
-    char *tmp9 = path_in(dir, "ckpt-00000009.h5.tmp"); /* a complete file, but .tmp */
+    char *tmp9 = tu_path_in(dir, "ckpt-00000009.h5.tmp"); /* a complete file, but .tmp */
     tu_write(tmp9, b, n);
-    char *trunc5 = path_in(dir, "ckpt-00000005.h5");  /* truncated */
+    char *trunc5 = tu_path_in(dir, "ckpt-00000005.h5");  /* truncated */
     tu_write(trunc5, b, n / 2);
-    char *text8 = path_in(dir, "ckpt-00000008.h5");   /* not HDF5 */
+    char *text8 = tu_path_in(dir, "ckpt-00000008.h5");   /* not HDF5 */
     tu_write(text8, "not a checkpoint\n", 17);
-    char *empty7 = path_in(dir, "ckpt-7.h5");         /* empty */
+    char *empty7 = tu_path_in(dir, "ckpt-7.h5");         /* empty */
     tu_write(empty7, "", 0);
-    char *other = path_in(dir, "ckpt-00000011.h5.bak");
+    char *other = tu_path_in(dir, "ckpt-00000011.h5.bak");
     tu_write(other, b, n);
-    char *other2 = path_in(dir, "ckpt-x12.h5");
+    char *other2 = tu_path_in(dir, "ckpt-x12.h5");
     tu_write(other2, b, n);
     free(b);
-    char *inc4 = path_in(dir, "ckpt-00000004.h5");     /* marker removed */
+    char *inc4 = tu_path_in(dir, "ckpt-00000004.h5");     /* marker removed */
     copy_file(p3, inc4);
     h5py_edit(inc4, "del f.attrs['complete']");
-    char *zero6 = path_in(dir, "ckpt-00000006.h5");    /* marker 0 */
+    char *zero6 = tu_path_in(dir, "ckpt-00000006.h5");    /* marker 0 */
     copy_file(p3, zero6);
     h5py_edit(zero6, "f.attrs['complete'] = np.int64(0)");
-    char *foreign10 = path_in(dir, "ckpt-00000010.h5"); /* another kind of HDF5 file */
+    char *foreign10 = tu_path_in(dir, "ckpt-00000010.h5"); /* another kind of HDF5 file */
     copy_file(p3, foreign10);
     h5py_edit(foreign10, "f.attrs['format'] = 'something-else'");
-    char *sub = path_in(dir, "ckpt-00000013.h5");      /* a directory */
+    char *sub = tu_path_in(dir, "ckpt-00000013.h5");      /* a directory */
     mkdir(sub, 0755);
 
     cr_assert_eq(mf_ckpt_find_latest(dir, got, sizeof got, &err), 0, "%s", err.msg);
@@ -396,7 +383,7 @@ Test(ckpt, find_latest_skips_tmp_incomplete_and_broken) {
     expect_msg(read_fails(foreign10), "not a minifuse training checkpoint");
     expect_msg(read_fails(sub), "not a regular file");
 
-    char *missing = path_in(dir, "no/such");
+    char *missing = tu_path_in(dir, "no/such");
     cr_assert_eq(mf_ckpt_find_latest(missing, got, sizeof got, &err), -1);
     expect_msg(err.msg, missing);
     free(tmp9); free(trunc5); free(text8); free(empty7); free(other); free(other2); free(inc4); free(zero6);
@@ -405,29 +392,29 @@ Test(ckpt, find_latest_skips_tmp_incomplete_and_broken) {
 
 Test(ckpt, keep_last_deletes_old_complete_checkpoints) {
     const char *dir = tu_tmpdir();
-    char *junk = path_in(dir, "ckpt-00000000.h5"); /* incomplete: left alone */
+    char *junk = tu_path_in(dir, "ckpt-00000000.h5"); /* incomplete: left alone */
     tu_write(junk, "junk", 4);
     for (int s = 1; s <= 5; s++) write_ok(dir, s, 2, NULL);
     for (int s = 1; s <= 5; s++) {
         char name[64];
         snprintf(name, sizeof name, "ckpt-%08d.h5", s);
-        char *p = path_in(dir, name);
-        cr_assert_eq(exists(p), s >= 4, "%s %s", name, exists(p) ? "kept" : "deleted");
+        char *p = tu_path_in(dir, name);
+        cr_assert_eq(tu_exists(p), s >= 4, "%s %s", name, tu_exists(p) ? "kept" : "deleted");
         free(p);
     }
-    cr_assert(exists(junk));
+    cr_assert(tu_exists(junk));
     /* writing an older step (a restart from it) never deletes what was just written */
     char p2[4096];
     write_ok(dir, 2, 2, p2);
-    cr_assert(exists(p2));
+    cr_assert(tu_exists(p2));
     char got[4096];
     mf_err err = {{0}};
     cr_assert_eq(mf_ckpt_find_latest(dir, got, sizeof got, &err), 0, "%s", err.msg);
     expect_msg(got, "ckpt-00000005.h5");
     /* keep_last 0 keeps everything */
     write_ok(dir, 6, 0, NULL);
-    char *p4 = path_in(dir, "ckpt-00000004.h5");
-    cr_assert(exists(p4) && exists(p2));
+    char *p4 = tu_path_in(dir, "ckpt-00000004.h5");
+    cr_assert(tu_exists(p4) && tu_exists(p2));
     free(p4); free(junk);
 }
 
@@ -527,7 +514,7 @@ Test(ckpt, read_errors_name_file_and_dataset) {
     cs_free(&small, NULL);
     cs_free(&ps, &opt);
 
-    char *missing = path_in(dir, "missing.h5");
+    char *missing = tu_path_in(dir, "missing.h5");
     expect_msg(read_fails(missing), "No such file");
     free(missing);
 }
@@ -535,7 +522,7 @@ Test(ckpt, read_errors_name_file_and_dataset) {
 Test(ckpt, write_errors_leave_no_file) {
     const char *dir = tu_tmpdir();
     mf_err err = {{0}};
-    char *bad = path_in(dir, "no/such/dir");
+    char *bad = tu_path_in(dir, "no/such/dir");
     cr_assert_eq(write_one(bad, 4, 0, NULL, &err), -1);
     expect_msg(err.msg, bad);
     free(bad);

@@ -23,25 +23,10 @@
 #define WRITER "build/tests/tools/rankings_writer"
 #define GOLDEN "tests/golden/rankings/h5py_tiny.h5"
 
-/* Criterion forks a process per test; each one initializes MPI (singleton)
- * once and never finalizes it. */
-static void mpi_setup(void) {
-    int inited = 0;
-    MPI_Initialized(&inited);
-    if (!inited) MPI_Init(NULL, NULL);
-}
-
-TestSuite(rankings, .init = mpi_setup, .timeout = 120);
+TestSuite(rankings, .init = tu_mpi_init, .timeout = 120);
 
 /* ---- helpers ---- */
 
-static char *path_in(const char *dir, const char *name) {
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    sprintf(p, "%s/%s", dir, name);
-    return p;
-}
-
-static int exists(const char *p) { return access(p, F_OK) == 0; }
 
 /* Write the synthetic scores from this process alone (all layers). */
 static int write_synth(const char *path, unsigned width_mask, int depth_on, const char *sha, mf_err *err) {
@@ -150,7 +135,7 @@ static void make_config(mf_config *c) {
 /* Run python3 tests/rankings_h5py.py-style snippet on a file: `code` sees f (h5py.File r+). */
 static void h5py_edit(const char *path, const char *code) {
     const char *dir = tu_tmpdir();
-    char *script = path_in(dir, "edit.py"), cmd[8192];
+    char *script = tu_path_in(dir, "edit.py"), cmd[8192];
     char body[4096];
     snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
     tu_write(script, body, strlen(body));
@@ -217,7 +202,7 @@ Test(rankings, sha256_files_match_sha256sum) {
         unsigned char *b = malloc(sizes[i] + 1);
         uint32_t x = 12345 + (uint32_t)i;
         for (size_t j = 0; j < sizes[i]; j++) b[j] = (unsigned char)((x = x * 1664525u + 1013904223u) >> 24);
-        char *p = path_in(dir, "f.bin");
+        char *p = tu_path_in(dir, "f.bin");
         tu_write(p, b, sizes[i]);
         snprintf(cmd, sizeof cmd, "sha256sum %s", p);
         hex_of_cmd(cmd, want);
@@ -237,11 +222,11 @@ Test(rankings, sha256_files_match_sha256sum) {
 Test(rankings, sha256_directory_matches_hashlib) {
     const char *dir = tu_tmpdir();
     char *p;
-    tu_write(p = path_in(dir, "b.bin"), "\0\1\2", 3); free(p);
-    tu_write(p = path_in(dir, "a.txt"), "hello\n", 6); free(p);
-    tu_write(p = path_in(dir, "B_upper"), "", 0); free(p);
-    tu_write(p = path_in(dir, ".hidden"), "skip me", 7); free(p);
-    mkdir(p = path_in(dir, "sub"), 0755); free(p);
+    tu_write(p = tu_path_in(dir, "b.bin"), "\0\1\2", 3); free(p);
+    tu_write(p = tu_path_in(dir, "a.txt"), "hello\n", 6); free(p);
+    tu_write(p = tu_path_in(dir, "B_upper"), "", 0); free(p);
+    tu_write(p = tu_path_in(dir, ".hidden"), "skip me", 7); free(p);
+    mkdir(p = tu_path_in(dir, "sub"), 0755); free(p);
     char cmd[8192], want[65], got[65];
     snprintf(cmd, sizeof cmd,
              "python3 -c \"import hashlib, os, sys; d = sys.argv[1]; h = hashlib.sha256()\n"
@@ -255,7 +240,7 @@ Test(rankings, sha256_directory_matches_hashlib) {
     cr_assert_eq(mf_sha256_path(dir, got, &err), 0, "%s", err.msg);
     cr_assert_str_eq(got, want);
     /* errors name the path */
-    char *missing = path_in(dir, "nope");
+    char *missing = tu_path_in(dir, "nope");
     cr_assert_eq(mf_sha256_path(missing, got, &err), -1);
     expect_msg(err.msg, missing);
     free(missing);
@@ -267,12 +252,12 @@ Test(rankings, sha256_directory_matches_hashlib) {
 /* ---- write / read in one process ---- */
 
 Test(rankings, roundtrip_all_metrics) {
-    char *path = path_in(tu_tmpdir(), "r.h5");
+    char *path = tu_path_in(tu_tmpdir(), "r.h5");
     mf_err err = {{0}};
     cr_assert_eq(write_synth(path, MF_RK_WIDTH, 1, "cd", &err), 0, "%s", err.msg);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cr_assert(!exists(tmp), "temporary file left behind");
+    cr_assert(!tu_exists(tmp), "temporary file left behind");
     mf_rankings r;
     read_ok(path, &r);
     check_synth(&r, MF_RK_WIDTH, 1);
@@ -287,7 +272,7 @@ Test(rankings, roundtrip_all_metrics) {
 }
 
 Test(rankings, roundtrip_subset_and_default_created) {
-    char *path = path_in(tu_tmpdir(), "r.h5");
+    char *path = tu_path_in(tu_tmpdir(), "r.h5");
     mf_layer_scores *s = rs_layers(0, RS_LAYERS, MF_RK_MLP_NEURONS);
     mf_rankings_meta m;
     rs_meta(&m, NULL);
@@ -322,7 +307,7 @@ Test(rankings, roundtrip_subset_and_default_created) {
 }
 
 Test(rankings, h5py_verifies_our_file) {
-    char *path = path_in(tu_tmpdir(), "r.h5");
+    char *path = tu_path_in(tu_tmpdir(), "r.h5");
     mf_err err = {{0}};
     cr_assert_eq(write_synth(path, MF_RK_WIDTH, 1, "", &err), 0, "%s", err.msg);
     char cmd[4500], *out = NULL, *errs = NULL;
@@ -334,7 +319,7 @@ Test(rankings, h5py_verifies_our_file) {
 }
 
 Test(rankings, h5dump_reads_it) {
-    char *path = path_in(tu_tmpdir(), "r.h5");
+    char *path = tu_path_in(tu_tmpdir(), "r.h5");
     mf_err err = {{0}};
     cr_assert_eq(write_synth(path, MF_RK_WIDTH, 1, "", &err), 0, "%s", err.msg);
     char cmd[4500], *out = NULL, *errs = NULL;
@@ -397,7 +382,7 @@ Test(rankings, mpi_1_2_3_ranks_identical) {
     for (int P = 1; P <= 3; P++) {
         char name[16], *errs = NULL;
         snprintf(name, sizeof name, "p%d.h5", P);
-        char *path = path_in(dir, name);
+        char *path = tu_path_in(dir, name);
         int rc = run_writer(P, path, "--model-sha ee", &errs);
         cr_assert_eq(rc, 0, "%d ranks: %s", P, errs);
         free(errs);
@@ -421,7 +406,7 @@ Test(rankings, mpi_1_2_3_ranks_identical) {
     }
     /* h5py agrees on the 3-rank file */
     char cmd[4500], *out = NULL;
-    char *p3 = path_in(dir, "p3.h5");
+    char *p3 = tu_path_in(dir, "p3.h5");
     snprintf(cmd, sizeof cmd, "python3 tests/rankings_h5py.py check %s", p3);
     cr_assert_eq(tu_run(cmd, &out, NULL), 0, "%s", out);
     free(out); free(p3);
@@ -430,7 +415,7 @@ Test(rankings, mpi_1_2_3_ranks_identical) {
 
 Test(rankings, mpi_overlapping_ranges_fail_on_every_rank) {
     need_writer();
-    char *path = path_in(tu_tmpdir(), "bad.h5"), tmp[4200], *errs = NULL;
+    char *path = tu_path_in(tu_tmpdir(), "bad.h5"), tmp[4200], *errs = NULL;
     int rc = run_writer(3, path, "--overlap", &errs);
     cr_assert_neq(rc, 0, "overlapping layer ranges were accepted");
     for (int r = 0; r < 3; r++) {
@@ -440,7 +425,7 @@ Test(rankings, mpi_overlapping_ranges_fail_on_every_rank) {
     }
     expect_msg(errs, "ranks 0 and 1 both hold layers in [2, 5)");
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    cr_assert(!exists(path) && !exists(tmp), "a file was left behind");
+    cr_assert(!tu_exists(path) && !tu_exists(tmp), "a file was left behind");
     free(errs); free(path);
 }
 
@@ -449,20 +434,20 @@ Test(rankings, mpi_overlapping_ranges_fail_on_every_rank) {
 Test(rankings, write_errors_leave_no_file) {
     const char *dir = tu_tmpdir();
     mf_err err = {{0}};
-    char *bad = path_in(dir, "no/such/dir/r.h5");
+    char *bad = tu_path_in(dir, "no/such/dir/r.h5");
     cr_assert_eq(write_synth(bad, MF_RK_WIDTH, 1, "", &err), -1);
     expect_msg(err.msg, bad);
-    cr_assert(!exists(bad));
+    cr_assert(!tu_exists(bad));
     free(bad);
 
-    char *path = path_in(dir, "r.h5");
+    char *path = tu_path_in(dir, "r.h5");
     mf_layer_scores *s = rs_layers(0, RS_LAYERS, MF_RK_WIDTH);
     mf_rankings_meta m;
     rs_meta(&m, "");
     /* one rank that holds only layers [0, 6) of 7 */
     cr_assert_eq(mf_rankings_write(path, MPI_COMM_WORLD, &m, 0, RS_LAYERS - 1, s, NULL, &err), -1);
     expect_msg(err.msg, "no rank holds layer 6 of 7");
-    cr_assert(!exists(path));
+    cr_assert(!tu_exists(path));
     /* MI removing the same layer twice */
     double bi[RS_LAYERS], ppl[RS_LAYERS], mi[RS_MI_ITER * RS_LAYERS];
     mf_depth_scores d;
@@ -471,7 +456,7 @@ Test(rankings, write_errors_leave_no_file) {
     d.mi_order = twice;
     cr_assert_eq(mf_rankings_write(path, MPI_COMM_WORLD, &m, 0, RS_LAYERS, s, &d, &err), -1);
     expect_msg(err.msg, "both remove layer 5");
-    cr_assert(!exists(path));
+    cr_assert(!tu_exists(path));
     /* layers with different metrics */
     free(s[3].attn_heads);
     s[3].attn_heads = NULL;
@@ -481,7 +466,7 @@ Test(rankings, write_errors_leave_no_file) {
     m.hidden_size = 0;
     cr_assert_eq(mf_rankings_write(path, MPI_COMM_WORLD, &m, 0, 0, NULL, NULL, &err), -1);
     expect_msg(err.msg, "hidden_size is 0");
-    cr_assert(!exists(path));
+    cr_assert(!tu_exists(path));
     rs_free_layers(s, RS_LAYERS);
 
     /* a failed write leaves an existing file as it was */
@@ -501,38 +486,38 @@ Test(rankings, write_errors_leave_no_file) {
 
 Test(rankings, corrupt_files_fail_cleanly) {
     const char *dir = tu_tmpdir();
-    char *good = path_in(dir, "good.h5");
+    char *good = tu_path_in(dir, "good.h5");
     mf_err err = {{0}};
     cr_assert_eq(write_synth(good, MF_RK_WIDTH, 1, "", &err), 0, "%s", err.msg);
     size_t n;
     unsigned char *b = tu_read(good, &n);
 
-    char *half = path_in(dir, "half.h5");
+    char *half = tu_path_in(dir, "half.h5");
     tu_write(half, b, n / 2);
     expect_msg(read_fails(half), "truncated");
 
-    char *sig = path_in(dir, "sig.h5"); /* signature bytes overwritten */
+    char *sig = tu_path_in(dir, "sig.h5"); /* signature bytes overwritten */
     memset(b, 'x', 8);
     tu_write(sig, b, n);
     expect_msg(read_fails(sig), "not an HDF5 file");
     free(b);
 
-    char *super = path_in(dir, "super.h5"); /* superblock fields after the signature overwritten */
+    char *super = tu_path_in(dir, "super.h5"); /* superblock fields after the signature overwritten */
     b = tu_read(good, &n);
     memset(b + 8, 0xff, 48);
     tu_write(super, b, n);
     read_fails(super);
     free(b);
 
-    char *text = path_in(dir, "text.h5");
+    char *text = tu_path_in(dir, "text.h5");
     tu_write(text, "hello, I am not HDF5\n", 21);
     expect_msg(read_fails(text), "not an HDF5 file");
 
-    char *empty = path_in(dir, "empty.h5");
+    char *empty = tu_path_in(dir, "empty.h5");
     tu_write(empty, "", 0);
     read_fails(empty);
 
-    char *missing = path_in(dir, "missing.h5");
+    char *missing = tu_path_in(dir, "missing.h5");
     expect_msg(read_fails(missing), "No such file");
     read_fails(dir);
 
@@ -541,7 +526,7 @@ Test(rankings, corrupt_files_fail_cleanly) {
 
 /* A copy of a good file, edited by h5py; read must fail with `part`. */
 static void edited_fails(const char *good, const char *name, const char *code, const char *part) {
-    char *p = path_in(tu_tmpdir(), name);
+    char *p = tu_path_in(tu_tmpdir(), name);
     copy_file(good, p);
     h5py_edit(p, code);
     expect_msg(read_fails(p), part);
@@ -549,7 +534,7 @@ static void edited_fails(const char *good, const char *name, const char *code, c
 }
 
 Test(rankings, schema_violations_named) {
-    char *good = path_in(tu_tmpdir(), "good.h5");
+    char *good = tu_path_in(tu_tmpdir(), "good.h5");
     mf_err err = {{0}};
     cr_assert_eq(write_synth(good, MF_RK_WIDTH, 1, "", &err), 0, "%s", err.msg);
     edited_fails(good, "a.h5", "del f['layers/03/attn_heads']", "missing dataset '/layers/03/attn_heads'");

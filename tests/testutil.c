@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include <criterion/criterion.h>
+#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,3 +122,17 @@ float *tu_forward_all(const char *path, const int32_t *ids, int n, int *V) {
     mf_source_close(src);
     return out;
 }
+
+void tu_mpi_init(void) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(NULL, NULL);
+}
+
+char *tu_path_in(const char *dir, const char *name) {
+    char *p = malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+int tu_exists(const char *path) { return access(path, F_OK) == 0; }

@@ -21,6 +21,13 @@ const char *tu_mpirun(int P);
 #include <stdint.h>
 float *tu_forward_all(const char *path, const int32_t *ids, int n, int *V);
 
+/* Criterion .init for suites that call MPI in the test process: Criterion forks
+ * a process per test; each initializes MPI (singleton) once, never finalizes. */
+void tu_mpi_init(void);
+/* "dir/name", malloc'ed. */
+char *tu_path_in(const char *dir, const char *name);
+int tu_exists(const char *path);
+
 /* Read a whole file (malloc'ed); NULL if missing. */
 void *tu_read(const char *path, size_t *len);
 /* Write bytes to a file. */

@@ -100,3 +100,10 @@ int mf_args_int_list(const char *opt, const char *s, int **out, int *n, mf_err *
     *n = k;
     return 0;
 }
+
+int mf_args_parse_or_die(const char *cmd, const char *summary, const mf_opt *opts, int n_opts, int argc, char **argv) {
+    mf_err err;
+    int rc = mf_args_parse(cmd, summary, opts, n_opts, argc, argv, &err);
+    if (rc < 0) mf_fatal_err(&err);
+    return rc;
+}

@@ -19,6 +19,10 @@ typedef struct mf_opt {
 int mf_args_parse(const char *cmd, const char *summary, const mf_opt *opts, int n_opts, int argc, char **argv, mf_err *err);
 void mf_args_usage(const char *cmd, const char *summary, const mf_opt *opts, int n_opts);
 
+/* mf_args_parse for commands: ends the job with a one-line error on a bad
+ * option; returns 1 when --help was printed (the command then returns 0). */
+int mf_args_parse_or_die(const char *cmd, const char *summary, const mf_opt *opts, int n_opts, int argc, char **argv);
+
 /* Parse "1,2,3" into an int array (mf_malloc'ed). */
 int mf_args_int_list(const char *opt, const char *s, int **out, int *n, mf_err *err);
 

@@ -570,10 +570,7 @@ int mf_cmd_distill(int argc, char **argv) {
         "cross-entropy; pipeline-parallel over the ranks of a replica, data-parallel over --dp replicas;\n"
         "AdamW, warm-up + cosine LR, gradient clipping; HDF5 checkpoints (--checkpoint-every, --resume;\n"
         "SIGTERM/SIGUSR1 checkpoint and exit).";
-    mf_err err;
-    int rc = mf_args_parse("distill", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("distill", summary, opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (o->ctx < 2 || o->batch < 1 || o->lr <= 0 || o->temp <= 0) mf_fatal("distill: --ctx >= 2, --batch >= 1, --lr > 0, --temp > 0 required");
     char ckpt_default[4200], log_default[4200];
     snprintf(ckpt_default, sizeof ckpt_default, "%s.ckpt", o->out);

@@ -179,10 +179,7 @@ int mf_cmd_eval(int argc, char **argv) {
         "non-overlapping windows of --ctx tokens; each window is fed as BOS + its first ctx-1\n"
         "tokens and all ctx tokens are scored. Run under mpirun -np P to split the layers over\n"
         "P pipeline ranks; results are identical for every P.";
-    mf_err err;
-    int rc = mf_args_parse("eval", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("eval", summary, opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (o.ctx < 2 || o.ctx > 1 << 16) mf_fatal("eval: --ctx %d must be between 2 and 65536", o.ctx);
     if (o.max_windows < 0) mf_fatal("eval: --max-windows %d must not be negative", o.max_windows);
     size_t n;

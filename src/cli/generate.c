@@ -116,10 +116,8 @@ int mf_cmd_generate(int argc, char **argv) {
         {"json", MF_OPT_FLAG, &json, "print a JSON object with the ids and text instead of streaming", 0},
     };
     mf_err err;
-    int rc = mf_args_parse("generate", "Generate text from a prompt (llama2.c run.c sampling semantics).", opts,
-                           sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("generate", "Generate text from a prompt (llama2.c run.c sampling semantics).", opts,
+                           sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (temp < 0) mf_fatal("generate: --temp %g must not be negative", temp);
     if (steps < 1) mf_fatal("generate: --steps %d must be positive", steps);
     if (seed == 0) seed = (unsigned long long)time(NULL);

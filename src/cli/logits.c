@@ -16,10 +16,8 @@ int mf_cmd_logits(int argc, char **argv) {
         {"backend", MF_OPT_STR, &backend, "cpu (default), cuda or auto", 0},
     };
     mf_err err;
-    int rc = mf_args_parse("logits", "Write the logits of every position of one sequence, for golden checks.", opts,
-                           sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("logits", "Write the logits of every position of one sequence, for golden checks.", opts,
+                           sizeof opts / sizeof opts[0], argc, argv)) return 0;
     int *ids, n;
     if (mf_args_int_list("logits: --ids", ids_s, &ids, &n, &err) != 0) mf_fatal_err(&err);
     const mf_backend *be = mf_backend_get(backend);

@@ -80,10 +80,8 @@ int mf_cmd_prune(int argc, char **argv) {
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
     };
     mf_err err;
-    int rc = mf_args_parse("prune", "Remove blocks and shrink widths using a rankings file; write a Hugging Face directory.",
-                           opts, sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("prune", "Remove blocks and shrink widths using a rankings file; write a Hugging Face directory.",
+                           opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (mf_depth_metric_parse(metric, &o.metric) != 0) mf_fatal("prune: --metric '%s' is not one of bi, ppl, mi, random", metric);
     o.ffn_keep = parse_keep("ffn-keep", ffn);
     o.heads_keep = parse_keep("heads-keep", heads);

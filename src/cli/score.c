@@ -175,10 +175,7 @@ int mf_cmd_score(int argc, char **argv) {
         "Score what matters in a model on calibration text: Minitron width importance (MLP neurons,\n"
         "attention heads, embedding channels), Block Importance, perplexity with each block removed,\n"
         "and FuseGPT Macro Influence (iterative). Writes an HDF5 rankings file for `minifuse prune`.";
-    mf_err err;
-    int rc = mf_args_parse("score", summary, opts, sizeof opts / sizeof opts[0], argc, argv, &err);
-    if (rc == 1) return 0;
-    if (rc != 0) mf_fatal_err(&err);
+    if (mf_args_parse_or_die("score", summary, opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     parse_metrics(&o);
     if (mf_agg_parse(o.agg_seq, &o.seq) || mf_agg_parse(o.agg_batch, &o.batch))
         mf_fatal("score: --agg-seq/--agg-batch must be mean, l2 or var (got '%s', '%s')", o.agg_seq, o.agg_batch);
