@@ -177,3 +177,36 @@ Test(prune, bad_rankings_refused, .timeout = 300) {
     cr_expect(strstr(e, "Macro Influence"), "stderr: %s", e);
     free(o); free(e);
 }
+
+/* --drop-block removes the contiguous run of N layers with the least summed score. */
+Test(prune, drop_block_is_contiguous_minimum, .timeout = 300) {
+    const char *dir = tu_tmpdir();
+    char cmd[16384], rk[4200], out[4300];
+    snprintf(rk, sizeof rk, "%s/r.h5", dir);
+    snprintf(cmd, sizeof cmd, "%s score --model %s --text %s --out %s --samples 2 --ctx 64 --metrics bi", tu_mpirun(1),
+             tu_shared(STORIES), tu_shared(TINY), rk);
+    run_ok(cmd);
+    mf_rankings r;
+    mf_err err;
+    cr_assert_eq(mf_rankings_read(rk, &r, &err), 0, "%s", err.msg);
+    int best = 0;
+    double bsum = 1e300;
+    for (int a = 0; a + 2 <= 5; a++) {
+        double s = r.depth.bi[a] + r.depth.bi[a + 1];
+        if (s < bsum) { bsum = s; best = a; }
+    }
+    snprintf(out, sizeof out, "%s/blk", dir);
+    snprintf(cmd, sizeof cmd, "%s prune --model %s --rankings %s --out %s --drop-layers 2 --drop-block --metric bi", tu_mpirun(2),
+             tu_shared(STORIES), rk, out);
+    run_ok(cmd);
+    char cfg[4400];
+    snprintf(cfg, sizeof cfg, "%s/config.json", out);
+    json_t *j = json_load_file(cfg, 0, NULL);
+    json_t *d = json_object_get(json_object_get(j, "minifuse"), "dropped_layers");
+    cr_assert_eq(json_array_size(d), 2);
+    cr_expect_eq(json_integer_value(json_array_get(d, 0)), best);
+    cr_expect_eq(json_integer_value(json_array_get(d, 1)), best + 1);
+    cr_expect_eq(json_integer_value(json_object_get(j, "num_hidden_layers")), 3);
+    json_decref(j);
+    mf_rankings_free(&r);
+}
