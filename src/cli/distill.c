@@ -32,6 +32,7 @@
 #include "train/backward.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
+#include "train/teacher_cache.h"
 #include "train/train_model.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -42,7 +43,8 @@ typedef struct distill_opts {
     unsigned long long tokens, seed;
     int ctx, batch, dp, warmup, ckpt_every, keep, resume, recompute, force;
     float lr, min_lr, wd, clip, temp, kl, ce, hidden;
-    const char *hidden_loss;
+    const char *hidden_loss, *tcache_path;
+    int topk;
 } distill_opts;
 
 /* Intermediate-state distillation: student layer s[k] matches teacher layer t[k]. */
@@ -76,6 +78,9 @@ typedef struct trainer {
     float *x;                    /* [T][D] activations received from the previous stage */
     FILE *logf;
     hidden_map hm;
+    mf_tcache tc;                /* last stage, --teacher-topk: the teacher's top-K logits per window */
+    int32_t *tk_ids;             /* [T][K] */
+    float *tk_logits;            /* [T][K] */
 } trainer;
 
 /* ----------------------------------------------------------------- data */
@@ -193,7 +198,10 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
     float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
     double loss = 0;
     memset(dz, 0, (size_t)T * V * sizeof *dz);
-    if (t->o.kl > 0) {
+    if (t->o.kl > 0 && t->o.topk > 0) {
+        loss += t->o.kl * mf_loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
+        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+    } else if (t->o.kl > 0) {
         loss += t->o.kl * mf_loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
         if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
     }
@@ -210,18 +218,23 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
 /* Forward of micro-batch j: teacher (pipelined), student keeping activations in
  * ts[slot]; the last stage computes the loss and the head backward into dxs[slot].
  * Sends are non-blocking, so the next micro-batch can start at once. */
-static double forward_window(trainer *t, int slot, const int32_t *in, const int32_t *targets, double norm, float *teacher_logits) {
+static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in, const int32_t *targets, double norm,
+                             float *teacher_logits) {
     mf_model *s = t->student.model;
     mf_pipe *p = &t->student.pipe;
     int T = t->o.ctx, V = s->cfg.vocab_size;
     size_t n = (size_t)T * s->cfg.dim;
     mf_err err;
-    mf_hooks hooks = {t, capture_teacher};
-    t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
-    if (mf_stage_forward(&t->teacher, in, T, 0, 11) && teacher_logits)
-        memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
-    t->teacher.st->hooks = NULL;
-    if (t->hm.n) send_teacher_hidden(t);
+    if (t->o.topk > 0) { /* the teacher's top-K from the cache: no teacher forward */
+        if (p->last && mf_tcache_get(&t->tc, w, t->tk_ids, t->tk_logits, &err) != 0) mf_fatal_err(&err);
+    } else {
+        mf_hooks hooks = {t, capture_teacher};
+        t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
+        if (mf_stage_forward(&t->teacher, in, T, 0, 11) && teacher_logits)
+            memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+        t->teacher.st->hooks = NULL;
+        if (t->hm.n) send_teacher_hidden(t);
+    }
     if (!p->first) mf_pipe_recv_prev(p, t->x, n, 12);
     if (mf_train_forward(s, t->ts[slot], in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
     if (!p->last) {
@@ -397,11 +410,12 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     mf_params_zero_grad(&t->ps);
     for (int j = 0; j < per; j++) {
         int64_t g = t->data_pos + (int64_t)t->replica * per + j;
-        const int32_t *win = t->ids + (size_t)window_of(t, g) * T;
+        int64_t w = window_of(t, g);
+        const int32_t *win = t->ids + (size_t)w * T;
         in[0] = t->student.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
         int slot = t->n_ts > 1 ? j : 0;
-        loss += forward_window(t, slot, in, win, norm, teacher_logits);
+        loss += forward_window(t, slot, w, in, win, norm, teacher_logits);
         if (t->n_ts == 1) {
             const float *const *dlayer = NULL;
             if (t->hm.n) {
@@ -444,6 +458,52 @@ static void run(trainer *t) {
     }
     free(teacher_logits);
     free(in);
+}
+
+/* ----------------------------------------------------------------- teacher top-K cache */
+
+/* Every replica runs the teacher over its windows (w mod D == replica); its last
+ * stage keeps the top K logits of every position; all ranks write one file. */
+static void build_teacher_cache(trainer *t) {
+    int T = t->o.ctx, K = t->o.topk, V = t->teacher.model->cfg.vocab_size;
+    mf_err err;
+    mf_tcache c;
+    if (mf_tcache_create(t->o.tcache_path, t->world, K, T, t->n_windows, t->o.teacher, t->o.text, &c, &err) != 0) mf_fatal_err(&err);
+    int32_t *in = mf_malloc((size_t)T * sizeof *in), *ids = mf_malloc((size_t)T * K * sizeof *ids);
+    float *vals = mf_malloc((size_t)T * K * sizeof *vals);
+    mf_progress prog;
+    mf_progress_start(&prog, "teacher top-K cache", (long)t->n_windows);
+    int rc = 0;
+    for (int64_t w = t->replica; w < t->n_windows; w += t->o.dp) {
+        in[0] = t->teacher.model->cfg.bos_id;
+        memcpy(in + 1, t->ids + (size_t)w * T, (size_t)(T - 1) * sizeof *in);
+        if (!mf_stage_forward(&t->teacher, in, T, 0, 11)) continue;
+        for (int r = 0; r < T; r++) mf_topk(t->teacher.st->logits + (size_t)r * V, V, K, ids + (size_t)r * K, vals + (size_t)r * K);
+        if (rc == 0) rc = mf_tcache_put(&c, w, ids, vals, &err);
+        if (t->wrank == t->P - 1) mf_progress_update(&prog, (long)(w + 1), "windows");
+    }
+    mf_pipe_flush(&t->teacher.pipe);
+    if (mf_tcache_finish(t->o.tcache_path, t->world, &c, rc, &err) != 0) mf_fatal_err(&err);
+    free(in); free(ids); free(vals);
+}
+
+static void open_teacher_cache(trainer *t) {
+    mf_err err;
+    int rc = mf_tcache_open(t->o.tcache_path, t->o.topk, t->o.ctx, t->n_windows, &t->tc, &err);
+    if (rc < 0) mf_fatal_err(&err);
+    int need = rc == 1, any;
+    MPI_Allreduce(&need, &any, 1, MPI_INT, MPI_MAX, t->world);
+    if (rc == 0 && (any || !t->student.pipe.last)) mf_tcache_close(&t->tc);
+    if (any) {
+        if (t->wrank == 0) mf_log("teacher top-%d cache %s: computing it once", t->o.topk, t->o.tcache_path);
+        build_teacher_cache(t);
+        if (t->student.pipe.last && mf_tcache_open(t->o.tcache_path, t->o.topk, t->o.ctx, t->n_windows, &t->tc, &err) != 0)
+            mf_fatal("%s: cannot reopen the teacher cache just written", t->o.tcache_path);
+    } else if (t->wrank == 0) mf_log("teacher top-%d cache %s: reusing it (no teacher forward)", t->o.topk, t->o.tcache_path);
+    if (t->student.pipe.last) {
+        t->tk_ids = mf_malloc((size_t)t->o.ctx * t->o.topk * sizeof *t->tk_ids);
+        t->tk_logits = mf_malloc((size_t)t->o.ctx * t->o.topk * sizeof *t->tk_logits);
+    }
 }
 
 /* ----------------------------------------------------------------- set-up */
@@ -509,6 +569,11 @@ static void setup(trainer *t) {
                (long long)t->steps, o->batch, o->ctx, (unsigned long long)t->steps * o->batch * o->ctx, o->dp, t->P, t->ps.total);
     }
     if (o->hidden > 0) build_hidden_map(t);
+    if (o->topk > 0) {
+        if (o->hidden > 0) mf_fatal("distill: --teacher-topk and --hidden cannot be combined (hidden states need the teacher forward)");
+        if (o->topk > sc->vocab_size) mf_fatal("distill: --teacher-topk %d exceeds the vocabulary (%d)", o->topk, sc->vocab_size);
+        open_teacher_cache(t);
+    }
     if (o->resume) resume(t);
 }
 
@@ -518,6 +583,8 @@ static void teardown(trainer *t) {
     for (int k = 0; k < t->hm.n; k++) free(t->hm.tbuf[k]);
     for (int l = 0; t->hm.grad && l < t->student.model->cfg.n_layers; l++) free(t->hm.grad[l]);
     free(t->hm.s); free(t->hm.t); free(t->hm.tbuf); free(t->hm.grad); free(t->hm.req);
+    if (t->o.topk > 0 && t->student.pipe.last) mf_tcache_close(&t->tc);
+    free(t->tk_ids); free(t->tk_logits);
     mf_adamw_free(&t->opt);
     mf_params_free(&t->ps);
     for (int j = 0; j < t->n_ts; j++) { mf_train_state_free(t->ts[j]); free(t->dxs[j]); }
@@ -555,6 +622,8 @@ int mf_cmd_distill(int argc, char **argv) {
         {"ce", MF_OPT_FLOAT, &o->ce, "weight of cross-entropy on the data (default 0)", 0},
         {"hidden", MF_OPT_FLOAT, &o->hidden, "weight of the intermediate hidden-state loss (default 0; depth-pruned students)", 0},
         {"hidden-loss", MF_OPT_STR, &o->hidden_loss, "cosine (default) or nmse, between mapped student/teacher layer outputs", 0},
+        {"teacher-topk", MF_OPT_INT, &o->topk, "use the teacher's top-K logits, computed once into --teacher-cache (default 0: full logits every step)", 0},
+        {"teacher-cache", MF_OPT_STR, &o->tcache_path, "HDF5 file of the teacher's top-K logits (default OUT.teacher-topk.h5)", 0},
         {"seed", MF_OPT_U64, &o->seed, "seed of the data order (default 1234)", 0},
         {"recompute", MF_OPT_FLAG, &o->recompute, "recompute activations in the backward (less memory, same result)", 0},
         {"checkpoint-every", MF_OPT_INT, &o->ckpt_every, "write a checkpoint every K steps (default 0: only on signals)", 0},
@@ -577,6 +646,10 @@ int mf_cmd_distill(int argc, char **argv) {
     snprintf(log_default, sizeof log_default, "%s.train.jsonl", o->out);
     if (!o->ckpt_dir) o->ckpt_dir = ckpt_default;
     if (!o->log) o->log = log_default;
+    char tc_default[4200];
+    snprintf(tc_default, sizeof tc_default, "%s.teacher-topk.h5", o->out);
+    if (!o->tcache_path) o->tcache_path = tc_default;
+    if (o->topk < 0) mf_fatal("distill: --teacher-topk %d must not be negative", o->topk);
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);
     struct sigaction sa;
