@@ -19,7 +19,7 @@
 #include "io/source.h"
 #include "model/model.h"
 #include "testutil.h"
-#include "train/backward.h"
+#include "backend/cpu_backward.h"
 #include "train/params.h"
 #include "train/train_model.h"
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "train/backward.h"
+#include "backend/cpu_backward.h"
 #include "train/teacher_cache.h"
 
 Test(tcache, topk_selection) {

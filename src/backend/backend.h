@@ -47,6 +47,25 @@ struct mf_backend {
 
     /* Per row of logits[T][V]: logsumexp, into lse[T] (host memory). */
     void (*logsumexp)(const float *logits, int T, int V, double *lse);
+
+    /* ---- training: backward of each op (parameter gradients accumulate; NULL
+     * skips one; `acc` says whether the input gradient is added or written) and
+     * the losses with their gradients (written). Semantics: cpu_backward.h. ---- */
+    void (*linear_bwd)(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W, int T, int n_in,
+                       int n_out, int acc);
+    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rinv, int T,
+                        int C, int acc);
+    void (*rope_bwd)(float *dx, int T, int n_heads, int hd, int pos0, const float *inv_freq);
+    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, int T, int n_heads, int n_kv, int hd);
+    void (*swiglu_bwd)(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+    void (*embed_bwd)(float *dE, const float *dx, const int32_t *ids, int T, int C, int V);
+    double (*loss_ce)(const float *logits, const int32_t *targets, int T, int V, double norm, float *dlogits);
+    double (*loss_kl)(const float *zs, const float *zt, int T, int V, float tau, double norm, float *dzs);
+    double (*loss_kl_topk)(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
+                           double norm, float *dzs);
+    double (*loss_cosine)(const float *a, const float *b, int T, int C, double norm, float *da);
+    double (*loss_nmse)(const float *a, const float *b, int T, int C, double norm, float *da);
 };
 
 const mf_backend *mf_backend_cpu(void);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu_backward.h"
 #include "util/fastmath.h"
 #include "util/err.h"
 
@@ -148,6 +149,17 @@ static const mf_backend CPU = {
     .add = cpu_add,
     .embed = cpu_embed,
     .logsumexp = cpu_logsumexp,
+    .linear_bwd = mf_linear_bwd,
+    .rmsnorm_bwd = mf_rmsnorm_bwd,
+    .rope_bwd = mf_rope_bwd,
+    .attention_bwd = mf_attention_bwd,
+    .swiglu_bwd = mf_swiglu_bwd,
+    .embed_bwd = mf_embed_bwd,
+    .loss_ce = mf_loss_ce,
+    .loss_kl = mf_loss_kl,
+    .loss_kl_topk = mf_loss_kl_topk,
+    .loss_cosine = mf_loss_cosine,
+    .loss_nmse = mf_loss_nmse,
 };
 
 const mf_backend *mf_backend_cpu(void) { return &CPU; }

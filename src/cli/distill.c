@@ -29,7 +29,7 @@
 #include "cli/common.h"
 #include "hf_collective.h"
 #include "stage.h"
-#include "train/backward.h"
+#include "backend/cpu_backward.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include "train/teacher_cache.h"
@@ -179,8 +179,8 @@ static double hidden_losses(trainer *t, double norm) {
         int from = owner(&t->teacher.pipe, h->t[k]);
         if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, 200 + k, t->pipe, MPI_STATUS_IGNORE);
         const float *a = mf_train_layer_output(s, t->ts[0], l);
-        double v = h->nmse ? mf_loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])
-                           : mf_loss_cosine(a, h->tbuf[k], T, D, norm * h->n, h->grad[l]);
+        double v = h->nmse ? s->be->loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])
+                           : s->be->loss_cosine(a, h->tbuf[k], T, D, norm * h->n, h->grad[l]);
         for (size_t i = 0; i < (size_t)T * D; i++) h->grad[l][i] *= t->o.hidden;
         loss += t->o.hidden * v;
     }
@@ -199,15 +199,15 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
     double loss = 0;
     memset(dz, 0, (size_t)T * V * sizeof *dz);
     if (t->o.kl > 0 && t->o.topk > 0) {
-        loss += t->o.kl * mf_loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
+        loss += t->o.kl * s->be->loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
         if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
     } else if (t->o.kl > 0) {
-        loss += t->o.kl * mf_loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
+        loss += t->o.kl * s->be->loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
         if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
     }
     if (t->o.ce > 0) {
         float *dce = mf_malloc((size_t)T * V * sizeof *dce);
-        loss += t->o.ce * mf_loss_ce(z, targets, T, V, norm, dce);
+        loss += t->o.ce * s->be->loss_ce(z, targets, T, V, norm, dce);
         for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
         free(dce);
     }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/backward.h"
+#include "backend/cpu_backward.h"
 #include "train/train_model.h"
 
 /* ------------------------------------------------------------------ memory */
@@ -110,21 +110,21 @@ static void layer_forward(const mf_model *m, const mf_layer *L, mf_layer_acts *a
     const mf_config *c = &m->cfg;
     int D = c->dim, F = c->ffn_dim, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
     size_t TD = (size_t)T * D;
-    mf_rmsnorm_fwd(a->xn1, a->rms1, a->x_in, L->attn_norm, T, D, c->norm_eps);
-    mf_linear_fwd(a->q, a->xn1, L->wq, L->bq, T, D, Q, 0);
-    mf_linear_fwd(a->k, a->xn1, L->wk, L->bk, T, D, KV, 0);
-    mf_linear_fwd(a->v, a->xn1, L->wv, L->bv, T, D, KV, 0);
-    mf_rope_fwd(a->q, T, c->n_heads, hd, 0, m->inv_freq);
-    mf_rope_fwd(a->k, T, c->n_kv_heads, hd, 0, m->inv_freq);
-    mf_attention_fwd(a->att, a->q, a->k, a->v, T, c->n_heads, c->n_kv_heads, hd);
+    m->be->rmsnorm(a->xn1, a->rms1, a->x_in, L->attn_norm, T, D, c->norm_eps);
+    m->be->linear(a->q, a->xn1, L->wq, L->bq, T, D, Q, 0);
+    m->be->linear(a->k, a->xn1, L->wk, L->bk, T, D, KV, 0);
+    m->be->linear(a->v, a->xn1, L->wv, L->bv, T, D, KV, 0);
+    m->be->rope(a->q, T, c->n_heads, hd, 0, m->inv_freq);
+    m->be->rope(a->k, T, c->n_kv_heads, hd, 0, m->inv_freq);
+    m->be->attention(a->att, a->q, a->k, a->v, T, 0, c->n_heads, c->n_kv_heads, hd);
     memcpy(a->x_mid, a->x_in, TD * sizeof(float));
-    mf_linear_fwd(a->x_mid, a->att, L->wo, NULL, T, Q, D, 1); /* residual */
-    mf_rmsnorm_fwd(a->xn2, a->rms2, a->x_mid, L->ffn_norm, T, D, c->norm_eps);
-    mf_linear_fwd(a->gate, a->xn2, L->w_gate, NULL, T, D, F, 0);
-    mf_linear_fwd(a->up, a->xn2, L->w_up, NULL, T, D, F, 0);
-    mf_swiglu_fwd(h, a->gate, a->up, (size_t)T * F);
+    m->be->linear(a->x_mid, a->att, L->wo, NULL, T, Q, D, 1); /* residual */
+    m->be->rmsnorm(a->xn2, a->rms2, a->x_mid, L->ffn_norm, T, D, c->norm_eps);
+    m->be->linear(a->gate, a->xn2, L->w_gate, NULL, T, D, F, 0);
+    m->be->linear(a->up, a->xn2, L->w_up, NULL, T, D, F, 0);
+    m->be->swiglu(h, a->gate, a->up, (size_t)T * F);
     memcpy(x_out, a->x_mid, TD * sizeof(float));
-    mf_linear_fwd(x_out, h, L->w_down, NULL, T, F, D, 1); /* residual */
+    m->be->linear(x_out, h, L->w_down, NULL, T, F, D, 1); /* residual */
 }
 
 /* Where the output of owned layer i goes: the next layer's input, or the stage output. */
@@ -181,8 +181,8 @@ const float *mf_train_layer_output(const mf_model *m, const mf_train_state *ts, 
 
 float *mf_train_head_forward(const mf_model *m, mf_train_state *ts) {
     const mf_config *c = &m->cfg;
-    mf_rmsnorm_fwd(ts->xn_f, ts->rms_f, ts->x_out, m->out_norm, ts->T, c->dim, c->norm_eps);
-    mf_linear_fwd(ts->logits, ts->xn_f, m->lm_head, NULL, ts->T, c->dim, c->vocab_size, 0);
+    m->be->rmsnorm(ts->xn_f, ts->rms_f, ts->x_out, m->out_norm, ts->T, c->dim, c->norm_eps);
+    m->be->linear(ts->logits, ts->xn_f, m->lm_head, NULL, ts->T, c->dim, c->vocab_size, 0);
     return ts->logits;
 }
 
@@ -199,8 +199,8 @@ static float *grad_of(const mf_params *ps, const float *w) {
 void mf_train_head_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, const float *dlogits, float *dx) {
     const mf_config *c = &m->cfg;
     int T = ts->T, D = c->dim, V = c->vocab_size;
-    mf_linear_bwd(ts->dxn, grad_of(ps, m->lm_head), NULL, dlogits, ts->xn_f, m->lm_head, T, D, V, 0);
-    mf_rmsnorm_bwd(dx, grad_of(ps, m->out_norm), ts->dxn, ts->x_out, m->out_norm, ts->rms_f, T, D, 0);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, m->lm_head), NULL, dlogits, ts->xn_f, m->lm_head, T, D, V, 0);
+    m->be->rmsnorm_bwd(dx, grad_of(ps, m->out_norm), ts->dxn, ts->x_out, m->out_norm, ts->rms_f, T, D, 0);
 }
 
 /* g [T][D]: dL/d(layer output) in, dL/d(layer input) out. a: the layer's activations. */
@@ -210,21 +210,21 @@ static void layer_backward(const mf_model *m, const mf_layer *L, const mf_layer_
     int D = c->dim, F = c->ffn_dim, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
     size_t TF = (size_t)T * F;
     /* MLP: x_out = x_mid + h Wd^T, h = silu(gate) * up */
-    mf_swiglu_fwd(ts->h, a->gate, a->up, TF);
-    mf_linear_bwd(ts->dh, grad_of(ps, L->w_down), NULL, g, ts->h, L->w_down, T, F, D, 0);
-    mf_swiglu_bwd(ts->dgate, ts->dup, ts->dh, a->gate, a->up, TF);
-    mf_linear_bwd(ts->dxn, grad_of(ps, L->w_gate), NULL, ts->dgate, a->xn2, L->w_gate, T, D, F, 0);
-    mf_linear_bwd(ts->dxn, grad_of(ps, L->w_up), NULL, ts->dup, a->xn2, L->w_up, T, D, F, 1);
-    mf_rmsnorm_bwd(g, grad_of(ps, L->ffn_norm), ts->dxn, a->x_mid, L->ffn_norm, a->rms2, T, D, 1);
+    m->be->swiglu(ts->h, a->gate, a->up, TF);
+    m->be->linear_bwd(ts->dh, grad_of(ps, L->w_down), NULL, g, ts->h, L->w_down, T, F, D, 0);
+    m->be->swiglu_bwd(ts->dgate, ts->dup, ts->dh, a->gate, a->up, TF);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, L->w_gate), NULL, ts->dgate, a->xn2, L->w_gate, T, D, F, 0);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, L->w_up), NULL, ts->dup, a->xn2, L->w_up, T, D, F, 1);
+    m->be->rmsnorm_bwd(g, grad_of(ps, L->ffn_norm), ts->dxn, a->x_mid, L->ffn_norm, a->rms2, T, D, 1);
     /* attention: x_mid = x_in + att Wo^T; g is now dL/dx_mid */
-    mf_linear_bwd(ts->datt, grad_of(ps, L->wo), NULL, g, a->att, L->wo, T, Q, D, 0);
-    mf_attention_bwd(ts->dq, ts->dk, ts->dv, ts->datt, a->q, a->k, a->v, T, c->n_heads, c->n_kv_heads, hd);
-    mf_rope_bwd(ts->dq, T, c->n_heads, hd, 0, m->inv_freq);
-    mf_rope_bwd(ts->dk, T, c->n_kv_heads, hd, 0, m->inv_freq);
-    mf_linear_bwd(ts->dxn, grad_of(ps, L->wq), grad_of(ps, L->bq), ts->dq, a->xn1, L->wq, T, D, Q, 0);
-    mf_linear_bwd(ts->dxn, grad_of(ps, L->wk), grad_of(ps, L->bk), ts->dk, a->xn1, L->wk, T, D, KV, 1);
-    mf_linear_bwd(ts->dxn, grad_of(ps, L->wv), grad_of(ps, L->bv), ts->dv, a->xn1, L->wv, T, D, KV, 1);
-    mf_rmsnorm_bwd(g, grad_of(ps, L->attn_norm), ts->dxn, a->x_in, L->attn_norm, a->rms1, T, D, 1);
+    m->be->linear_bwd(ts->datt, grad_of(ps, L->wo), NULL, g, a->att, L->wo, T, Q, D, 0);
+    m->be->attention_bwd(ts->dq, ts->dk, ts->dv, ts->datt, a->q, a->k, a->v, T, c->n_heads, c->n_kv_heads, hd);
+    m->be->rope_bwd(ts->dq, T, c->n_heads, hd, 0, m->inv_freq);
+    m->be->rope_bwd(ts->dk, T, c->n_kv_heads, hd, 0, m->inv_freq);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, L->wq), grad_of(ps, L->bq), ts->dq, a->xn1, L->wq, T, D, Q, 0);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, L->wk), grad_of(ps, L->bk), ts->dk, a->xn1, L->wk, T, D, KV, 1);
+    m->be->linear_bwd(ts->dxn, grad_of(ps, L->wv), grad_of(ps, L->bv), ts->dv, a->xn1, L->wv, T, D, KV, 1);
+    m->be->rmsnorm_bwd(g, grad_of(ps, L->attn_norm), ts->dxn, a->x_in, L->attn_norm, a->rms1, T, D, 1);
 }
 
 void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, const float *dx_out, float *dx_in,
@@ -249,7 +249,7 @@ void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, con
     }
     if (m->first) {
         float *dE = grad_of(ps, m->tok_embd);
-        if (dE) mf_embed_bwd(dE, g, ts->ids, T, D, c->vocab_size);
+        if (dE) m->be->embed_bwd(dE, g, ts->ids, T, D, c->vocab_size);
     }
     if (dx_in) memmove(dx_in, g, TD * sizeof *g);
 }

@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 
 #include "io/h5util.h"
-#include "util/fastmath.h"
 
 #define FORMAT "minifuse-teacher-topk"
 
@@ -113,36 +112,4 @@ void mf_tcache_close(mf_tcache *c) {
     mf_h5_close_id(&c->logits);
     if (c->file >= 0) H5Fclose(c->file);
     c->file = H5I_INVALID_HID;
-}
-
-double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
-                       double norm, float *dzs) {
-    if (norm <= 0) norm = T > 0 ? T : 1;
-    double *rl = mf_calloc((size_t)(T > 0 ? T : 1), sizeof *rl);
-    float it = 1.0f / tau, g = (float)(tau / norm);
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) {
-        const float *a = zs + (size_t)t * V, *b = zt_k + (size_t)t * K;
-        const int32_t *id = ids + (size_t)t * K;
-        float ms = a[0] * it;
-        for (int i = 1; i < V; i++) ms = a[i] * it > ms ? a[i] * it : ms;
-        double ss = 0;
-        for (int i = 0; i < V; i++) ss += mf_expf(a[i] * it - ms);
-        double lse_s = ms + log(ss), mt = b[0] * it, st = 0; /* teacher rows are sorted: b[0] is the max */
-        for (int k = 0; k < K; k++) st += exp(b[k] * it - mt);
-        double lse_t = mt + log(st), kl = 0;
-        float *d = dzs ? dzs + (size_t)t * V : NULL;
-        if (d)
-            for (int i = 0; i < V; i++) d[i] = (float)(exp(a[i] * it - lse_s) * g);
-        for (int k = 0; k < K; k++) {
-            double lp = b[k] * it - lse_t, p = exp(lp), lq = a[id[k]] * it - lse_s;
-            kl += p * (lp - lq);
-            if (d) d[id[k]] -= (float)(p * g);
-        }
-        rl[t] = (double)tau * tau * kl;
-    }
-    double loss = 0;
-    for (int t = 0; t < T; t++) loss += rl[t];
-    free(rl);
-    return loss / norm;
 }

@@ -40,11 +40,4 @@ int mf_tcache_open(const char *path, int K, int T, int64_t W, mf_tcache *c, mf_e
 int mf_tcache_get(const mf_tcache *c, int64_t w, int32_t *ids, float *logits, mf_err *err);
 void mf_tcache_close(mf_tcache *c);
 
-/* Sparse forward KL(teacher top-K || student) at temperature tau, teacher
- * probabilities renormalized over its top K: sum_t tau^2 sum_k p_k (log p_k -
- * log q_{id_k}) / norm with q = softmax(zs/tau) over the whole vocabulary.
- * dzs (written, [T][V]) = tau (q - p) / norm with p zero outside the top K. */
-double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
-                       double norm, float *dzs);
-
 #endif

@@ -1,4 +1,4 @@
-/* backward.h - the training ops on the CPU: the forward of each op of the
+/* cpu_backward.h - the training ops of the CPU backend: the forward of each op of the
  * Llama block in the form the backward needs (saving the inverse rms, ...),
  * the backward of each op, and the losses with their gradients.
  *
@@ -9,8 +9,8 @@
  * is written or accumulated as the `acc` flag says. A NULL gradient pointer
  * skips that gradient (a frozen parameter). Reductions run in fixed orders,
  * so a given thread count repeats results bit for bit. */
-#ifndef MF_BACKWARD_H
-#define MF_BACKWARD_H
+#ifndef MF_CPU_BACKWARD_H
+#define MF_CPU_BACKWARD_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -72,5 +72,12 @@ double mf_loss_kl(const float *zs, const float *zt, int T, int V, float tau, dou
  * Norms below 1e-12 are clamped (no division by zero). da written. */
 double mf_loss_cosine(const float *a, const float *b, int T, int C, double norm, float *da);
 double mf_loss_nmse(const float *a, const float *b, int T, int C, double norm, float *da);
+
+/* Sparse forward KL against the teacher's top K (ids, logits [T][K], largest
+ * first), teacher probabilities renormalized over the K: sum_t tau^2 sum_k
+ * p_k (log p_k - log q_{id_k}) / norm, q = softmax(zs/tau) over all V.
+ * dzs (written, [T][V]) = tau (q - p) / norm, p zero outside the top K. */
+double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
+                       double norm, float *dzs);
 
 #endif

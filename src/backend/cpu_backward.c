@@ -1,11 +1,11 @@
-/* ops_backward.c - training forward/backward of the Llama block ops and the losses (see backward.h). */
+/* cpu_backward.c - the CPU backend's training ops: backward of the Llama block ops and the losses (see cpu_backward.h). */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
-#include "train/backward.h"
+#include "backend/cpu_backward.h"
 #include "util/err.h"
 #include "util/fastmath.h"
 
@@ -365,4 +365,36 @@ double mf_loss_nmse(const float *a, const float *b, int T, int C, double norm, f
     double loss = sum_rows(rl, T) / norm;
     free(rl);
     return loss;
+}
+
+double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
+                       double norm, float *dzs) {
+    if (norm <= 0) norm = T > 0 ? T : 1;
+    double *rl = mf_calloc((size_t)(T > 0 ? T : 1), sizeof *rl);
+    float it = 1.0f / tau, g = (float)(tau / norm);
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *a = zs + (size_t)t * V, *b = zt_k + (size_t)t * K;
+        const int32_t *id = ids + (size_t)t * K;
+        float ms = a[0] * it;
+        for (int i = 1; i < V; i++) ms = a[i] * it > ms ? a[i] * it : ms;
+        double ss = 0;
+        for (int i = 0; i < V; i++) ss += mf_expf(a[i] * it - ms);
+        double lse_s = ms + log(ss), mt = b[0] * it, st = 0; /* teacher rows are sorted: b[0] is the max */
+        for (int k = 0; k < K; k++) st += exp(b[k] * it - mt);
+        double lse_t = mt + log(st), kl = 0;
+        float *d = dzs ? dzs + (size_t)t * V : NULL;
+        if (d)
+            for (int i = 0; i < V; i++) d[i] = (float)(exp(a[i] * it - lse_s) * g);
+        for (int k = 0; k < K; k++) {
+            double lp = b[k] * it - lse_t, p = exp(lp), lq = a[id[k]] * it - lse_s;
+            kl += p * (lp - lq);
+            if (d) d[id[k]] -= (float)(p * g);
+        }
+        rl[t] = (double)tau * tau * kl;
+    }
+    double loss = 0;
+    for (int t = 0; t < T; t++) loss += rl[t];
+    free(rl);
+    return loss / norm;
 }
