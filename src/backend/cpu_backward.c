@@ -376,10 +376,9 @@ double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, i
     for (int t = 0; t < T; t++) {
         const float *a = zs + (size_t)t * V, *b = zt_k + (size_t)t * K;
         const int32_t *id = ids + (size_t)t * K;
-        float ms = a[0] * it;
-        for (int i = 1; i < V; i++) ms = a[i] * it > ms ? a[i] * it : ms;
-        double ss = 0;
-        for (int i = 0; i < V; i++) ss += mf_expf(a[i] * it - ms);
+        float ms;
+        double ss;
+        row_stats(a, V, it, &ms, &ss);
         double lse_s = ms + log(ss), mt = b[0] * it, st = 0; /* teacher rows are sorted: b[0] is the max */
         for (int k = 0; k < K; k++) st += exp(b[k] * it - mt);
         double lse_t = mt + log(st), kl = 0;
