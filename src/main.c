@@ -17,9 +17,9 @@ static const command COMMANDS[] = {
     {"eval", mf_cmd_eval, "perplexity on a text file (and KL divergence from a reference model)"},
     {"logits", mf_cmd_logits, "raw float32 logits of a token sequence"},
     {"generate", mf_cmd_generate, "sample text from a prompt"},
-    {"distill", mf_cmd_distill, "knowledge distillation of a student from its teacher (restartable)"},
-    {"prune", mf_cmd_prune, "remove blocks / shrink widths by a rankings file -> Hugging Face directory"},
     {"score", mf_cmd_score, "importance of widths and blocks on calibration text -> rankings.h5"},
+    {"prune", mf_cmd_prune, "remove blocks / shrink widths by a rankings file -> Hugging Face directory"},
+    {"distill", mf_cmd_distill, "knowledge distillation of a student from its teacher (restartable)"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 
