@@ -32,7 +32,8 @@ fi
 # Python packages the tests use as independent readers (safetensors, h5py)
 if ! python3 -c "import numpy, safetensors, h5py" 2>/dev/null; then
     echo "setup: pip install numpy safetensors h5py"
-    python3 -m pip install -q numpy safetensors h5py
+    python3 -m pip install -q numpy safetensors h5py 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages numpy safetensors h5py   # Debian's externally managed python
 fi
 
 if [ ! -f "$GGUF" ] || [ "$(sha256sum "$GGUF" | cut -d' ' -f1)" != "$GGUF_SHA256" ]; then
