@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,30 +17,34 @@ static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t
     return p;
 }
 
-static int load_layer(mf_model *m, const mf_source *src, int l, mf_layer *L, mf_err *err) {
-    const mf_config *c = &m->cfg;
+void mf_layer_tensors(const mf_config *c, mf_layer_tensor out[MF_LAYER_TENSORS]) {
     int64_t D = c->dim, F = c->ffn_dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    const mf_layer_tensor t[MF_LAYER_TENSORS] = {
+        {"input_layernorm.weight", offsetof(mf_layer, attn_norm), D, 0, 0},
+        {"self_attn.q_proj.weight", offsetof(mf_layer, wq), Q, D, 0},
+        {"self_attn.k_proj.weight", offsetof(mf_layer, wk), KV, D, 0},
+        {"self_attn.v_proj.weight", offsetof(mf_layer, wv), KV, D, 0},
+        {"self_attn.q_proj.bias", offsetof(mf_layer, bq), Q, 0, 1},
+        {"self_attn.k_proj.bias", offsetof(mf_layer, bk), KV, 0, 1},
+        {"self_attn.v_proj.bias", offsetof(mf_layer, bv), KV, 0, 1},
+        {"self_attn.o_proj.weight", offsetof(mf_layer, wo), D, Q, 0},
+        {"post_attention_layernorm.weight", offsetof(mf_layer, ffn_norm), D, 0, 0},
+        {"mlp.gate_proj.weight", offsetof(mf_layer, w_gate), F, D, 0},
+        {"mlp.up_proj.weight", offsetof(mf_layer, w_up), F, D, 0},
+        {"mlp.down_proj.weight", offsetof(mf_layer, w_down), D, F, 0},
+    };
+    memcpy(out, t, sizeof t);
+}
+
+static int load_layer(mf_model *m, const mf_source *src, int l, mf_layer *L, mf_err *err) {
+    mf_layer_tensor t[MF_LAYER_TENSORS];
+    mf_layer_tensors(&m->cfg, t);
     char n[160];
-#define GET(field, suffix, d0, d1)                                                \
-    do {                                                                          \
-        snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix);                   \
-        if (!(L->field = fetch(m, src, n, d0, d1, err))) return -1;               \
-    } while (0)
-    GET(attn_norm, "input_layernorm.weight", D, 0);
-    GET(wq, "self_attn.q_proj.weight", Q, D);
-    GET(wk, "self_attn.k_proj.weight", KV, D);
-    GET(wv, "self_attn.v_proj.weight", KV, D);
-    if (c->qkv_bias) {
-        GET(bq, "self_attn.q_proj.bias", Q, 0);
-        GET(bk, "self_attn.k_proj.bias", KV, 0);
-        GET(bv, "self_attn.v_proj.bias", KV, 0);
+    for (int i = 0; i < MF_LAYER_TENSORS; i++) {
+        if (t[i].is_bias && !m->cfg.qkv_bias) continue;
+        snprintf(n, sizeof n, "model.layers.%d.%s", l, t[i].suffix);
+        if (!(*mf_layer_slot(L, &t[i]) = fetch(m, src, n, t[i].d0, t[i].d1, err))) return -1;
     }
-    GET(wo, "self_attn.o_proj.weight", D, Q);
-    GET(ffn_norm, "post_attention_layernorm.weight", D, 0);
-    GET(w_gate, "mlp.gate_proj.weight", F, D);
-    GET(w_up, "mlp.up_proj.weight", F, D);
-    GET(w_down, "mlp.down_proj.weight", D, F);
-#undef GET
     return 0;
 }
 

@@ -21,6 +21,19 @@ typedef struct mf_layer {
     float *w_down;             /* [D][F] */
 } mf_layer;
 
+/* The tensors of one layer, in a fixed order: Hugging Face name suffix
+ * ("self_attn.q_proj.weight"), where it lives in mf_layer, its shape from the
+ * config (d1 = 0 for 1-D), and whether it is a q/k/v bias (only with qkv_bias). */
+typedef struct mf_layer_tensor {
+    const char *suffix;
+    size_t offset;
+    int64_t d0, d1;
+    int is_bias;
+} mf_layer_tensor;
+#define MF_LAYER_TENSORS 12
+void mf_layer_tensors(const mf_config *c, mf_layer_tensor out[MF_LAYER_TENSORS]);
+static inline float **mf_layer_slot(mf_layer *L, const mf_layer_tensor *t) { return (float **)((char *)L + t->offset); }
+
 typedef struct mf_model {
     mf_config cfg;
     const mf_backend *be;

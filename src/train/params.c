@@ -35,31 +35,21 @@ static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int6
 void mf_params_from_model(mf_params *ps, mf_model *m) {
     memset(ps, 0, sizeof *ps);
     const mf_config *c = &m->cfg;
-    int64_t D = c->dim, F = c->ffn_dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t D = c->dim;
     int tied_head_copy = m->last && c->tied_embeddings && !m->first;
     if (m->tok_embd && (m->first || tied_head_copy)) {
         float *before = m->tok_embd;
         add(ps, m, &m->tok_embd, "model.embed_tokens.weight", c->vocab_size, D);
         if (m->lm_head == before) m->lm_head = m->tok_embd;
     }
+    mf_layer_tensor lt[MF_LAYER_TENSORS];
+    mf_layer_tensors(c, lt);
     char n[160];
-    for (int l = m->layer_begin; l < m->layer_end; l++) {
-        mf_layer *L = &m->layers[l - m->layer_begin];
-#define P(field, suffix, d0, d1) do { snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix); add(ps, m, &L->field, n, d0, d1); } while (0)
-        P(attn_norm, "input_layernorm.weight", D, 0);
-        P(wq, "self_attn.q_proj.weight", Q, D);
-        P(wk, "self_attn.k_proj.weight", KV, D);
-        P(wv, "self_attn.v_proj.weight", KV, D);
-        P(bq, "self_attn.q_proj.bias", Q, 0);
-        P(bk, "self_attn.k_proj.bias", KV, 0);
-        P(bv, "self_attn.v_proj.bias", KV, 0);
-        P(wo, "self_attn.o_proj.weight", D, Q);
-        P(ffn_norm, "post_attention_layernorm.weight", D, 0);
-        P(w_gate, "mlp.gate_proj.weight", F, D);
-        P(w_up, "mlp.up_proj.weight", F, D);
-        P(w_down, "mlp.down_proj.weight", D, F);
-#undef P
-    }
+    for (int l = m->layer_begin; l < m->layer_end; l++)
+        for (int i = 0; i < MF_LAYER_TENSORS; i++) { /* add() skips absent tensors (biases) */
+            snprintf(n, sizeof n, "model.layers.%d.%s", l, lt[i].suffix);
+            add(ps, m, mf_layer_slot(&m->layers[l - m->layer_begin], &lt[i]), n, lt[i].d0, lt[i].d1);
+        }
     if (m->last) {
         add(ps, m, &m->out_norm, "model.norm.weight", D, 0);
         if (!c->tied_embeddings) add(ps, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
