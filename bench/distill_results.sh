@@ -9,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-stories260K}
-SH="${MINIFUSE_SHARED:-../shared}"; CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINIFUSE_QUIET=1
+source bench/env.sh
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 P=${P:-2}
 MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
 TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
@@ -20,7 +20,7 @@ head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.t
 case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; LR=${LR:-1e-3}
                  WIDTH=""; WIN=200 ;;
-    smollm2)     M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; DROP=8; TOKENS=${TOKENS:-262144}; LR=${LR:-1e-4}
+    smollm2)     M="$SMOLLM2"; DROP=8; TOKENS=${TOKENS:-262144}; LR=${LR:-1e-4}
                  WIDTH="--ffn-keep 992"; WIN=${WIN:-40} ;;   # MLP-only width cut to the depth-pruned size (106 M)
 esac
 # RANKINGS=file reuses an earlier `score` of the same model (e.g. bench/results/prune-smollm2/rankings.h5)

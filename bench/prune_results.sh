@@ -9,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-stories260K}
-SH="${MINIFUSE_SHARED:-../shared}"; CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINIFUSE_QUIET=1
+source bench/env.sh
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 P=${P:-2}
 MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
 CAL="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
@@ -18,7 +18,7 @@ WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
 case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; TOK="$SH/llm_assets/models/stories260K/tok512.bin"
                  DROP=1; WIDTH="--ffn-keep 128 --hidden-keep 56 --align 8"; WIDTH2="--ffn-keep 96 --align 8"; WIN=${WIN:-200}; MIS=32 ;;
-    smollm2)     M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; TOK="$M"
+    smollm2)     M="$SMOLLM2"; TOK="$M"
                  DROP=8; WIDTH="--ffn-keep 1152 --hidden-keep 512"; WIDTH2="--ffn-keep 896"; WIN=${WIN:-40}; MIS=${MIS:-32} ;;
     *) echo "usage: $0 stories260K|smollm2" >&2; exit 2 ;;
 esac

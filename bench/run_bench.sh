@@ -10,12 +10,11 @@
 # Run with nothing else loading the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
-MODEL="${MODEL:-$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf}"
-TEXT="${TEXT:-${MINIFUSE_SHARED:-../shared}/llm_assets/text/wikitext2_raw_test.txt}"
+source bench/env.sh
+MODEL="${MODEL:-$SMOLLM2}"
+TEXT="${TEXT:-$SH/llm_assets/text/wikitext2_raw_test.txt}"
 WINDOWS="${WINDOWS:-16}"
 TORCH_PY="${TORCH_PY:-$CACHE/torch-venv/bin/python}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MINIFUSE_QUIET=1
 out=bench/results; mkdir -p "$out" build/bench
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 

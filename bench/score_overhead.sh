@@ -6,11 +6,11 @@
 #   from the run, and measured time / eval time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"; SH="${MINIFUSE_SHARED:-../shared}"
-M="${MODEL:-$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf}"
+source bench/env.sh
+M="${MODEL:-$SMOLLM2}"
 T="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
 P=${P:-1}; N=${N:-32}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINIFUSE_QUIET=1
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
 ev=$($MPI eval --model "$M" --text "$T" --ctx 256 --max-windows "$N" --json)
 wb=$($MPI score --model "$M" --text "$T" --ctx 256 --samples "$N" --metrics width,bi --out /tmp/mf-overhead.h5 --json)

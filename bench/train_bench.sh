@@ -7,10 +7,9 @@
 #   PyTorch doing the same distillation step (bench/torch_distill.py), same threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"; SH="${MINIFUSE_SHARED:-../shared}"
-M="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"; TEXT="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
+source bench/env.sh
+M="$SMOLLM2"; TEXT="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
 TORCH_PY="${TORCH_PY:-$CACHE/torch-venv/bin/python}"; STEPS=${STEPS:-4}; B=${B:-4}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MINIFUSE_QUIET=1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p build/bench bench/results
 gcc -O3 -march=native -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c -lopenblas -o build/bench/sgemm_peak
