@@ -43,6 +43,25 @@ int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag) 
     return mf_stage_forward_ex(s, ids, T, pos0, tag, NULL, 1);
 }
 
+int mf_stage_forward_without(mf_stage *s, float *const *cache, const unsigned char *skip, int drop, int T, int head,
+                             int tag) {
+    mf_pipe *p = &s->pipe;
+    size_t n = (size_t)T * s->model->cfg.dim;
+    if (drop >= p->l1) return 0; /* starts on a later rank */
+    int from = p->l0;
+    if (drop >= p->l0) {
+        memcpy(s->st->x, cache[drop - p->l0], n * sizeof(float));
+        from = drop + 1;
+    } else mf_pipe_recv_prev(p, s->st->x, n, tag);
+    mf_forward_range(s->model, s->st, T, 0, from, p->l1, skip);
+    if (!p->last) {
+        mf_pipe_send_next(p, s->st->x, n, tag);
+        return 0;
+    }
+    if (head) mf_forward_head(s->model, s->st, T);
+    return 1;
+}
+
 void mf_stage_log_layout(const mf_stage *s, const char *what) {
     const mf_config *c = &s->model->cfg;
     mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d), %.1f MiB of weights on this rank", what,

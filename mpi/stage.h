@@ -29,6 +29,14 @@ int mf_stage_forward(mf_stage *s, const int32_t *ids, int T, int pos0, int tag);
  * last rank with the final hidden state (before the final norm) in s->st->x. */
 int mf_stage_forward_ex(mf_stage *s, const int32_t *ids, int T, int pos0, int tag, const unsigned char *skip, int head);
 
+/* The model without the blocks in skip and without block `drop`, started from
+ * cache[drop - l0] (the input of block drop, held by its owner): ranks before
+ * the owner do nothing, the others run their layers after `drop`. Returns 1 on
+ * the last rank, where s->st->x holds the final hidden state (and
+ * s->st->logits the logits when head). Positions start at 0. */
+int mf_stage_forward_without(mf_stage *s, float *const *cache, const unsigned char *skip, int drop, int T, int head,
+                             int tag);
+
 /* Describe the layout in one log line per rank. */
 void mf_stage_log_layout(const mf_stage *s, const char *what);
 

@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"generate", mf_cmd_generate, "sample text from a prompt"},
     {"score", mf_cmd_score, "importance of widths and blocks on calibration text -> rankings.h5"},
     {"prune", mf_cmd_prune, "remove blocks / shrink widths by a rankings file -> Hugging Face directory"},
+    {"fuse", mf_cmd_fuse, "FuseGPT: remove blocks, folding each into its neighbours (restartable)"},
     {"distill", mf_cmd_distill, "knowledge distillation of a student from its teacher (restartable)"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])

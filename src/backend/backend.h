@@ -66,6 +66,12 @@ struct mf_backend {
                            double norm, float *dzs);
     double (*loss_cosine)(const float *a, const float *b, int T, int C, double norm, float *da);
     double (*loss_nmse)(const float *a, const float *b, int T, int C, double norm, float *da);
+    /* FuseGPT: low-rank fused weight, its backward, batch-axis softmax KL */
+    void (*fuse_weight)(float *W_eff, const float *W, const float *P, const float *A, const float *B, const float *U,
+                        const float *V, int out, int in, int r, float *scratch);
+    void (*fuse_weight_bwd)(float *dA, float *dB, float *dU, float *dV, const float *G, const float *P, const float *A,
+                            const float *B, const float *U, const float *V, int out, int in, int r, float *scratch);
+    double (*loss_kl_batch)(const float *S, const float *Tt, int B, size_t n, double norm, float *dS);
 };
 
 const mf_backend *mf_backend_cpu(void);

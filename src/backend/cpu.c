@@ -160,6 +160,9 @@ static const mf_backend CPU = {
     .loss_kl_topk = mf_loss_kl_topk,
     .loss_cosine = mf_loss_cosine,
     .loss_nmse = mf_loss_nmse,
+    .fuse_weight = mf_fuse_weight,
+    .fuse_weight_bwd = mf_fuse_weight_bwd,
+    .loss_kl_batch = mf_loss_kl_batch,
 };
 
 const mf_backend *mf_backend_cpu(void) { return &CPU; }

@@ -80,4 +80,20 @@ double mf_loss_nmse(const float *a, const float *b, int T, int C, double norm, f
 double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
                        double norm, float *dzs);
 
+/* ---- FuseGPT (cpu_fuse.c) ----
+ * Fused weight of a receiving linear: W_eff[out][in] = W + B[out][r] A[r][in]
+ * + (U[out][r] V[r][in]) * P (elementwise; P NULL: the LoRA term only).
+ * scratch [out][in]. */
+void mf_fuse_weight(float *W_eff, const float *W, const float *P, const float *A, const float *B, const float *U,
+                    const float *V, int out, int in, int r, float *scratch);
+/* Its backward from G = dL/dW_eff (written, not accumulated): dB = G A^T,
+ * dA = B^T G, dU = (G*P) V^T, dV = U^T (G*P) (dU, dV untouched when P is NULL). */
+void mf_fuse_weight_bwd(float *dA, float *dB, float *dU, float *dV, const float *G, const float *P, const float *A,
+                        const float *B, const float *U, const float *V, int out, int in, int r, float *scratch);
+/* The official FuseGPT loss: at every position i of n, softmax over the B
+ * batch rows of S[B][n] (student) and Tt[B][n] (teacher);
+ * loss = sum_i sum_b t_b (log t_b - log s_b) / norm (torch kl_div, batchmean:
+ * norm = B); dS[B][n] = (s_b - t_b) / norm (written; NULL: not needed). */
+double mf_loss_kl_batch(const float *S, const float *Tt, int B, size_t n, double norm, float *dS);
+
 #endif

@@ -61,21 +61,10 @@ static void parse_metrics(score_opts *o) {
 /* Model without the blocks in skip and without `drop`, from the cached input of `drop`. */
 static int run_variant(mf_stage *st, mf_importance *imp, const unsigned char *skip, int drop, int T, int head, depth_acc *d) {
     mf_pipe *p = &st->pipe;
-    size_t n = (size_t)T * st->model->cfg.dim;
-    if (drop >= p->l1) return 0; /* starts on a later rank */
-    int from = p->l0;
-    if (drop >= p->l0) {
-        memcpy(st->st->x, imp->cache[drop - p->l0], n * sizeof(float));
-        from = drop + 1;
-    } else mf_pipe_recv_prev(p, st->st->x, n, 3);
-    for (int l = from; l < p->l1; l++) d->layer_fwd += !skip[l];
-    mf_forward_range(st->model, st->st, T, 0, from, p->l1, skip);
-    if (!p->last) {
-        mf_pipe_send_next(p, st->st->x, n, 3);
-        return 0;
-    }
-    if (head) { mf_forward_head(st->model, st->st, T); d->heads++; }
-    return 1;
+    for (int l = drop >= p->l0 ? drop + 1 : p->l0; drop < p->l1 && l < p->l1; l++) d->layer_fwd += !skip[l];
+    int done = mf_stage_forward_without(st, imp->cache, skip, drop, T, head, 3);
+    if (done && head) d->heads++;
+    return done;
 }
 
 /* One window: full forward (hooks on), then every drop-one variant. */

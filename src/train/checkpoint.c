@@ -73,6 +73,7 @@ static const char *group_of[3] = {"params", "adam_m", "adam_v"};
 typedef struct trec {
     char name[128];
     int32_t ndim, rank;
+    int32_t moments;        /* 1: has /adam_m and /adam_v (0: a frozen tensor) */
     int64_t shape[2];
 } trec;
 
@@ -83,9 +84,9 @@ typedef struct wnums {
     int32_t decay_1d;
 } wnums;
 
-enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_CREATED, N_STR };
+enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_STATE, S_CREATED, N_STR };
 static const char *str_attr[N_STR] = {"options", "student_path", "student_sha256", "teacher_path", "teacher_sha256",
-                                      "created"};
+                                      "state", "created"};
 
 typedef struct wctx {
     MPI_Comm comm;
@@ -120,7 +121,7 @@ static int check_local(const char *dir, int replica, const mf_params *ps, const 
             (size_t)n != p->numel)
             return mf_err_set(e, "%s: checkpoint: tensor '%s' has ndim %d, shape [%lld, %lld] and %zu elements", d,
                               p->name, p->ndim, (long long)p->shape[0], (long long)p->shape[1], p->numel);
-        if (opt->numel[i] != p->numel || !p->data || !opt->m[i] || !opt->v[i])
+        if (opt->numel[i] != p->numel || !p->data || !opt->m[i] != !opt->v[i])
             return mf_err_set(e, "%s: checkpoint: optimizer state of tensor '%s' does not match it", d, p->name);
     }
     return 0;
@@ -139,7 +140,7 @@ static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_t
     w->nums = n;
     char now[32];
     mf_h5_now_iso(now);
-    const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, now};
+    const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, m->state_json, now};
     for (int i = 0; i < N_STR; i++) w->s[i] = mf_h5_bcast_str(w->comm, v[i]);
     size_t cap = strlen(d) + 64;
     w->path = mf_malloc(cap);
@@ -195,7 +196,7 @@ static int find_sorted(const trec *all, const int *sorted, int n, const char *na
 
 /* Gather every rank's tensor list; the file holds replica 0's, which must not
  * repeat a name; every other replica must hold exactly the same tensors. */
-static int share_tensors(wctx *w, const mf_params *ps, const int *rep_of, mf_err *e) {
+static int share_tensors(wctx *w, const mf_params *ps, const mf_adamw *opt, const int *rep_of, mf_err *e) {
     int *counts = mf_malloc(sizeof(int) * (size_t)w->size), *displs = mf_malloc(sizeof(int) * (size_t)w->size);
     MPI_Allgather(&ps->n, 1, MPI_INT, counts, 1, MPI_INT, w->comm);
     trec *mine = mf_calloc((size_t)ps->n + 1, sizeof *mine);
@@ -203,6 +204,7 @@ static int share_tensors(wctx *w, const mf_params *ps, const int *rep_of, mf_err
         snprintf(mine[i].name, sizeof mine[i].name, "%s", ps->p[i].name);
         mine[i].ndim = ps->p[i].ndim;
         mine[i].rank = w->rank;
+        mine[i].moments = opt->m[i] != NULL;
         mine[i].shape[0] = ps->p[i].shape[0];
         mine[i].shape[1] = ps->p[i].ndim == 2 ? ps->p[i].shape[1] : 0;
     }
@@ -306,7 +308,7 @@ static int create_all(wctx *w, mf_err *e) {
     for (int i = 0; i < w->n_wr; i++) {
         const trec *t = &w->all[w->wr[i]];
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-        for (int g = 0; g < 3; g++) {
+        for (int g = 0; g < (t->moments ? 3 : 1); g++) {
             snprintf(name, sizeof name, "/%s/%s", group_of[g], t->name);
             if ((w->ds[3 * i + g] = mf_h5_make_ds(w->file, w->path, name, H5T_IEEE_F32LE, t->ndim, dims, e)) < 0)
                 return -1;
@@ -322,7 +324,7 @@ static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err 
     for (int i = 0; w->my_first >= 0 && i < ps->n; i++) {
         const mf_param *p = &ps->p[i];
         float *src[3] = {p->data, opt->m[i], opt->v[i]};
-        for (int g = 0; g < 3; g++)
+        for (int g = 0; g < (opt->m[i] ? 3 : 1); g++)
             if (xfer(w->ds[3 * (w->my_first + i) + g], 1, src[g], p->ndim, p->shape) < 0)
                 return mf_err_set(e, "%s: cannot write dataset '/%s/%s': %s", w->path, group_of[g], p->name,
                                   mf_h5_reason(why));
@@ -447,7 +449,7 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
     if (rc == 0) {
         rep_of = mf_malloc(sizeof(int) * (size_t)w.size);
         MPI_Allgather(&replica, 1, MPI_INT, rep_of, 1, MPI_INT, world);
-        rc = mf_h5_agree(w.comm, share_tensors(&w, ps, rep_of, &e), &e);
+        rc = mf_h5_agree(w.comm, share_tensors(&w, ps, opt, rep_of, &e), &e);
     }
     if (rc == 0) rc = write_file(&w, ps, opt, keep_last, &e);
     if (rc == 0 && path_out && cap) snprintf(path_out, cap, "%s", w.path);
@@ -522,7 +524,8 @@ static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
 }
 
 static int read_meta(mf_h5r *c, int replica, mf_train_meta *m) {
-    char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->created};
+    char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->state_json,
+                       &m->created};
     for (int i = 0; i < N_STR; i++)
         if (mf_h5_get_str(c, str_attr[i], 0, s[i])) return -1;
     if (mf_h5_get_str(c, "software_version", 0, &m->software_version) || mf_h5_get_i64(c, "step", 1, &m->step) ||
@@ -540,14 +543,15 @@ static int read_all(mf_h5r *c, int replica, mf_params *ps, mf_adamw *opt, mf_tra
         if (opt->n != ps->n)
             return mf_err_set(c->e, "%s: optimizer state has %d tensors, the parameter list %d", c->path, opt->n, ps->n);
         for (int i = 0; i < ps->n; i++)
-            if (opt->numel[i] != ps->p[i].numel)
+            if (opt->numel[i] != ps->p[i].numel || !opt->m[i] != !opt->v[i])
                 return mf_err_set(c->e, "%s: optimizer state of tensor '%s' does not match it", c->path, ps->p[i].name);
     }
     for (int i = 0; i < ps->n; i++) {
         mf_param *p = &ps->p[i];
         if (bad_name(p->name)) return mf_err_set(c->e, "%s: tensor %d has an unusable name '%.127s'", c->path, i, p->name);
         if (read_tensor(c, "params", p, p->data)) return -1;
-        if (opt && (read_tensor(c, "adam_m", p, opt->m[i]) || read_tensor(c, "adam_v", p, opt->v[i]))) return -1;
+        if (opt && opt->m[i] && (read_tensor(c, "adam_m", p, opt->m[i]) || read_tensor(c, "adam_v", p, opt->v[i])))
+            return -1;
     }
     if (opt) {
         int64_t st;
@@ -575,7 +579,7 @@ int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf
 
 void mf_train_meta_free(mf_train_meta *m) {
     if (!m) return;
-    free(m->options_json); free(m->student); free(m->student_sha); free(m->teacher); free(m->teacher_sha);
+    free(m->options_json); free(m->state_json); free(m->student); free(m->student_sha); free(m->teacher); free(m->teacher_sha);
     free(m->software_version); free(m->created); free(m->rng_all);
     memset(m, 0, sizeof *m);
 }

@@ -40,6 +40,7 @@ typedef struct mf_train_meta {
     mf_rng *rng_all;     /* read: all rows [n_rng] (malloc'ed) */
     /* strings: NULL writes ""; read gives malloc'ed strings ("" when absent) */
     char *options_json;  /* the run's options, JSON */
+    char *state_json;    /* trainer-specific progress, JSON (fuse: iteration, removed blocks, MI) */
     char *student, *student_sha;
     char *teacher, *teacher_sha;
     char *software_version; /* read only (written: MF_VERSION) */
@@ -48,7 +49,8 @@ typedef struct mf_train_meta {
 
 /* Write DIR/ckpt-<meta->step>.h5 (collective over world). replica: this rank's
  * data-parallel index (0..R-1; 0 when there is no data parallelism). ps and opt
- * are this rank's tensors and their AdamW state (opt->n == ps->n); rank 0's
+ * are this rank's tensors and their AdamW state (opt->n == ps->n; a tensor
+ * with opt->m[i] == opt->v[i] == NULL is frozen: /params only); rank 0's
  * meta gives every scalar and string, every rank's meta its replica's rng.
  * keep_last > 0: afterwards delete all but the keep_last newest complete
  * checkpoints of DIR. On error every rank returns -1 with the same message

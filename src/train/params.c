@@ -15,6 +15,16 @@ static float *own(mf_model *m, float *w, size_t n) {
     return c;
 }
 
+void mf_model_make_layers_writable(mf_model *m) {
+    mf_layer_tensor lt[MF_LAYER_TENSORS];
+    mf_layer_tensors(&m->cfg, lt);
+    for (int l = m->layer_begin; l < m->layer_end; l++)
+        for (int i = 0; i < MF_LAYER_TENSORS; i++) {
+            float **slot = mf_layer_slot(&m->layers[l - m->layer_begin], &lt[i]);
+            if (*slot) *slot = own(m, *slot, (size_t)lt[i].d0 * (size_t)(lt[i].d1 ? lt[i].d1 : 1));
+        }
+}
+
 static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int64_t d0, int64_t d1) {
     if (!*slot) return;
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);

@@ -34,6 +34,8 @@ typedef struct mf_params {
  * folded in by the trainer (see distill). */
 void mf_params_from_model(mf_params *ps, mf_model *m);
 void mf_params_free(mf_params *ps);
+/* Make the weights of m's owned layers writable (copies of memory-mapped ones), without listing them. */
+void mf_model_make_layers_writable(mf_model *m);
 void mf_params_zero_grad(mf_params *ps);
 /* Sum of squared gradient entries, in double, in list order. */
 double mf_params_grad_sq(const mf_params *ps);

@@ -1,0 +1,240 @@
+/* fuse.c - FuseGPT learnable layer fusion of one window (see fuse.h). */
+#include "compress/fuse.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/optim.h"
+
+/* Slots of mf_layer_tensors(): the seven linears and the two norm scales. */
+static const int LIN_SLOT[MF_FUSE_LINEARS] = {1, 2, 3, 7, 9, 10, 11};
+static const int NORM_SLOT[2] = {0, 8};
+
+int mf_fuse_window_span(int n, int p, int size, int *count) {
+    int c = size < n ? size : n, before = size / 2;
+    int lo = p - before;
+    if (lo + c > n) lo = n - c;
+    if (lo < 0) lo = 0;
+    *count = c;
+    return lo;
+}
+
+/* Append a tensor to a list. data/grad NULL: allocated (zeroed) and owned by the list's user. */
+static mf_param *push(mf_params *ps, const char *name, int64_t d0, int64_t d1, float *data, float *grad) {
+    ps->p = mf_realloc(ps->p, (size_t)(ps->n + 1) * sizeof *ps->p);
+    mf_param *p = &ps->p[ps->n++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%.127s", name);
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    p->data = data ? data : mf_calloc(p->numel, sizeof(float));
+    p->grad = grad ? grad : mf_calloc(p->numel, sizeof(float));
+    ps->total += p->numel;
+    return p;
+}
+
+/* U(-1/sqrt(in), 1/sqrt(in)) from a stream of its own. */
+static void kaiming(float *x, size_t n, int in, uint64_t seed) {
+    mf_rng r;
+    mf_rng_seed(&r, seed);
+    float b = 1.0f / sqrtf((float)in);
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * mf_rng_uniform(&r) - 1.0) * b);
+}
+
+static void window_model(mf_model *m, const mf_config *c, mf_layer *layers, int n) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->cfg.n_layers = n;
+    m->be = mf_backend_cpu();
+    m->layer_begin = 0;
+    m->layer_end = n;
+    m->layers = layers;
+    m->inv_freq = mf_malloc((size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1) * sizeof *m->inv_freq);
+    mf_config_rope_inv_freq(c, m->inv_freq);
+}
+
+/* Trainable tensors and W_eff of receiving block b (student index k, original index L). */
+static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, const mf_layer_tensor *lt) {
+    mf_layer *src = &w->blocks[b], *rm = &w->blocks[w->drop], *dst = &w->student_layers[k];
+    *dst = *src; /* biases and anything else as they are */
+    char name[160];
+    for (int j = 0; j < MF_FUSE_LINEARS; j++) {
+        const mf_layer_tensor *t = &lt[LIN_SLOT[j]];
+        mf_fuse_lin *f = &w->lin[k * MF_FUSE_LINEARS + j];
+        char mod[96];
+        snprintf(mod, sizeof mod, "%.*s", (int)(strlen(t->suffix) - strlen(".weight")), t->suffix);
+        f->out = (int)t->d0;
+        f->in = (int)t->d1;
+        f->W = *mf_layer_slot(src, t);
+        f->P = *mf_layer_slot(rm, t);
+        int r = w->rank;
+        /* push() may move the list: keep the data pointers, not the entries */
+        snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_A", L, mod);
+        f->A = push(&w->base, name, r, f->in, NULL, NULL)->data;
+        snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_B", L, mod);
+        f->B = push(&w->base, name, f->out, r, NULL, NULL)->data;
+        snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_U", L, mod);
+        f->U = push(&w->gates, name, f->out, r, NULL, NULL)->data;
+        snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_V", L, mod);
+        f->V = push(&w->gates, name, r, f->in, NULL, NULL)->data;
+        uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)L * 64 + (uint64_t)j * 2;
+        kaiming(f->A, (size_t)r * f->in, f->in, s);
+        kaiming(f->V, (size_t)r * f->in, f->in, s + 1);
+        f->W_eff = mf_malloc((size_t)f->out * f->in * sizeof(float));
+        f->G = mf_calloc((size_t)f->out * f->in, sizeof(float));
+        *mf_layer_slot(dst, t) = f->W_eff;
+        snprintf(name, sizeof name, "%s", t->suffix);
+        push(&w->wgrad, name, f->out, f->in, f->W_eff, f->G);
+    }
+    for (int j = 0; j < 2; j++) { /* indices into base are looked up after all pushes (realloc) */
+        const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
+        snprintf(name, sizeof name, "fuse.layers.%d.%s", L, t->suffix);
+        mf_param *g = push(&w->base, name, t->d0, 0, NULL, NULL);
+        memcpy(g->data, *mf_layer_slot(src, t), g->numel * sizeof(float));
+        *mf_layer_slot(dst, t) = g->data;
+    }
+}
+
+int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks, const int *orig, int n, int drop,
+                        int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err) {
+    memset(w, 0, sizeof *w);
+    if (n < 2 || drop < 0 || drop >= n)
+        return mf_err_set(err, "fuse: a window needs at least 2 blocks and the removed block inside it (n %d, drop %d)", n, drop);
+    if (rank < 1) return mf_err_set(err, "fuse: --rank %d must be at least 1", rank);
+    w->cfg = *c;
+    w->n = n;
+    w->drop = drop;
+    w->rank = rank;
+    w->blocks = blocks;
+    w->max_T = max_T;
+    w->n_slots = n_slots;
+    w->student_layers = mf_calloc((size_t)(n - 1), sizeof *w->student_layers);
+    w->n_lin = (n - 1) * MF_FUSE_LINEARS;
+    w->lin = mf_calloc((size_t)w->n_lin, sizeof *w->lin);
+    mf_layer_tensor lt[MF_LAYER_TENSORS];
+    mf_layer_tensors(c, lt);
+    size_t big = 0;
+    for (int k = 0, b = 0; b < n; b++) {
+        if (b == drop) continue;
+        add_block(w, k++, b, orig[b], seed, lt);
+    }
+    /* norm gradients: the wgrad entries share the base list's data and grad */
+    for (int k = 0; k < n - 1; k++)
+        for (int j = 0; j < 2; j++) {
+            const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
+            char name[160];
+            snprintf(name, sizeof name, "fuse.layers.%d.%s", orig[k < drop ? k : k + 1], t->suffix);
+            mf_param *g = mf_params_find(&w->base, name);
+            push(&w->wgrad, t->suffix, g->shape[0], 0, g->data, g->grad);
+        }
+    for (int i = 0; i < w->n_lin; i++)
+        if ((size_t)w->lin[i].out * w->lin[i].in > big) big = (size_t)w->lin[i].out * w->lin[i].in;
+    w->scratch = mf_malloc(big * sizeof(float));
+    /* dA.. pointers: the params' gradients */
+    for (int k = 0, b = 0; b < n; b++) {
+        if (b == drop) continue;
+        for (int j = 0; j < MF_FUSE_LINEARS; j++) {
+            mf_fuse_lin *f = &w->lin[k * MF_FUSE_LINEARS + j];
+            for (int i = 0; i < w->base.n; i++) {
+                if (w->base.p[i].data == f->A) f->dA = w->base.p[i].grad;
+                if (w->base.p[i].data == f->B) f->dB = w->base.p[i].grad;
+            }
+            for (int i = 0; i < w->gates.n; i++) {
+                if (w->gates.p[i].data == f->U) f->dU = w->gates.p[i].grad;
+                if (w->gates.p[i].data == f->V) f->dV = w->gates.p[i].grad;
+            }
+        }
+        k++;
+    }
+    window_model(&w->teacher, c, blocks, n);
+    window_model(&w->student, c, w->student_layers, n - 1);
+    mf_fuse_materialize(w);
+    w->tst = mf_state_new(&w->teacher, max_T, max_T);
+    w->ts = mf_calloc((size_t)n_slots, sizeof *w->ts);
+    for (int s = 0; s < n_slots; s++)
+        if (!(w->ts[s] = mf_train_state_new(&w->student, max_T, recompute, err))) return -1;
+    return 0;
+}
+
+void mf_fuse_window_free(mf_fuse_window *w) {
+    for (int s = 0; w->ts && s < w->n_slots; s++) mf_train_state_free(w->ts[s]);
+    free(w->ts);
+    if (w->tst) mf_state_free(&w->teacher, w->tst);
+    for (int i = 0; w->lin && i < w->n_lin; i++) { free(w->lin[i].W_eff); free(w->lin[i].G); }
+    for (int i = 0; i < w->gates.n; i++) free(w->gates.p[i].data);
+    for (int i = 0; i < w->base.n; i++) free(w->base.p[i].data);
+    mf_params_free(&w->gates);
+    mf_params_free(&w->base);
+    free(w->wgrad.p);
+    free(w->lin);
+    free(w->student_layers);
+    free(w->scratch);
+    free(w->teacher.inv_freq);
+    free(w->student.inv_freq);
+    memset(w, 0, sizeof *w);
+}
+
+void mf_fuse_teacher(mf_fuse_window *w, const float *x_in, int T, float *out) {
+    size_t n = (size_t)T * w->cfg.dim;
+    memcpy(w->tst->x, x_in, n * sizeof(float));
+    mf_forward_layers(&w->teacher, w->tst, T, 0);
+    memcpy(out, w->tst->x, n * sizeof(float));
+}
+
+void mf_fuse_zero_grad(mf_fuse_window *w) {
+    mf_params_zero_grad(&w->gates);
+    mf_params_zero_grad(&w->base);
+    for (int i = 0; i < w->n_lin; i++) memset(w->lin[i].G, 0, (size_t)w->lin[i].out * w->lin[i].in * sizeof(float));
+}
+
+void mf_fuse_materialize(mf_fuse_window *w) {
+    const mf_backend *be = mf_backend_cpu();
+    for (int i = 0; i < w->n_lin; i++) {
+        mf_fuse_lin *f = &w->lin[i];
+        be->fuse_weight(f->W_eff, f->W, f->P, f->A, f->B, f->U, f->V, f->out, f->in, w->rank, w->scratch);
+    }
+}
+
+const float *mf_fuse_forward(mf_fuse_window *w, int slot, const float *x_in, int T) {
+    mf_err err;
+    if (mf_train_forward(&w->student, w->ts[slot], NULL, x_in, T, NULL, &err) != 0) mf_fatal_err(&err);
+    return w->ts[slot]->x_out;
+}
+
+void mf_fuse_backward(mf_fuse_window *w, int slot, const float *dout) {
+    mf_train_backward(&w->student, w->ts[slot], &w->wgrad, dout, NULL, NULL);
+}
+
+void mf_fuse_param_grads(mf_fuse_window *w) {
+    const mf_backend *be = mf_backend_cpu();
+    for (int i = 0; i < w->n_lin; i++) {
+        mf_fuse_lin *f = &w->lin[i];
+        be->fuse_weight_bwd(f->dA, f->dB, f->dU, f->dV, f->G, f->P, f->A, f->B, f->U, f->V, f->out, f->in, w->rank,
+                            w->scratch);
+    }
+}
+
+void mf_fuse_fold(mf_fuse_window *w) {
+    mf_fuse_materialize(w);
+    mf_layer_tensor lt[MF_LAYER_TENSORS];
+    mf_layer_tensors(&w->cfg, lt);
+    for (int k = 0, b = 0; b < w->n; b++) {
+        if (b == w->drop) continue;
+        mf_layer *dst = &w->blocks[b], *s = &w->student_layers[k];
+        for (int j = 0; j < MF_FUSE_LINEARS; j++) {
+            const mf_layer_tensor *t = &lt[LIN_SLOT[j]];
+            memcpy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * t->d1 * sizeof(float));
+        }
+        for (int j = 0; j < 2; j++) {
+            const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
+            memcpy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * sizeof(float));
+        }
+        k++;
+    }
+}
+
+size_t mf_fuse_trainable(const mf_fuse_window *w) { return w->gates.total + w->base.total; }
