@@ -30,5 +30,9 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=
 for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*'; do
     run "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
 done
+# the fusion window (adapters, fold, batch KL) in process
+for t in 'fuse/zero*' 'fuse/folding*' 'fuse/kl_batch*' 'fuse/fused_weight*'; do
+    run "asan $t" build-asan/tests/run_tests --jobs 2 --filter "$t"
+done
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
