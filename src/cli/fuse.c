@@ -54,7 +54,8 @@ enum { TAG_X = 40, TAG_BX = 41, TAG_BT = 42 };
 enum { LOSS_KL_BATCH, LOSS_NMSE, LOSS_COSINE };
 
 typedef struct fuse_opts {
-    const char *model, *text, *out, *tokenizer, *ckpt_dir, *log, *loss_name;
+    const char *model, *text, *out, *tokenizer, *ckpt_dir, *log, *loss_name, *blocks_s;
+    int *blocks;               /* --blocks: removal order given, no MI (NULL: by MI) */
     int drop, window, rank, samples, mi_samples, epochs, ctx, batch, ckpt_every, keep, resume, recompute, force, json;
     float lr, lr_base;
     unsigned long long seed;
@@ -627,8 +628,13 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
             if (f->rank == 0) mf_log("resumed block %d (iteration %d) at step %lld", f->pick, f->it + 1, (long long)f->step);
         } else {
             double *row = f->mi + (size_t)f->it * f->L0;
-            mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row);
-            f->pick = mf_mi_argmin(row, f->removed, f->L0);
+            if (f->o.blocks) {
+                for (int l = 0; l < f->L0; l++) row[l] = NAN;
+                f->pick = f->o.blocks[f->it];
+            } else {
+                mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row);
+                f->pick = mf_mi_argmin(row, f->removed, f->L0);
+            }
             start_window(f);
         }
         r->block = f->pick;
@@ -657,6 +663,23 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
     return 0;
 }
 
+/* --blocks "17,4,12": distinct block indices, as many as --drop-layers. */
+static int *parse_blocks(const char *s, int drop, int L) {
+    int *b = mf_calloc((size_t)drop, sizeof *b), n = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *end;
+        long v = strtol(tok, &end, 10);
+        if (*end || v < 0 || v >= L) mf_fatal("fuse: --blocks entry '%s' is not a block index 0..%d", tok, L - 1);
+        for (int i = 0; i < n; i++) if (b[i] == v) mf_fatal("fuse: --blocks names block %ld twice", v);
+        if (n == drop) mf_fatal("fuse: --blocks names more than --drop-layers %d blocks", drop);
+        b[n++] = (int)v;
+    }
+    if (n != drop) mf_fatal("fuse: --blocks names %d blocks, --drop-layers is %d", n, drop);
+    return b;
+}
+
 /* ----------------------------------------------------------------- set-up */
 
 static void setup(fuser *f) {
@@ -675,6 +698,7 @@ static void setup(fuser *f) {
     f->T = o->ctx;
     f->D = f->st.model->cfg.dim;
     if (o->drop < 1 || o->drop >= f->L0) mf_fatal("fuse: --drop-layers %d must be between 1 and %d", o->drop, f->L0 - 1);
+    if (o->blocks_s) o->blocks = parse_blocks(o->blocks_s, o->drop, f->L0);
     f->removed = mf_calloc((size_t)f->L0, 1);
     f->touched = mf_calloc((size_t)f->L0, 1);
     f->order = mf_calloc((size_t)o->drop, sizeof *f->order);
@@ -713,6 +737,7 @@ static void teardown(fuser *f) {
     for (int k = 0; k < f->n_slots; k++) { free(f->xin[k]); free(f->tin[k]); }
     free(f->X); free(f->Tg); free(f->xin); free(f->tin); free(f->xp); free(f->tp);
     free(f->Sall); free(f->Tall); free(f->dSall);
+    free(f->o.blocks);
     free(f->removed); free(f->touched); free(f->order); free(f->mi); free(f->rec); free(f->perm); free(f->ids);
     mf_stage_close(&f->st);
 }
@@ -735,6 +760,7 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"text", MF_OPT_STR, &o->text, "calibration / fine-tuning text (UTF-8), cut into windows of --ctx tokens", 1},
         {"out", MF_OPT_STR, &o->out, "output Hugging Face directory (must not exist unless --force)", 1},
         {"drop-layers", MF_OPT_INT, &o->drop, "blocks to remove, one per iteration", 1},
+        {"blocks", MF_OPT_STR, &o->blocks_s, "remove these blocks in this order (comma list) instead of choosing by Macro Influence", 0},
         {"window", MF_OPT_INT, &o->window, "blocks in a fusion window, the removed one included: half before, the rest after (default 8)", 0},
         {"rank", MF_OPT_INT, &o->rank, "rank of the LoRA term B A and of the gate U V (default 128)", 0},
         {"samples", MF_OPT_INT, &o->samples, "training windows, the first of the text (default 64)", 0},

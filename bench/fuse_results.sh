@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# fuse_results.sh - the FuseGPT table of docs/results.md: the same blocks removed
+# five ways, every trained row with the same number of training tokens.
+#   bench/fuse_results.sh stories260K   5 -> 4 layers
+#   bench/fuse_results.sh smollm2       30 -> 22 layers (25 %)
+# Rows: (a) drop by Block Importance, (b) drop by Macro Influence (iterative),
+# (c) (b) + global KD with TOKENS tokens, (d) FuseGPT fusion with TOKENS tokens of
+# local (window) training, (e) fusion with TOKENS/2 + global KD with TOKENS/2.
+# Calibration / training text: the TinyStories sample without its last 200 KB
+# (held out for evaluation, as bench/distill_results.sh); evaluation on
+# WikiText-2 raw test and the held-out TinyStories.
+# Environment: RANKINGS=file reuses a `score` of the same model on the same text;
+# KD_ROW="| ... |" reuses row (c) from bench/results/distill-<model>/table.md
+# (same text, same budget) instead of training it again; FUSE_OPTS adds options to `fuse`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+which=${1:-stories260K}
+source bench/env.sh
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+P=${P:-2}
+MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
+TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
+out=bench/results/fuse-$which; mkdir -p "$out"; rm -rf "$out"/{a,b,c,d,e,e-fuse}{,.ckpt} "$out"/*.jsonl
+head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
+case "$which" in
+    stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; KD_LR=1e-3
+                 SAMPLES=${SAMPLES:-256}; RANK=${RANK:-16}; WIN=200 ;;
+    smollm2)     M="$SMOLLM2"; DROP=8; TOKENS=${TOKENS:-524288}; KD_LR=1e-4
+                 SAMPLES=${SAMPLES:-64}; RANK=${RANK:-32}; WIN=${WIN:-40} ;;
+esac
+CTX=256
+# epochs so that DROP iterations x SAMPLES x CTX x epochs = TOKENS (and half of it for row e)
+EPOCHS=$(( TOKENS / (DROP * SAMPLES * CTX) )); EPOCHS_E=$(( EPOCHS / 2 ))
+[ "$EPOCHS" -ge 2 ] || { echo "TOKENS too small for $DROP x $SAMPLES x $CTX"; exit 1; }
+LR=${LR:-1e-2}; LR_BASE=${LR_BASE:-1e-3}
+FOPTS="--samples $SAMPLES --ctx $CTX --rank $RANK --lr $LR --lr-base $LR_BASE ${FUSE_OPTS:-}"
+if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
+    $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --metrics bi,mi --mi-iters "$DROP" >/dev/null; fi
+ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
+row() { echo "| $1 | $(ev "$2" "$WIKI") | $(ev "$2" "$out/heldout.txt") |" | tee -a "$out/table.md"; }
+kd() { /usr/bin/time -f "$3 wall %e s" mpirun --oversubscribe --bind-to none -np 2 bin/minifuse distill --dp 2 --teacher "$M" --student "$1" \
+         --text "$out/train.txt" --out "$2" --tokens "$4" --ctx 256 --batch 8 --lr "$KD_LR" --log "$out/log-$3.jsonl" 2>&1 | tail -1; }
+{ echo "| model ($DROP of $(python3 -c "print('30' if '$which'=='smollm2' else '5')") blocks removed; $TOKENS training tokens per trained row) | WikiText-2 ppl | TinyStories held-out ppl |"
+  echo "|---|---|---|"; } > "$out/table.md"
+row "original" "$M"
+$MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/a" --drop-layers "$DROP" --metric bi >/dev/null
+row "(a) drop by BI" "$out/a"
+$MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/b" --drop-layers "$DROP" --metric mi >/dev/null
+row "(b) drop by MI" "$out/b"
+if [ -n "${KD_ROW:-}" ]; then echo "$KD_ROW" | tee -a "$out/table.md"; else
+    kd "$out/b" "$out/c" c "$TOKENS" | tee -a "$out/table.md"; row "(c) MI + KD ($TOKENS tokens)" "$out/c"; fi
+/usr/bin/time -f "d fuse wall %e s" $MPI fuse --model "$M" --text "$out/train.txt" --out "$out/d" --drop-layers "$DROP" \
+    --epochs "$EPOCHS" $FOPTS --log "$out/log-d.jsonl" --json > "$out/fuse-d.json" 2> "$out/fuse-d.log"
+tail -1 "$out/fuse-d.log" | tee -a "$out/table.md"
+row "(d) FuseGPT ($EPOCHS epochs x $SAMPLES windows per block)" "$out/d"
+$MPI fuse --model "$M" --text "$out/train.txt" --out "$out/e-fuse" --drop-layers "$DROP" --epochs "$EPOCHS_E" $FOPTS \
+    --log "$out/log-e-fuse.jsonl" > /dev/null
+kd "$out/e-fuse" "$out/e" e "$(( TOKENS - DROP * SAMPLES * CTX * EPOCHS_E ))" | tee -a "$out/table.md"
+row "(e) FuseGPT ($EPOCHS_E epochs) + KD ($(( TOKENS - DROP * SAMPLES * CTX * EPOCHS_E )) tokens)" "$out/e"
+echo "(fuse options: $FOPTS; KD: lr $KD_LR, batch 8 x 256, dp 2)" >> "$out/table.md"
+rm -rf "$out"/{a,b,c,d,e,e-fuse} "$out"/*.ckpt "$out/train.txt" "$out/heldout.txt"
