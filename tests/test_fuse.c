@@ -524,6 +524,41 @@ Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
         snprintf(b, sizeof b, "%s/k/model-0000%d-of-00002.safetensors", dir, s);
         cr_expect(same_file(a, b), "resumed weights differ from the uninterrupted run (%s)", b);
     }
+    /* killed after the first fold (only fold checkpoints), resumed with 3 ranks: same model within noise */
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/f --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128 & while [ ! -e %s/f.ckpt/ckpt-00000007.h5 ]; do sleep 0.02; done; "
+             "for p in $(pgrep -f '%s/f --drop-layers'); do case $(cat /proc/$p/comm) in minifuse|mpirun) kill -9 $p;; esac; done; "
+             "wait; true", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir, dir, dir);
+    cr_assert_eq(tu_run(cmd, NULL, NULL), 0);
+    snprintf(a, sizeof a, "%s/f", dir);
+    cr_assert(access(a, F_OK) != 0, "the killed run must not have finished");
+    fuse_run(dir, "f", 3, "--resume");
+    snprintf(b, sizeof b, "%s/ref", dir);
+    double pr = ppl(b), pf = ppl(a);
+    cr_expect(fabs(pr / pf - 1) < 1e-3, "resumed with another layout: ppl %.5f vs %.5f", pf, pr);
+}
+
+/* SIGTERM: checkpoint at the end of the step, exit 0; --resume finishes the job. */
+Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
+    const char *dir = tu_tmpdir();
+    char cmd[16384], *err;
+    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 bin/minifuse fuse "
+             "--model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 & pid=$!; "
+             "while [ ! -s %s/t.fuse.jsonl ]; do sleep 0.05; done; kill -TERM $pid; wait $pid",
+             tu_shared(STORIES), tu_shared(TINY), dir, dir);
+    int rc = tu_run(cmd, NULL, &err);
+    cr_expect_eq(rc, 0, "SIGTERM should end the run cleanly: %s", err);
+    cr_expect(strstr(err, "checkpoint written"), "stderr: %s", err);
+    free(err);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/t", dir);
+    cr_expect(access(path, F_OK) != 0, "no output after SIGTERM");
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 --resume",
+             tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+    cr_expect_eq(tu_run(cmd, NULL, &err), 0, "resume after SIGTERM: %s", err);
+    cr_expect(strstr(err, "resumed block"), "should continue inside the iteration: %s", err);
+    free(err);
+    cr_expect(access(path, F_OK) == 0, "the resumed run writes %s", path);
 }
 
 Test(fuse, bad_options, .timeout = 120) {
