@@ -37,7 +37,7 @@ for s in depth ${WIDTH:+width}; do
     row "$s-pruned" "$out/$s"
     # DP replicas of one stage each: the fastest layout on one node (docs/performance.md)
     /usr/bin/time -f "$s distill wall %e s" mpirun --oversubscribe --bind-to none -np "${DP:-2}" bin/minifuse distill --dp "${DP:-2}" --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
-        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
+        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --checkpoint-every "${CKPT_EVERY:-32}" --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
     row "$s-pruned + KD ($TOKENS tokens)" "$out/$s-kd"
 done
 rm -rf "$out"/depth "$out"/depth-kd "$out"/width "$out"/width-kd "$out"/*.ckpt "$out"/*.train.jsonl "$out/train.txt" "$out/heldout.txt"
