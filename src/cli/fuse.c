@@ -291,16 +291,7 @@ static double train_step(fuser *f, int *batch, float **dS) {
 /* ----------------------------------------------------------------- checkpoints */
 
 static void push_frozen(mf_params *v, const char *name, int ndim, int64_t d0, int64_t d1, float *data) {
-    v->p = mf_realloc(v->p, (size_t)(v->n + 1) * sizeof *v->p);
-    mf_param *p = &v->p[v->n++];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%.127s", name);
-    p->ndim = ndim;
-    p->shape[0] = d0;
-    p->shape[1] = d1;
-    p->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
-    p->data = data;
-    v->total += p->numel;
+    mf_params_push(v, name, d0, ndim == 2 ? d1 : 0, data, NULL);
 }
 
 /* This rank's blocks changed so far (and still there), as frozen tensors. */

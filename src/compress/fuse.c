@@ -21,20 +21,10 @@ int mf_fuse_window_span(int n, int p, int size, int *count) {
     return lo;
 }
 
-/* Append a tensor to a list. data/grad NULL: allocated (zeroed) and owned by the list's user. */
+/* Append a tensor to a list. data/grad NULL: allocated (zeroed) here, freed by mf_fuse_window_free. */
 static mf_param *push(mf_params *ps, const char *name, int64_t d0, int64_t d1, float *data, float *grad) {
-    ps->p = mf_realloc(ps->p, (size_t)(ps->n + 1) * sizeof *ps->p);
-    mf_param *p = &ps->p[ps->n++];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%.127s", name);
-    p->ndim = d1 ? 2 : 1;
-    p->shape[0] = d0;
-    p->shape[1] = d1;
-    p->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-    p->data = data ? data : mf_calloc(p->numel, sizeof(float));
-    p->grad = grad ? grad : mf_calloc(p->numel, sizeof(float));
-    ps->total += p->numel;
-    return p;
+    size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    return mf_params_push(ps, name, d0, d1, data ? data : mf_calloc(n, sizeof(float)), grad ? grad : mf_calloc(n, sizeof(float)));
 }
 
 /* U(-1/sqrt(in), 1/sqrt(in)) from a stream of its own. */

@@ -25,21 +25,26 @@ void mf_model_make_layers_writable(mf_model *m) {
         }
 }
 
+mf_param *mf_params_push(mf_params *ps, const char *name, int64_t d0, int64_t d1, float *data, float *grad) {
+    ps->p = mf_realloc(ps->p, (size_t)(ps->n + 1) * sizeof *ps->p);
+    mf_param *p = &ps->p[ps->n++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%.127s", name);
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    p->data = data;
+    p->grad = grad;
+    ps->total += p->numel;
+    return p;
+}
+
 static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int64_t d0, int64_t d1) {
     if (!*slot) return;
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
     *slot = own(m, *slot, n);
-    ps->p = mf_realloc(ps->p, (size_t)(ps->n + 1) * sizeof *ps->p);
-    mf_param *p = &ps->p[ps->n++];
-    memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "%s", name);
-    p->ndim = d1 ? 2 : 1;
-    p->shape[0] = d0;
-    p->shape[1] = d1;
-    p->numel = n;
-    p->data = *slot;
-    p->grad = mf_calloc(n, sizeof *p->grad);
-    ps->total += n;
+    mf_params_push(ps, name, d0, d1, *slot, mf_calloc(n, sizeof(float)));
 }
 
 void mf_params_from_model(mf_params *ps, mf_model *m) {

@@ -34,6 +34,10 @@ typedef struct mf_params {
  * folded in by the trainer (see distill). */
 void mf_params_from_model(mf_params *ps, mf_model *m);
 void mf_params_free(mf_params *ps);
+/* Append a tensor [d0] (d1 = 0) or [d0][d1] with the given data and gradient
+ * buffers (either may be NULL; nothing is allocated). Returns the entry, valid
+ * until the next push. */
+mf_param *mf_params_push(mf_params *ps, const char *name, int64_t d0, int64_t d1, float *data, float *grad);
 /* Make the weights of m's owned layers writable (copies of memory-mapped ones), without listing them. */
 void mf_model_make_layers_writable(mf_model *m);
 void mf_params_zero_grad(mf_params *ps);
