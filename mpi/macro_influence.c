@@ -7,7 +7,8 @@
 #include "compress/importance.h"
 #include "util/log.h"
 
-void mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi) {
+int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi,
+                       const volatile int *stop) {
     const mf_config *c = &st->model->cfg;
     int L = c->n_layers, D = c->dim;
     mf_importance imp;
@@ -16,6 +17,7 @@ void mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const
     float *ref = st->pipe.last ? mf_malloc((size_t)T * D * sizeof *ref) : NULL;
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     long tokens = 0;
+    int stopped = 0;
     mf_progress prog;
     mf_progress_start(&prog, "macro influence", nwin);
     for (int w = 0; w < nwin; w++) {
@@ -30,12 +32,21 @@ void mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const
         }
         tokens += T;
         if (st->pipe.last) mf_progress_update(&prog, w + 1, "windows");
+        if (stop) {
+            mf_pipe_flush(&st->pipe);
+            int mine = *stop != 0;
+            MPI_Allreduce(&mine, &stopped, 1, MPI_INT, MPI_MAX, st->pipe.comm);
+            if (stopped) break;
+        }
     }
     mf_pipe_flush(&st->pipe);
-    for (int i = 0; i < L; i++) mi[i] = skip[i] ? NAN : 1.0 - cs[i] / (double)tokens;
-    MPI_Bcast(mi, L, MPI_DOUBLE, st->pipe.size - 1, st->pipe.comm);
+    if (!stopped) {
+        for (int i = 0; i < L; i++) mi[i] = skip[i] ? NAN : 1.0 - cs[i] / (double)tokens;
+        MPI_Bcast(mi, L, MPI_DOUBLE, st->pipe.size - 1, st->pipe.comm);
+    }
     free(cs); free(ref); free(in);
     mf_importance_free(&imp);
+    return stopped;
 }
 
 int mf_mi_argmin(const double *mi, const unsigned char *skip, int n) {

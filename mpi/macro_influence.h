@@ -14,8 +14,11 @@
 
 /* ids: the token stream; window w's input is bos + ids[w*T .. w*T+T-2] (as
  * score). skip[n_layers]: blocks already removed. mi[n_layers] on every rank
- * (NaN for skipped blocks). Collective over the stage's ranks. */
-void mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi);
+ * (NaN for skipped blocks). Collective over the stage's ranks. stop (may be
+ * NULL): checked on every rank after each window (the ranks agree by
+ * MPI_Allreduce); when set anywhere, the pass stops and returns 1 (mi unset). */
+int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi,
+                       const volatile int *stop);
 
 /* The surviving block with the smallest MI (lowest index on ties), -1 if none. */
 int mf_mi_argmin(const double *mi, const unsigned char *skip, int n);

@@ -68,7 +68,7 @@ typedef struct iter_rec {
     double loss_first, loss_last, seconds;
 } iter_rec;
 
-static volatile sig_atomic_t g_stop_signal;
+static volatile int g_stop_signal; /* sig_atomic_t is int here; MI polls it through a const volatile int * */
 static void on_signal(int sig) { g_stop_signal = sig; }
 
 typedef struct fuser {
@@ -623,7 +623,12 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
                 for (int l = 0; l < f->L0; l++) row[l] = NAN;
                 f->pick = f->o.blocks[f->it];
             } else {
-                mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row);
+                if (mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row, &g_stop_signal)) {
+                    if (f->rank == 0)
+                        mf_log("signal %d during Macro Influence of iteration %d: exiting; --resume redoes it from the last "
+                               "checkpoint (%d blocks removed)", g_stop_signal, f->it + 1, f->it);
+                    return 1;
+                }
                 f->pick = mf_mi_argmin(row, f->removed, f->L0);
             }
             start_window(f);
