@@ -22,7 +22,9 @@ MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
 TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
 ROWS=" ${ROWS:-o a b c d e} "
 want() { [[ "$ROWS" == *" $1 "* ]]; }
-out=bench/results/fuse-$which; mkdir -p "$out"; rm -rf "$out"/{a,b,c,d,e,e-fuse}{,.ckpt}
+# Interrupted runs resume: checkpoints (*.ckpt) are kept until the whole table is done, and
+# fuse/distill always get --resume (which starts afresh when there is no checkpoint).
+out=bench/results/fuse-$which; mkdir -p "$out"; rm -rf "$out"/{a,b,c,d,e,e-fuse}
 head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
 case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; KD_LR=1e-3
@@ -42,9 +44,10 @@ FOPTS="--ctx $CTX --rank $RANK --lr $LR --lr-base $LR_BASE ${FUSE_OPTS:-}"
 if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
     $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --metrics bi,mi --mi-iters "$DROP" >/dev/null; fi
 ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
-row() { echo "| $1 | $(ev "$2" "$WIKI") | $(ev "$2" "$out/heldout.txt") |" | tee -a "$out/table.md"; }
+row() { local w h; w=$(ev "$2" "$WIKI"); h=$(ev "$2" "$out/heldout.txt"); echo "| $1 | $w | $h |" | tee -a "$out/table.md"; }
 kd() { /usr/bin/time -f "$3 wall %e s" mpirun --oversubscribe --bind-to none -np 2 bin/minifuse distill --dp 2 --teacher "$M" --student "$1" \
-         --text "$out/train.txt" --out "$2" --tokens "$4" --ctx 256 --batch 8 --lr "$KD_LR" --log "$out/log-$3.jsonl" 2>&1 | tail -1; }
+         --text "$out/train.txt" --out "$2" --tokens "$4" --ctx 256 --batch 8 --lr "$KD_LR" --log "$out/log-$3.jsonl" \
+         --checkpoint-every 32 --resume 2>&1 | tail -1; }
 if want o || [ ! -f "$out/table.md" ]; then
     { echo "| model ($DROP of $(python3 -c "print('30' if '$which'=='smollm2' else '5')") blocks removed; $TOKENS training tokens per trained row) | WikiText-2 ppl | TinyStories held-out ppl |"
       echo "|---|---|---|"; } > "$out/table.md"; fi
@@ -58,12 +61,12 @@ if want b || want c; then
 if want c; then kd "$out/b" "$out/c" c "$TOKENS" | tee -a "$out/table.md"; row "(c) MI + KD ($TOKENS tokens)" "$out/c"; fi
 if want d; then
     /usr/bin/time -f "d fuse wall %e s" $MPI fuse --model "$M" --text "$out/train.txt" --out "$out/d" --drop-layers "$DROP" \
-        --samples "$SAMPLES" --epochs "$EPOCHS" $FOPTS --log "$out/log-d.jsonl" --json > "$out/fuse-d.json" 2> "$out/fuse-d.log"
+        --samples "$SAMPLES" --epochs "$EPOCHS" $FOPTS --log "$out/log-d.jsonl" --resume --json > "$out/fuse-d.json" 2> "$out/fuse-d.log"
     tail -1 "$out/fuse-d.log" | tee -a "$out/table.md"
     row "(d) FuseGPT ($SAMPLES windows x $EPOCHS epochs per block)" "$out/d"; fi
 if want e; then
     $MPI fuse --model "$M" --text "$out/train.txt" --out "$out/e-fuse" --drop-layers "$DROP" --samples "$SAMPLES_E" \
-        --epochs "$EPOCHS_E" $FOPTS --log "$out/log-e-fuse.jsonl" --json > "$out/fuse-e.json" 2> /dev/null
+        --epochs "$EPOCHS_E" $FOPTS --log "$out/log-e-fuse.jsonl" --resume --json > "$out/fuse-e.json" 2> /dev/null
     kd "$out/e-fuse" "$out/e" e "$(( TOKENS - FUSE_E_TOKENS ))" | tee -a "$out/table.md"
     row "(e) FuseGPT ($SAMPLES_E windows x $EPOCHS_E epochs per block) + KD ($(( TOKENS - FUSE_E_TOKENS )) tokens)" "$out/e"; fi
 echo "(rows $ROWS: fuse $FOPTS, kl-batch loss; KD: lr $KD_LR, batch 8 x 256, dp 2)" >> "$out/table.md"
