@@ -556,9 +556,19 @@ Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
     snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 --resume",
              tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
     cr_expect_eq(tu_run(cmd, NULL, &err), 0, "resume after SIGTERM: %s", err);
-    cr_expect(strstr(err, "resumed block"), "should continue inside the iteration: %s", err);
     free(err);
     cr_expect(access(path, F_OK) == 0, "the resumed run writes %s", path);
+    /* it continued inside the iteration: the appended log does not start again at step 1 */
+    char logp[4400];
+    snprintf(logp, sizeof logp, "%s/t.fuse.jsonl", dir);
+    size_t len;
+    char *log = tu_read(logp, &len);
+    cr_assert(log, "no log %s", logp);
+    int starts = 0;
+    for (char *q = log; (q = strstr(q, "\"step\":1,")); q++) starts++;
+    cr_expect_eq(starts, 1, "the resumed run restarted the block (%d logs of step 1)", starts);
+    cr_expect(strstr(log, "\"step\":80,"), "the resumed run reaches the last step (80)");
+    free(log);
 }
 
 Test(fuse, bad_options, .timeout = 120) {
