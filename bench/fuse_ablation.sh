@@ -5,21 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-P=${P:-2}
-MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
-TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
-M="$SH/llm_assets/models/stories260K/stories260K.bin"
+M="$STORIES"
 out=bench/results/fuse-ablation-stories260K; rm -rf "$out"; mkdir -p "$out"
-head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
-ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows 200 --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
+split_tinystories "$out"
 echo "| variant (1,048,576 window-training tokens unless said) | WikiText-2 ppl | TinyStories held-out ppl |" > "$out/table.md"
 echo "|---|---|---|" >> "$out/table.md"
 run() { # label, fuse options
     local label=$1; shift
     rm -rf "$out/m" "$out/m.ckpt"
     $MPI fuse --model "$M" --text "$out/train.txt" --out "$out/m" --drop-layers 1 --ctx 256 "$@" > /dev/null
-    echo "| $label | $(ev "$out/m" "$WIKI") | $(ev "$out/m" "$out/heldout.txt") |" | tee -a "$out/table.md"
+    local w h; w=$(ppl "$out/m" "$WIKI" 200); h=$(ppl "$out/m" "$out/heldout.txt" 200)
+    echo "| $label | $w | $h |" | tee -a "$out/table.md"
 }
 BASE="--samples 2048 --epochs 2 --rank 16"
 run "(d) kl-batch, lr 1e-2 / 1e-3"                 $BASE --lr 1e-2 --lr-base 1e-3

@@ -16,18 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-stories260K}
 source bench/env.sh
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-P=${P:-2}
-MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
-TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
 ROWS=" ${ROWS:-o a b c d e} "
 want() { [[ "$ROWS" == *" $1 "* ]]; }
 # Interrupted runs resume: checkpoints (*.ckpt) are kept until the whole table is done, and
 # fuse/distill always get --resume (which starts afresh when there is no checkpoint).
 out=bench/results/fuse-$which; mkdir -p "$out"; rm -rf "$out"/{a,b,c,d,e,e-fuse}
-head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
+split_tinystories "$out"
 case "$which" in
-    stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; KD_LR=1e-3
+    stories260K) M="$STORIES"; DROP=1; TOKENS=${TOKENS:-1048576}; KD_LR=1e-3
                  SAMPLES=${SAMPLES:-2048}; RANK=${RANK:-16}; WIN=200 ;;
     smollm2)     M="$SMOLLM2"; DROP=8; TOKENS=${TOKENS:-524288}; KD_LR=1e-4
                  SAMPLES=${SAMPLES:-256}; RANK=${RANK:-32}; WIN=${WIN:-40} ;;
@@ -43,8 +39,7 @@ LR=${LR:-1e-2}; LR_BASE=${LR_BASE:-1e-3}
 FOPTS="--ctx $CTX --rank $RANK --lr $LR --lr-base $LR_BASE ${FUSE_OPTS:-}"
 if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
     $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --metrics bi,mi --mi-iters "$DROP" >/dev/null; fi
-ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
-row() { local w h; w=$(ev "$2" "$WIKI"); h=$(ev "$2" "$out/heldout.txt"); echo "| $1 | $w | $h |" | tee -a "$out/table.md"; }
+row() { local w h; w=$(ppl "$2" "$WIKI" "$WIN"); h=$(ppl "$2" "$out/heldout.txt" "$WIN"); echo "| $1 | $w | $h |" | tee -a "$out/table.md"; }
 kd() { /usr/bin/time -f "$3 wall %e s" mpirun --oversubscribe --bind-to none -np 2 bin/minifuse distill --dp 2 --teacher "$M" --student "$1" \
          --text "$out/train.txt" --out "$2" --tokens "$4" --ctx 256 --batch 8 --lr "$KD_LR" --log "$out/log-$3.jsonl" \
          --checkpoint-every 32 --resume 2>&1 | tail -1; }

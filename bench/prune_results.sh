@@ -10,11 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-stories260K}
 source bench/env.sh
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-P=${P:-2}
-MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
-CAL="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
-WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
+CAL="$TS"
 case "$which" in
     stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; TOK="$SH/llm_assets/models/stories260K/tok512.bin"
                  DROP=1; WIDTH="--ffn-keep 128 --hidden-keep 56 --align 8"; WIDTH2="--ffn-keep 96 --align 8"; WIN=${WIN:-200}; MIS=32 ;;
