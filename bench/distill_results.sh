@@ -10,15 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-stories260K}
 source bench/env.sh
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-P=${P:-2}
-MPI="mpirun --oversubscribe --bind-to none -np $P bin/minifuse"
-TS="$SH/llm_assets/text/tinystories_train_first2MiB.txt"; WIKI="$SH/llm_assets/text/wikitext2_raw_test.txt"
-out=bench/results/distill-$which; rm -rf "$out"; mkdir -p "$out"
+# an interrupted run resumes (checkpoints are kept until the table is complete)
+out=bench/results/distill-$which; mkdir -p "$out"; rm -rf "$out"/depth "$out"/width "$out"/depth-kd "$out"/width-kd
 # training text = the sample without its last 200 KB (held out for evaluation)
-head -c 1887436 "$TS" > "$out/train.txt"; tail -c 209716 "$TS" > "$out/heldout.txt"
+split_tinystories "$out"
 case "$which" in
-    stories260K) M="$SH/llm_assets/models/stories260K/stories260K.bin"; DROP=1; TOKENS=${TOKENS:-1048576}; LR=${LR:-1e-3}
+    stories260K) M="$STORIES"; DROP=1; TOKENS=${TOKENS:-1048576}; LR=${LR:-1e-3}
                  WIDTH=""; WIN=200 ;;
     smollm2)     M="$SMOLLM2"; DROP=8; TOKENS=${TOKENS:-262144}; LR=${LR:-1e-4}
                  WIDTH="--ffn-keep 992"; WIN=${WIN:-40} ;;   # MLP-only width cut to the depth-pruned size (106 M)
@@ -28,8 +25,7 @@ if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
     $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --mi-iters "$DROP" >/dev/null; fi
 $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/depth" --drop-layers "$DROP" --metric mi >/dev/null
 [ -n "$WIDTH" ] && $MPI prune --model "$M" --rankings "$out/rankings.h5" --out "$out/width" $WIDTH >/dev/null
-ev() { $MPI eval --model "$1" --text "$2" --ctx 256 --max-windows "$WIN" --json | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])"; }
-row() { echo "| $1 | $(ev "$2" "$WIKI") | $(ev "$2" "$out/heldout.txt") |" | tee -a "$out/table.md"; }
+row() { local w h; w=$(ppl "$2" "$WIKI" "$WIN"); h=$(ppl "$2" "$out/heldout.txt" "$WIN"); echo "| $1 | $w | $h |" | tee -a "$out/table.md"; }
 echo "| model | WikiText-2 ppl | TinyStories held-out ppl |" | tee "$out/table.md"
 echo "|---|---|---|" | tee -a "$out/table.md"
 row "original" "$M"
@@ -37,7 +33,7 @@ for s in depth ${WIDTH:+width}; do
     row "$s-pruned" "$out/$s"
     # DP replicas of one stage each: the fastest layout on one node (docs/performance.md)
     /usr/bin/time -f "$s distill wall %e s" mpirun --oversubscribe --bind-to none -np "${DP:-2}" bin/minifuse distill --dp "${DP:-2}" --teacher "$M" --student "$out/$s" --text "$out/train.txt" --out "$out/$s-kd" \
-        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --checkpoint-every "${CKPT_EVERY:-32}" --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
+        --tokens "$TOKENS" --ctx 256 --batch 8 --lr "$LR" --checkpoint-every "${CKPT_EVERY:-32}" --resume --log "$out/log-$s-kd.jsonl" 2>&1 | tail -1 | tee -a "$out/table.md"
     row "$s-pruned + KD ($TOKENS tokens)" "$out/$s-kd"
 done
 rm -rf "$out"/depth "$out"/depth-kd "$out"/width "$out"/width-kd "$out"/*.ckpt "$out"/*.train.jsonl "$out/train.txt" "$out/heldout.txt"
