@@ -93,3 +93,9 @@ void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) {
 void mf_pipe_flush(mf_pipe *p) {
     for (int d = 0; d < 2; d++) MPI_Waitall(2, p->q[d].req, MPI_STATUSES_IGNORE);
 }
+
+int mf_pipe_owner(const mf_pipe *p, int l) {
+    for (int r = 0; r < p->size; r++)
+        if (l >= p->bounds[r] && l < p->bounds[r + 1]) return r;
+    return -1;
+}

@@ -32,6 +32,9 @@ int mf_pipe_partition(const mf_config *c, int size, int ctx, int *bounds, mf_err
 int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err *err);
 void mf_pipe_free(mf_pipe *p);
 
+/* Rank that owns layer l under p's partition, -1 if none. */
+int mf_pipe_owner(const mf_pipe *p, int l);
+
 /* Send x[n] to the next rank (returns at once; the data is copied). */
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag);
 /* Receive x[n] from the previous rank. */

@@ -90,11 +90,8 @@ typedef struct trainer {
 static int64_t window_of(trainer *t, int64_t g) {
     int64_t epoch = g / t->n_windows;
     if (!t->perm || t->perm_epoch != epoch) {
-        mf_rng r;
-        mf_rng_seed(&r, t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
         if (!t->perm) t->perm = mf_malloc((size_t)t->n_windows * sizeof *t->perm);
-        for (int64_t k = 0; k < t->n_windows; k++) t->perm[k] = k;
-        mf_rng_shuffle(&r, t->perm, t->n_windows);
+        mf_rng_permutation(t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch, t->perm, t->n_windows);
         t->perm_epoch = epoch;
     }
     return t->perm[g % t->n_windows];
@@ -108,12 +105,6 @@ static void capture_teacher(void *ctx, int layer, mf_act_point pt, const float *
     if (pt != MF_ACT_LAYER_OUT) return;
     for (int k = 0; k < t->hm.n; k++)
         if (t->hm.t[k] == layer) memcpy(t->hm.tbuf[k], x, (size_t)T * C * sizeof *x);
-}
-
-/* Rank (stage) of the pipe that owns layer l under a partition. */
-static int owner(const mf_pipe *p, int l) {
-    for (int r = 0; r < p->size; r++) if (l >= p->bounds[r] && l < p->bounds[r + 1]) return r;
-    return -1;
 }
 
 /* Student layer i <- teacher layer keep[i], from the student's config.json
@@ -146,7 +137,7 @@ static void build_hidden_map(trainer *t) {
     size_t bytes = (size_t)t->o.ctx * sc->dim * sizeof(float);
     for (int k = 0; k < h->n; k++) {
         h->req[k] = MPI_REQUEST_NULL;
-        if (owner(&t->teacher.pipe, h->t[k]) == t->stage) h->tbuf[k] = mf_malloc(bytes);
+        if (mf_pipe_owner(&t->teacher.pipe, h->t[k]) == t->stage) h->tbuf[k] = mf_malloc(bytes);
         int l = h->s[k];
         if (l >= t->student.model->layer_begin && l < t->student.model->layer_end) {
             h->grad[l] = mf_malloc(bytes);
@@ -162,7 +153,7 @@ static void send_teacher_hidden(trainer *t) {
     hidden_map *h = &t->hm;
     int T = t->o.ctx, D = t->student.model->cfg.dim;
     for (int k = 0; k < h->n; k++) {
-        int to = owner(&t->student.pipe, h->s[k]), from = owner(&t->teacher.pipe, h->t[k]);
+        int to = mf_pipe_owner(&t->student.pipe, h->s[k]), from = mf_pipe_owner(&t->teacher.pipe, h->t[k]);
         if (from == t->stage && to != t->stage) MPI_Isend(h->tbuf[k], T * D, MPI_FLOAT, to, 200 + k, t->pipe, &h->req[k]);
     }
 }
@@ -176,7 +167,7 @@ static double hidden_losses(trainer *t, double norm) {
     for (int k = 0; k < h->n; k++) {
         int l = h->s[k];
         if (!h->grad[l]) continue;
-        int from = owner(&t->teacher.pipe, h->t[k]);
+        int from = mf_pipe_owner(&t->teacher.pipe, h->t[k]);
         if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, 200 + k, t->pipe, MPI_STATUS_IGNORE);
         const float *a = mf_train_layer_output(s, t->ts[0], l);
         double v = h->nmse ? s->be->loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])

@@ -106,11 +106,6 @@ typedef struct fuser {
 
 /* ----------------------------------------------------------------- layout */
 
-static int owner_of(const fuser *f, int l) {
-    for (int r = 0; r < f->size; r++) if (l >= f->st.pipe.bounds[r] && l < f->st.pipe.bounds[r + 1]) return r;
-    return -1;
-}
-
 static mf_layer *model_layer(fuser *f, int l) { return &f->st.model->layers[l - f->st.model->layer_begin]; }
 static int owns(const fuser *f, int l) { return l >= f->st.pipe.l0 && l < f->st.pipe.l1; }
 
@@ -127,7 +122,7 @@ static void gather_window(fuser *f) {
     mf_layer_tensor lt[MF_LAYER_TENSORS];
     mf_layer_tensors(&f->st.model->cfg, lt);
     for (int k = 0; k < f->win_n; k++) {
-        int l = f->win_orig[k] = alive[f->win_first + k], o = owner_of(f, l);
+        int l = f->win_orig[k] = alive[f->win_first + k], o = mf_pipe_owner(&f->st.pipe, l);
         for (int i = 0; i < MF_LAYER_TENSORS; i++) {
             if (lt[i].is_bias && !f->st.model->cfg.qkv_bias) continue;
             size_t cnt = (size_t)lt[i].d0 * (size_t)(lt[i].d1 ? lt[i].d1 : 1);
@@ -185,11 +180,8 @@ static void window_data(fuser *f) {
 static int sample_at(fuser *f, int64_t g) {
     int64_t N = f->o.samples, epoch = g / N;
     if (!f->perm || f->perm_epoch != epoch) {
-        mf_rng r;
-        mf_rng_seed(&r, f->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)f->it * 0x100000001ull + (uint64_t)epoch);
         if (!f->perm) f->perm = mf_malloc((size_t)N * sizeof *f->perm);
-        for (int64_t k = 0; k < N; k++) f->perm[k] = k;
-        mf_rng_shuffle(&r, f->perm, N);
+        mf_rng_permutation(f->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)f->it * 0x100000001ull + (uint64_t)epoch, f->perm, N);
         f->perm_epoch = epoch;
     }
     return (int)f->perm[g % N];
@@ -313,8 +305,10 @@ static void frozen_view(fuser *f, mf_params *v) {
 
 /* Checkpoint tensors: the frozen ones, then (rank 0, mid-iteration) the
  * trainable ones with their moments. opt view: NULL moments for frozen ones. */
-static void ckpt_view(fuser *f, int with_trainable, int trainable_here, mf_params *v, mf_adamw *o, float *mi_buf) {
-    frozen_view(f, v);
+static void ckpt_view(fuser *f, int with_frozen, int with_trainable, int trainable_here, mf_params *v, mf_adamw *o,
+                      float *mi_buf) {
+    memset(v, 0, sizeof *v);
+    if (with_frozen) frozen_view(f, v);
     int rows = f->it + (with_trainable ? 1 : 0);
     if (trainable_here && rows > 0) {
         for (size_t i = 0; i < (size_t)rows * f->L0; i++) mi_buf[i] = (float)f->mi[i];
@@ -373,7 +367,7 @@ static void save_checkpoint(fuser *f, int training) {
     mf_params v;
     mf_adamw o;
     float *mi_buf = mf_malloc((size_t)(f->it + 1) * f->L0 * sizeof *mi_buf);
-    ckpt_view(f, training, f->rank == 0, &v, &o, mi_buf);
+    ckpt_view(f, 1, training, f->rank == 0, &v, &o, mi_buf);
     char opts[768];
     snprintf(opts, sizeof opts, "{\"drop_layers\":%d,\"window\":%d,\"rank\":%d,\"samples\":%d,\"mi_samples\":%d,\"epochs\":%d,"
              "\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"lr_base\":%g,\"loss\":\"%s\",\"seed\":%llu}", f->o.drop, f->o.window,
@@ -506,11 +500,7 @@ static void resume_window(fuser *f, const char *path) {
     mf_params v = {0};
     mf_adamw o;
     float *mi_buf = mf_malloc((size_t)(f->it + 1) * f->L0 * sizeof *mi_buf);
-    unsigned char *touched = f->touched;
-    f->touched = mf_calloc((size_t)f->L0, 1); /* no frozen tensors in the view */
-    ckpt_view(f, 1, 1, &v, &o, mi_buf);
-    free(f->touched);
-    f->touched = touched;
+    ckpt_view(f, 0, 1, 1, &v, &o, mi_buf);
     mf_err err;
     if (mf_ckpt_read(path, 0, &v, &o, NULL, &err) != 0) mf_fatal_err(&err);
     f->opt_g.step = f->opt_b.step = o.step;

@@ -62,30 +62,31 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
         f->W = *mf_layer_slot(src, t);
         f->P = *mf_layer_slot(rm, t);
         int r = w->rank;
-        /* push() may move the list: keep the data pointers, not the entries */
+        /* push() may move the list: keep the data and gradient pointers, not the entries */
+        mf_param *e;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_A", L, mod);
-        f->A = push(&w->base, name, r, f->in, NULL, NULL)->data;
+        e = push(&w->base, name, r, f->in, NULL, NULL), f->A = e->data, f->dA = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_B", L, mod);
-        f->B = push(&w->base, name, f->out, r, NULL, NULL)->data;
+        e = push(&w->base, name, f->out, r, NULL, NULL), f->B = e->data, f->dB = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_U", L, mod);
-        f->U = push(&w->gates, name, f->out, r, NULL, NULL)->data;
+        e = push(&w->gates, name, f->out, r, NULL, NULL), f->U = e->data, f->dU = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_V", L, mod);
-        f->V = push(&w->gates, name, r, f->in, NULL, NULL)->data;
+        e = push(&w->gates, name, r, f->in, NULL, NULL), f->V = e->data, f->dV = e->grad;
         uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)L * 64 + (uint64_t)j * 2;
         kaiming(f->A, (size_t)r * f->in, f->in, s);
         kaiming(f->V, (size_t)r * f->in, f->in, s + 1);
         f->W_eff = mf_malloc((size_t)f->out * f->in * sizeof(float));
         f->G = mf_calloc((size_t)f->out * f->in, sizeof(float));
         *mf_layer_slot(dst, t) = f->W_eff;
-        snprintf(name, sizeof name, "%s", t->suffix);
-        push(&w->wgrad, name, f->out, f->in, f->W_eff, f->G);
+        mf_params_push(&w->wgrad, t->suffix, f->out, f->in, f->W_eff, f->G);
     }
-    for (int j = 0; j < 2; j++) { /* indices into base are looked up after all pushes (realloc) */
+    for (int j = 0; j < 2; j++) { /* norm scales: trainable, and in wgrad with the same data and gradient */
         const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
         snprintf(name, sizeof name, "fuse.layers.%d.%s", L, t->suffix);
         mf_param *g = push(&w->base, name, t->d0, 0, NULL, NULL);
         memcpy(g->data, *mf_layer_slot(src, t), g->numel * sizeof(float));
         *mf_layer_slot(dst, t) = g->data;
+        mf_params_push(&w->wgrad, t->suffix, t->d0, 0, g->data, g->grad);
     }
 }
 
@@ -112,34 +113,9 @@ int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks,
         if (b == drop) continue;
         add_block(w, k++, b, orig[b], seed, lt);
     }
-    /* norm gradients: the wgrad entries share the base list's data and grad */
-    for (int k = 0; k < n - 1; k++)
-        for (int j = 0; j < 2; j++) {
-            const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
-            char name[160];
-            snprintf(name, sizeof name, "fuse.layers.%d.%s", orig[k < drop ? k : k + 1], t->suffix);
-            mf_param *g = mf_params_find(&w->base, name);
-            push(&w->wgrad, t->suffix, g->shape[0], 0, g->data, g->grad);
-        }
     for (int i = 0; i < w->n_lin; i++)
         if ((size_t)w->lin[i].out * w->lin[i].in > big) big = (size_t)w->lin[i].out * w->lin[i].in;
     w->scratch = mf_malloc(big * sizeof(float));
-    /* dA.. pointers: the params' gradients */
-    for (int k = 0, b = 0; b < n; b++) {
-        if (b == drop) continue;
-        for (int j = 0; j < MF_FUSE_LINEARS; j++) {
-            mf_fuse_lin *f = &w->lin[k * MF_FUSE_LINEARS + j];
-            for (int i = 0; i < w->base.n; i++) {
-                if (w->base.p[i].data == f->A) f->dA = w->base.p[i].grad;
-                if (w->base.p[i].data == f->B) f->dB = w->base.p[i].grad;
-            }
-            for (int i = 0; i < w->gates.n; i++) {
-                if (w->gates.p[i].data == f->U) f->dU = w->gates.p[i].grad;
-                if (w->gates.p[i].data == f->V) f->dV = w->gates.p[i].grad;
-            }
-        }
-        k++;
-    }
     window_model(&w->teacher, c, blocks, n);
     window_model(&w->student, c, w->student_layers, n - 1);
     mf_fuse_materialize(w);

@@ -176,3 +176,10 @@ void mf_rng_shuffle(mf_rng *r, int64_t *a, int64_t n) {
         a[j] = t;
     }
 }
+
+void mf_rng_permutation(uint64_t seed, int64_t *a, int64_t n) {
+    mf_rng r;
+    mf_rng_seed(&r, seed);
+    for (int64_t k = 0; k < n; k++) a[k] = k;
+    mf_rng_shuffle(&r, a, n);
+}

@@ -97,5 +97,7 @@ double mf_rng_uniform(mf_rng *r);
 uint64_t mf_rng_below(mf_rng *r, uint64_t n);
 /* Fisher-Yates: for i = n-1 down to 1, swap a[i] and a[mf_rng_below(r, i+1)]. */
 void mf_rng_shuffle(mf_rng *r, int64_t *a, int64_t n);
+/* a[0..n) = 0..n-1 shuffled by a generator seeded with seed (mf_rng_seed). */
+void mf_rng_permutation(uint64_t seed, int64_t *a, int64_t n);
 
 #endif
