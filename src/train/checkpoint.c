@@ -368,6 +368,7 @@ static int list_ckpts(const char *dir, ckpt_ent **out, int *n, mf_err *e) {
     *out = NULL;
     *n = 0;
     DIR *d = opendir(dir);
+    if (!d && errno == ENOENT) return 0; /* not created yet (rank 0 makes it): no checkpoints */
     if (!d) return mf_err_set(e, "%s: cannot list checkpoint directory: %s", dir, strerror(errno));
     int cap = 0;
     struct dirent *de;
