@@ -14,6 +14,7 @@
 #include "cli/common.h"
 #include "stage.h"
 #include "util/log.h"
+#include "util/vec.h"
 
 typedef struct eval_opts {
     const char *model, *text, *ref, *tokenizer, *backend;
@@ -36,12 +37,6 @@ static void score_window(const float *logits, const double *lse, const int32_t *
     }
 }
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
-
 /* KL(ref || model) per token and top-1 agreement. */
 static void kl_window(const float *ref, const double *lse_ref, const float *mod, const double *lse_mod, int T, int V, eval_acc *a) {
 #pragma omp parallel for schedule(static)
@@ -54,7 +49,7 @@ static void kl_window(const float *ref, const double *lse_ref, const float *mod,
         }
         a->kl[a->n_tok + t] = (float)(kl > 0 ? kl : 0);
     }
-    for (int t = 0; t < T; t++) a->top1_same += argmax(ref + (size_t)t * V, V) == argmax(mod + (size_t)t * V, V);
+    for (int t = 0; t < T; t++) a->top1_same += mf_argmax(ref + (size_t)t * V, V) == mf_argmax(mod + (size_t)t * V, V);
 }
 
 static int cmp_float(const void *a, const void *b) {

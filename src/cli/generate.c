@@ -15,6 +15,7 @@
 #include "cli/common.h"
 #include "stage.h"
 #include "util/log.h"
+#include "util/vec.h"
 
 typedef struct sampler {
     float temp, topp;
@@ -30,12 +31,6 @@ static unsigned int rng_u32(unsigned long long *s) {
     return (unsigned int)((*s * 0x2545F4914F6CDD1Dull) >> 32);
 }
 static float rng_f32(unsigned long long *s) { return (float)(rng_u32(s) >> 8) / 16777216.0f; }
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
 
 static void softmax(float *x, int n) {
     float m = x[0], s = 0;
@@ -73,7 +68,7 @@ static int sample_topp(sampler *s, const float *p, int n, float coin) {
 }
 
 static int sample(sampler *s, const float *logits, int n) {
-    if (s->temp == 0.0f) return argmax(logits, n);
+    if (s->temp == 0.0f) return mf_argmax(logits, n);
     for (int i = 0; i < n; i++) s->probs[i] = logits[i] / s->temp;
     softmax(s->probs, n);
     float coin = rng_f32(&s->rng);
