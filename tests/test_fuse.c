@@ -476,7 +476,12 @@ Test(fuse, layouts_agree_mi_matches_score_and_beats_removal, .timeout = 600) {
     size_t len;
     cfg = tu_read(path, &len);
     cr_assert(cfg && strstr(cfg, "\"num_hidden_layers\": 3") , "config.json: %s", cfg ? cfg : "(missing)");
-    cr_expect(strstr(cfg, "\"dropped_layers\""), "config.json names the dropped layers: %s", cfg);
+    json_t *root = json_loads(cfg, 0, NULL), *mf = json_object_get(root, "minifuse");
+    cr_assert(mf, "config.json has a minifuse section: %s", cfg);
+    cr_expect_eq(json_array_size(json_object_get(mf, "dropped_layers")), 2, "config.json names the dropped layers: %s", cfg);
+    cr_expect_str_eq(json_string_value(json_object_get(mf, "depth_metric")), "mi");
+    cr_expect_eq(json_real_value(json_object_get(mf, "lr")), 0.01, "lr as written: %s", cfg);  /* not 0.009999999776 */
+    json_decref(root);
     free(cfg);
     json_decref(sum); json_decref(sc);
 }

@@ -510,6 +510,13 @@ static void resume_window(fuser *f, const char *path) {
 
 /* ----------------------------------------------------------------- output */
 
+/* A float option as the user wrote it (0.01, not 0.009999999776482582) for JSON. */
+static double float_as_written(float x) {
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", (double)x);
+    return strtod(b, NULL);
+}
+
 static void write_output(fuser *f, const char *tok) {
     mf_rankings rk = {0};
     rk.path = (char *)"fuse";
@@ -523,9 +530,10 @@ static void write_output(fuser *f, const char *tok) {
     json_t *dropped = json_array();
     for (int i = 0; i < f->o.drop; i++) json_array_append_new(dropped, json_integer(plan.dropped[i]));
     json_t *mf = json_pack("{s:s, s:s, s:s, s:o, s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:s, s:I}", "version", MF_VERSION,
-                           "command", "fuse", "fused_from", f->o.model, "dropped_layers", dropped, "depth_metric", "mi",
-                           "window", f->o.window, "rank", f->o.rank, "samples", f->o.samples, "epochs", f->o.epochs,
-                           "lr", (double)f->o.lr, "lr_base", (double)f->o.lr_base, "loss", f->o.loss_name,
+                           "command", "fuse", "fused_from", f->o.model, "dropped_layers", dropped,
+                           "depth_metric", f->o.blocks ? "given" : "mi", "window", f->o.window, "rank", f->o.rank,
+                           "samples", f->o.samples, "epochs", f->o.epochs, "lr", float_as_written(f->o.lr),
+                           "lr_base", float_as_written(f->o.lr_base), "loss", f->o.loss_name,
                            "tokens", (json_int_t)f->tokens);
     if (tok) json_object_set_new(mf, "tokenizer", json_string(tok));
     json_t *extra = json_pack("{s:o}", "minifuse", mf);
