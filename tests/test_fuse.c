@@ -558,10 +558,14 @@ Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
     char path[4400];
     snprintf(path, sizeof path, "%s/t", dir);
     cr_expect(access(path, F_OK) != 0, "no output after SIGTERM");
-    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 --resume",
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 --resume --json",
              tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
-    cr_expect_eq(tu_run(cmd, NULL, &err), 0, "resume after SIGTERM: %s", err);
+    char *sum_s;
+    cr_expect_eq(tu_run(cmd, &sum_s, &err), 0, "resume after SIGTERM: %s", err);
     free(err);
+    json_t *sum = json_loads(sum_s, 0, NULL);
+    cr_assert(sum, "--json summary: %s", sum_s);
+    json_t *it0 = json_array_get(json_object_get(sum, "iterations"), 0);
     cr_expect(access(path, F_OK) == 0, "the resumed run writes %s", path);
     /* it continued inside the iteration: the appended log does not start again at step 1 */
     char logp[4400];
@@ -573,6 +577,13 @@ Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
     for (char *q = log; (q = strstr(q, "\"step\":1,")); q++) starts++;
     cr_expect_eq(starts, 1, "the resumed run restarted the block (%d logs of step 1)", starts);
     cr_expect(strstr(log, "\"step\":80,"), "the resumed run reaches the last step (80)");
+    /* the summary still knows the iteration's first loss (logged before the signal) and its window */
+    json_t *first = json_loads(log, JSON_DISABLE_EOF_CHECK, NULL);
+    cr_assert(first, "first log line");
+    double want = json_real_value(json_object_get(first, "loss")), got = json_real_value(json_object_get(it0, "loss_first"));
+    cr_expect(fabs(got - want) <= 1e-6 * fabs(want), "summary loss_first %.9g, the log's step 1: %.9g", got, want);
+    cr_expect_eq(json_integer_value(json_object_get(it0, "window_blocks")), 5, "summary after resume: %s", sum_s);
+    json_decref(first); json_decref(sum); free(sum_s);
     free(log);
 }
 

@@ -83,6 +83,7 @@ typedef struct fuser {
     int *order;                /* [drop] removal order (original indices) */
     double *mi;                /* [drop][L0] MI of each iteration */
     iter_rec *rec;             /* [drop] */
+    double iter_t0;            /* when this process started the current iteration */
     /* samples: s lives on rank s % size, at index s / size */
     int n_own;
     float **X, **Tg;           /* [n_own][T][D] window input, teacher output */
@@ -358,6 +359,14 @@ static char *state_json(fuser *f, int training) {
                           f->it, "removed", rm, "touched", tc, "mi", mi, "step", (json_int_t)(training ? f->step : 0),
                           "tokens", (json_int_t)f->tokens);
     if (training) json_object_set_new(j, "block", json_integer(f->pick));
+    /* what the --json summary reports per iteration, so a resumed run still reports it */
+    json_t *recs = json_array();
+    for (int i = 0; i < rows; i++) {
+        const iter_rec *r = &f->rec[i];
+        double secs = r->seconds + (i == f->it ? mf_now() - f->iter_t0 : 0); /* the current one: so far */
+        json_array_append_new(recs, json_pack("[i, i, f, f, f]", r->first, r->count, r->loss_first, r->loss_last, secs));
+    }
+    json_object_set_new(j, "records", recs);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return s;
@@ -475,6 +484,16 @@ static int resume_state(fuser *f, const char *path) {
     for (int i = 0; i < f->it + training; i++)
         if (json_row(json_array_get(mi, i), f->mi + (size_t)i * f->L0, f->L0))
             mf_fatal("%s: MI row %d does not have %d entries", path, i, f->L0);
+    json_t *recs = json_object_get(j, "records"); /* absent in checkpoints of older versions */
+    for (int i = 0; i < f->it + training && i < (int)json_array_size(recs); i++) {
+        json_t *e = json_array_get(recs, i);
+        iter_rec *r = &f->rec[i];
+        r->first = (int)json_integer_value(json_array_get(e, 0));
+        r->count = (int)json_integer_value(json_array_get(e, 1));
+        r->loss_first = json_number_value(json_array_get(e, 2));
+        r->loss_last = json_number_value(json_array_get(e, 3));
+        r->seconds = json_number_value(json_array_get(e, 4));
+    }
     f->gstep = meta.step;
     f->tokens = meta.tokens;
     if (training) {
@@ -557,7 +576,7 @@ static void print_summary(fuser *f, double secs) {
         }
         iter_rec *r = &f->rec[i];
         json_t *o = json_pack("{s:i, s:o}", "block", f->order[i], "mi", row);
-        if (r->count) { /* not known for iterations done before a resume */
+        if (r->count) { /* not known for iterations done before a resume from an older checkpoint */
             json_object_set_new(o, "window_first", json_integer(r->first));
             json_object_set_new(o, "window_blocks", json_integer(r->count));
             json_object_set_new(o, "loss_first", json_real(r->loss_first));
@@ -609,7 +628,7 @@ static int train_window(fuser *f) {
 
 static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
     while (f->it < f->o.drop) {
-        double t0 = mf_now();
+        f->iter_t0 = mf_now();
         iter_rec *r = &f->rec[f->it];
         if (resumed_mid) {
             resume_window(f, ckpt_path);
@@ -643,7 +662,7 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
         f->it++;
         f->gstep++;
         free_window(f);
-        r->seconds = mf_now() - t0;
+        r->seconds += mf_now() - f->iter_t0; /* plus the time before a resume inside this iteration */
         if (f->rank == 0) mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs", f->it, f->o.drop, r->block,
                                  r->loss_first, r->loss_last, r->seconds);
         save_checkpoint(f, 0);
