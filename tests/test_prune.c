@@ -210,3 +210,60 @@ Test(prune, drop_block_is_contiguous_minimum, .timeout = 300) {
     json_decref(j);
     mf_rankings_free(&r);
 }
+
+static char *slurp(const char *path, size_t *n) {
+    char *s = tu_read(path, n);
+    cr_assert(s, "cannot read %s", path);
+    return s;
+}
+
+/* --drop-list: the blocks named, no rankings needed; the same list as the MI order
+ * gives the same bytes as --metric mi; bad lists are refused with the option named. */
+Test(prune, drop_list_equals_metric_order, .timeout = 300) {
+    const char *dir = tu_tmpdir();
+    char cmd[16384], rk[4200];
+    snprintf(rk, sizeof rk, "%s/r.h5", dir);
+    snprintf(cmd, sizeof cmd, "%s score --model %s --text %s --out %s --samples 2 --ctx 64 --metrics mi --mi-iters 2", tu_mpirun(1),
+             tu_shared(STORIES), tu_shared(TINY), rk);
+    run_ok(cmd);
+    mf_rankings r;
+    mf_err err;
+    cr_assert_eq(mf_rankings_read(rk, &r, &err), 0, "%s", err.msg);
+    int a = r.depth.mi_order[0], b = r.depth.mi_order[1];
+    mf_rankings_free(&r);
+    snprintf(cmd, sizeof cmd, "%s prune --model %s --rankings %s --out %s/mi --drop-layers 2 --metric mi && "
+             "%s prune --model %s --out %s/list --drop-list %d,%d", tu_mpirun(2), tu_shared(STORIES), rk, dir,
+             tu_mpirun(2), tu_shared(STORIES), dir, a, b);
+    run_ok(cmd);
+    char p1[4400], p2[4400];
+    for (int s = 1; s <= 2; s++) { /* two ranks write two shards */
+        size_t n1, n2;
+        snprintf(p1, sizeof p1, "%s/mi/model-0000%d-of-00002.safetensors", dir, s);
+        snprintf(p2, sizeof p2, "%s/list/model-0000%d-of-00002.safetensors", dir, s);
+        char *x = slurp(p1, &n1), *y = slurp(p2, &n2);
+        cr_expect(n1 == n2 && memcmp(x, y, n1) == 0, "--drop-list %d,%d and --metric mi give different weights (%s)", a, b, p2);
+        free(x); free(y);
+    }
+    snprintf(p2, sizeof p2, "%s/list/config.json", dir);
+    json_t *j = json_load_file(p2, 0, NULL);
+    json_t *mf = json_object_get(j, "minifuse");
+    cr_expect_str_eq(json_string_value(json_object_get(mf, "depth_metric")), "list");
+    cr_expect_eq(json_integer_value(json_array_get(json_object_get(mf, "dropped_layers"), 0)), a);
+    json_decref(j);
+    const struct { const char *args, *msg; } bad[] = {
+        {"--drop-list 1,1", "names block 1 twice"},
+        {"--drop-list 5", "not a block index 0..4"},
+        {"--drop-list 1,x", "--drop-list"},
+        {"--drop-list 1,2 --drop-layers 3", "--drop-layers is 3"},
+        {"--drop-list 1 --drop-block", "--drop-block"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char *err_s;
+        snprintf(cmd, sizeof cmd, "%s prune --model %s --out %s/bad%zu %s", tu_mpirun(1), tu_shared(STORIES), dir, k, bad[k].args);
+        cr_expect_neq(tu_run(cmd, NULL, &err_s), 0, "%s should fail", bad[k].args);
+        cr_expect(strstr(err_s, bad[k].msg), "%s: message lacks '%s': %s", bad[k].args, bad[k].msg, err_s);
+        free(err_s);
+        snprintf(p1, sizeof p1, "%s/bad%zu", dir, k);
+        cr_expect(access(p1, F_OK) != 0, "%s left an output", bad[k].args);
+    }
+}

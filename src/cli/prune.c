@@ -59,7 +59,8 @@ static void log_plan(const mf_prune_plan *p) {
 }
 
 int mf_cmd_prune(int argc, char **argv) {
-    const char *model = NULL, *rankings = NULL, *out = NULL, *tokp = NULL, *metric = "mi", *ffn = NULL, *heads = NULL, *hidden = NULL;
+    const char *model = NULL, *rankings = NULL, *out = NULL, *tokp = NULL, *metric = "mi", *ffn = NULL, *heads = NULL, *hidden = NULL,
+               *list = NULL;
     mf_prune_opts o = {.align = 32};
     int force = 0, json = 0;
     const mf_opt opts[] = {
@@ -68,6 +69,7 @@ int mf_cmd_prune(int argc, char **argv) {
         {"out", MF_OPT_STR, &out, "output Hugging Face directory (must not exist unless --force)", 1},
         {"drop-layers", MF_OPT_INT, &o.drop_layers, "number of blocks to remove (default 0)", 0},
         {"metric", MF_OPT_STR, &metric, "depth metric: bi, ppl, mi (default; iterative order) or random", 0},
+        {"drop-list", MF_OPT_STR, &list, "remove exactly these blocks (comma list of indices; no rankings needed)", 0},
         {"drop-block", MF_OPT_FLAG, &o.drop_block, "remove the contiguous block of N layers with the least importance", 0},
         {"seed", MF_OPT_U64, &o.seed, "seed for --metric random", 0},
         {"ffn-keep", MF_OPT_STR, &ffn, "MLP width to keep: fraction (0.75) or size (1024)", 0},
@@ -83,6 +85,17 @@ int mf_cmd_prune(int argc, char **argv) {
     if (mf_args_parse_or_die("prune", "Remove blocks and shrink widths using a rankings file; write a Hugging Face directory.",
                            opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (mf_depth_metric_parse(metric, &o.metric) != 0) mf_fatal("prune: --metric '%s' is not one of bi, ppl, mi, random", metric);
+    int *drop_list = NULL;
+    if (list) {
+        int n_list;
+        if (mf_args_int_list("prune: --drop-list", list, &drop_list, &n_list, &err) != 0) mf_fatal_err(&err);
+        if (o.drop_layers && o.drop_layers != n_list)
+            mf_fatal("prune: --drop-list names %d blocks but --drop-layers is %d", n_list, o.drop_layers);
+        if (o.drop_block) mf_fatal("prune: --drop-list and --drop-block exclude each other");
+        o.drop_layers = n_list;
+        o.drop_list = drop_list;
+        metric = "list";
+    }
     o.ffn_keep = parse_keep("ffn-keep", ffn);
     o.heads_keep = parse_keep("heads-keep", heads);
     o.hidden_keep = parse_keep("hidden-keep", hidden);
@@ -94,8 +107,8 @@ int mf_cmd_prune(int argc, char **argv) {
     mf_stage st;
     mf_stage_open(&st, model, MPI_COMM_WORLD, mf_backend_cpu(), 1, 1);
     mf_rankings rk = {0};
-    int need_rk = o.metric != MF_DEPTH_RANDOM || ffn || heads || hidden;
-    if (need_rk && !rankings) mf_fatal("prune: --rankings is required unless only random depth pruning is asked");
+    int need_rk = (o.metric != MF_DEPTH_RANDOM && !o.drop_list) || ffn || heads || hidden;
+    if (need_rk && !rankings) mf_fatal("prune: --rankings is required unless only --drop-list or random depth pruning is asked");
     if (rankings) {
         if (mf_rankings_read(rankings, &rk, &err) != 0) mf_fatal_err(&err);
         char sha[65] = "";
@@ -130,6 +143,7 @@ int mf_cmd_prune(int argc, char **argv) {
     free(extra);
     mf_prune_plan_free(&plan);
     if (rankings) mf_rankings_free(&rk);
+    free(drop_list);
     mf_stage_close(&st);
     return 0;
 }

@@ -63,6 +63,16 @@ static int choose_drops(const mf_rankings *rk, const mf_prune_opts *o, int L, in
     int N = o->drop_layers;
     if (N < 0 || N >= L) return mf_err_set(err, "prune: --drop-layers %d must be between 0 and %d", N, L - 1);
     if (N == 0) return 0;
+    if (o->drop_list) { /* given by the user: in range and distinct */
+        for (int i = 0; i < N; i++) {
+            if (o->drop_list[i] < 0 || o->drop_list[i] >= L)
+                return mf_err_set(err, "prune: --drop-list entry %d is not a block index 0..%d", o->drop_list[i], L - 1);
+            for (int j = 0; j < i; j++)
+                if (o->drop_list[j] == o->drop_list[i]) return mf_err_set(err, "prune: --drop-list names block %d twice", o->drop_list[i]);
+            drop[i] = o->drop_list[i];
+        }
+        return 0;
+    }
     if (o->metric == MF_DEPTH_RANDOM) {
         int *perm = mf_malloc((size_t)L * sizeof *perm);
         unsigned long long st = o->seed ? o->seed : 0x9E3779B97F4A7C15ull;

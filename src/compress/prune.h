@@ -20,6 +20,7 @@ typedef struct mf_prune_opts {
     int drop_layers;           /* number of blocks to remove */
     mf_depth_metric metric;
     int drop_block;            /* remove one contiguous block of drop_layers */
+    const int *drop_list;      /* these drop_layers blocks, by index (no metric); NULL: by metric */
     unsigned long long seed;   /* for MF_DEPTH_RANDOM */
     double ffn_keep, heads_keep, hidden_keep; /* 0 = keep all; (0,1] fraction; > 1 absolute */
     int prune_kv_groups;       /* heads: remove whole KV groups instead of queries within groups */
