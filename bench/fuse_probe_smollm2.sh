@@ -6,16 +6,20 @@
 # Each argument: gate lr, base lr, loss, then any other fuse options (they override the
 # defaults above, e.g. "1e-2 1e-3 nmse --rank 128" or "1e-2 1e-3 nmse --window 4").
 # Lines are appended to bench/results/fuse-probe-smollm2/table.md.
-# Needs bench/results/prune-smollm2/rankings.h5.
+# TRAIN=FILE trains on FILE instead of the TinyStories training part (the data probe:
+# TRAIN=$SH/llm_assets/text/wikitext2_valid.txt, a split disjoint from the WikiText-2 test).
+# Block 4 is removed with prune --drop-list (no rankings needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."; source bench/env.sh; mkdir -p /tmp/sp bench/results/fuse-probe-smollm2
 TAB=bench/results/fuse-probe-smollm2/table.md
-TXT=/tmp/sp/train.txt; head -c 1887436 $SH/llm_assets/text/tinystories_train_first2MiB.txt > $TXT; tail -c 209716 $SH/llm_assets/text/tinystories_train_first2MiB.txt > /tmp/sp/held.txt
+TXT=/tmp/sp/train.txt; head -c 1887436 $SH/llm_assets/text/tinystories_train_first2MiB.txt > $TXT
+[ -n "${TRAIN:-}" ] && TXT=$TRAIN
+tail -c 209716 $SH/llm_assets/text/tinystories_train_first2MiB.txt > /tmp/sp/held.txt
 ev() { echo "$(mpirun -np 1 bin/minifuse eval --model $1 --text /tmp/sp/held.txt --max-windows 20 --json 2>/dev/null | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])") / $(mpirun -np 1 bin/minifuse eval --model $1 --text $SH/llm_assets/text/wikitext2_raw_test.txt --max-windows 20 --json 2>/dev/null | python3 -c "import json,sys; print('%.3f' % json.load(sys.stdin)['ppl'])")"; }
-rm -rf /tmp/sp/rm; mpirun -np 1 bin/minifuse prune --model $SMOLLM2 --rankings bench/results/prune-smollm2/rankings.h5 --out /tmp/sp/rm --drop-layers 1 --metric mi 2>/dev/null
+rm -rf /tmp/sp/rm; mpirun -np 1 bin/minifuse prune --model $SMOLLM2 --out /tmp/sp/rm --drop-list 4 2>/dev/null
 [ -s $TAB ] || { echo "original: $(ev $SMOLLM2)"; echo "removed block 4: $(ev /tmp/sp/rm)"; } | tee -a $TAB
 for cfg in "$@"; do
   set -- $cfg; rm -rf /tmp/sp/s /tmp/sp/s.ckpt
   t0=$(date +%s); mpirun -np 1 bin/minifuse fuse --model $SMOLLM2 --text $TXT --out /tmp/sp/s --drop-layers 1 --blocks 4 --samples 256 --epochs 1 --rank 32 --lr $1 --lr-base $2 --loss $3 "${@:4}" 2>/tmp/sp/log.txt
-  echo "lr $1 lr-base $2 loss $3 ${*:4}: TS/Wiki ppl $(ev /tmp/sp/s) ($(( $(date +%s) - t0 )) s) $(grep folded /tmp/sp/log.txt | sed 's/.*loss/loss/')" | tee -a $TAB
+  echo "lr $1 lr-base $2 loss $3 ${*:4}${TRAIN:+ text $(basename $TRAIN)}: TS/Wiki ppl $(ev /tmp/sp/s) ($(( $(date +%s) - t0 )) s) $(grep folded /tmp/sp/log.txt | sed 's/.*loss/loss/')" | tee -a $TAB
 done

@@ -47,7 +47,7 @@ double mf_loss_kl_batch(const float *S, const float *Tt, int B, size_t n, double
 #pragma omp parallel for schedule(static)
     for (size_t k = 0; k < nblk; k++) {
         double acc = 0;
-        double *ls = malloc((size_t)B * sizeof *ls), *lt = malloc((size_t)B * sizeof *lt);
+        double *ls = mf_malloc((size_t)B * sizeof *ls), *lt = mf_malloc((size_t)B * sizeof *lt);
         size_t i1 = (k + 1) * KLB_BLOCK < n ? (k + 1) * KLB_BLOCK : n;
         for (size_t i = k * KLB_BLOCK; i < i1; i++) {
             double ms = -INFINITY, mt = -INFINITY, ss = 0, st = 0;
