@@ -512,7 +512,7 @@ Test(fuse, fused_block_beats_plain_removal, .timeout = 300) {
 
 Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
     const char *dir = tu_tmpdir();
-    fuse_run(dir, "ref", 3, "--checkpoint-every 2 --resume"); /* --resume on a first start: no checkpoint directory yet */
+    fuse_run(dir, "ref", 2, "--checkpoint-every 2 --resume"); /* --resume on a first start: no checkpoint directory yet */
     char cmd[16384];
     /* steps per block: 3 epochs x 2 = 6; checkpoints (global numbering) 2, 4, 7 (fold), 9, 11, 14 (fold): kill at 9 */
     snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/k --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
