@@ -104,6 +104,15 @@ Test(distill, kill_and_resume_bit_identical, .timeout = 600) {
         cr_expect(na == nb && memcmp(x, y, na) == 0, "resumed weights differ from the uninterrupted run (%s)", b);
         free(x); free(y);
     }
+    /* resuming with an option that changes the result is refused, naming it; another layout is not */
+    char *err;
+    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/o --tokens 20480 --batch 8 --lr 2e-3 "
+             "--checkpoint-dir %s/k.ckpt --resume", tu_mpirun(2), tu_shared(STORIES), student, tu_shared(TINY), dir, dir);
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume with another --lr must fail");
+    cr_expect(strstr(err, "--lr 0.002 differs from the checkpoint's 0.001"), "%s", err);
+    free(err);
+    snprintf(path, sizeof path, "%s/o", dir);
+    cr_expect(access(path, F_OK) != 0, "a refused resume must not write %s", path);
 }
 
 /* SIGTERM: checkpoint at the end of the step, exit 0, resumable. */

@@ -543,6 +543,45 @@ Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
     cr_expect(fabs(pr / pf - 1) < 1e-3, "resumed with another layout: ppl %.5f vs %.5f", pf, pr);
 }
 
+/* --resume continues the same run: options that change the result are refused, naming the
+ * option; --drop-layers may grow, and a 1-block run extended to 2 equals a 2-block run. */
+Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
+    const char *dir = tu_tmpdir();
+    fuse_run(dir, "two", 2, "");
+    char cmd[16384], *err, a[4400], b[4400];
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/one --drop-layers 1 --samples 16 --epochs 3 --rank 8 "
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
+    free(err);
+    struct { const char *args, *want; } bad[] = {
+        {"--window 4", "--window 4 differs from the checkpoint's 8"},
+        {"--loss nmse", "--loss \"nmse\" differs from the checkpoint's \"kl-batch\""},
+        {"--lr-base 2e-3", "--lr-base 0.002 differs from the checkpoint's 0.001"},
+        {"--seed 5", "--seed 5 differs"},
+        {"--blocks 0,1", "--blocks 0,1 names block 0 there"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char out[64];
+        snprintf(out, sizeof out, "bad%zu", k);
+        snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/%s --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
+                 "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-dir %s/one.ckpt --resume %s", tu_mpirun(2), tu_shared(STORIES),
+                 tu_shared(TINY), dir, out, dir, bad[k].args);
+        cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume with %s must fail", bad[k].args);
+        cr_expect(strstr(err, bad[k].want), "%s: message should say %s: %s", bad[k].args, bad[k].want, err);
+        free(err);
+        snprintf(a, sizeof a, "%s/%s", dir, out);
+        cr_expect(access(a, F_OK) != 0, "a refused resume must not write %s", a);
+    }
+    char extra[4400];
+    snprintf(extra, sizeof extra, "--checkpoint-dir %s/one.ckpt --resume", dir);
+    fuse_run(dir, "ext", 2, extra);
+    for (int s = 1; s <= 2; s++) {
+        snprintf(a, sizeof a, "%s/two/model-0000%d-of-00002.safetensors", dir, s);
+        snprintf(b, sizeof b, "%s/ext/model-0000%d-of-00002.safetensors", dir, s);
+        cr_expect(same_file(a, b), "1 block + 1 more on --resume differs from 2 blocks at once (%s)", b);
+    }
+}
+
 /* SIGTERM: checkpoint at the end of the step, exit 0; --resume finishes the job. */
 Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
     const char *dir = tu_tmpdir();

@@ -310,6 +310,14 @@ static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
     free(v->p); free(o->m); free(o->v); free(o->numel);
 }
 
+/* The options that decide the result, as stored in the checkpoint and compared on --resume
+ * (the layout, --pp/--dp, may change: results agree within reduction noise). */
+static void options_json(const trainer *t, char *buf, size_t cap) {
+    snprintf(buf, cap, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu}",
+             t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.hidden,
+             t->o.hidden_loss, t->o.seed, t->o.tokens);
+}
+
 static void save_checkpoint(trainer *t) {
     mf_params v;
     mf_adamw o;
@@ -322,9 +330,7 @@ static void save_checkpoint(trainer *t) {
     meta.sched = t->sched;
     mf_rng_seed(&meta.rng, t->o.seed + (uint64_t)t->replica);
     char opts[512];
-    snprintf(opts, sizeof opts, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu}",
-             t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.hidden,
-             t->o.hidden_loss, t->o.seed, t->o.tokens);
+    options_json(t, opts, sizeof opts);
     meta.options_json = opts;
     meta.student = (char *)t->o.student;
     meta.teacher = (char *)t->o.teacher;
@@ -344,6 +350,9 @@ static void resume(trainer *t) {
     if (rc == 1) { if (t->wrank == 0) mf_log("resume: no checkpoint in %s, starting fresh", t->o.ckpt_dir); return; }
     mf_train_meta meta = {0};
     if (mf_ckpt_read(path, t->replica, &t->ps, &t->opt, &meta, &err) != 0) mf_fatal_err(&err);
+    char opts[512];
+    options_json(t, opts, sizeof opts);
+    if (mf_ckpt_options_check(path, meta.options_json, opts, NULL, &err) != 0) mf_fatal_err(&err);
     t->step = meta.step;
     t->data_pos = meta.data_pos;
     if (t->wrank == 0) mf_log("resumed from %s at step %lld", path, (long long)t->step);

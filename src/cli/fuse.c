@@ -372,16 +372,21 @@ static char *state_json(fuser *f, int training) {
     return s;
 }
 
+/* The options that decide the result, as stored in the checkpoint and compared on --resume. */
+static void options_json(const fuser *f, char *buf, size_t cap) {
+    snprintf(buf, cap, "{\"drop_layers\":%d,\"window\":%d,\"rank\":%d,\"samples\":%d,\"mi_samples\":%d,\"epochs\":%d,"
+             "\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"lr_base\":%g,\"loss\":\"%s\",\"seed\":%llu}", f->o.drop, f->o.window,
+             f->o.rank, f->o.samples, f->o.mi_samples, f->o.epochs, f->o.ctx, f->o.batch, f->o.lr, f->o.lr_base,
+             f->o.loss_name, f->o.seed);
+}
+
 static void save_checkpoint(fuser *f, int training) {
     mf_params v;
     mf_adamw o;
     float *mi_buf = mf_malloc((size_t)(f->it + 1) * f->L0 * sizeof *mi_buf);
     ckpt_view(f, 1, training, f->rank == 0, &v, &o, mi_buf);
     char opts[768];
-    snprintf(opts, sizeof opts, "{\"drop_layers\":%d,\"window\":%d,\"rank\":%d,\"samples\":%d,\"mi_samples\":%d,\"epochs\":%d,"
-             "\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"lr_base\":%g,\"loss\":\"%s\",\"seed\":%llu}", f->o.drop, f->o.window,
-             f->o.rank, f->o.samples, f->o.mi_samples, f->o.epochs, f->o.ctx, f->o.batch, f->o.lr, f->o.lr_base,
-             f->o.loss_name, f->o.seed);
+    options_json(f, opts, sizeof opts);
     mf_train_meta meta = {0};
     meta.step = f->gstep;
     meta.tokens = f->tokens;
@@ -461,6 +466,11 @@ static int resume_state(fuser *f, const char *path) {
     mf_params none = {0};
     mf_train_meta meta = {0};
     if (mf_ckpt_read(path, 0, &none, NULL, &meta, &err) != 0) mf_fatal_err(&err);
+    /* --drop-layers may grow: the first iterations of a longer run are the same */
+    static const char *const free_keys[] = {"drop_layers", NULL};
+    char opts[768];
+    options_json(f, opts, sizeof opts);
+    if (mf_ckpt_options_check(path, meta.options_json, opts, free_keys, &err) != 0) mf_fatal_err(&err);
     json_error_t je;
     json_t *j = json_loads(meta.state_json ? meta.state_json : "", 0, &je);
     if (!j) mf_fatal("%s: attribute 'state' is not fuse progress JSON (%s)", path, je.text);
@@ -474,6 +484,9 @@ static int resume_state(fuser *f, const char *path) {
     for (int i = 0; i < f->it; i++) {
         int l = (int)json_integer_value(json_array_get(rm, i));
         if (l < 0 || l >= f->L0 || f->removed[l]) mf_fatal("%s: removed block %d is not a block of %s", path, l, f->o.model);
+        if (f->o.blocks && f->o.blocks[i] != l)
+            mf_fatal("%s: the checkpoint removed block %d as number %d, --blocks %s names block %d there", path, l, i + 1,
+                     f->o.blocks_s, f->o.blocks[i]);
         f->order[i] = l;
         f->removed[l] = 1;
     }
@@ -500,6 +513,9 @@ static int resume_state(fuser *f, const char *path) {
         f->pick = (int)json_integer_value(json_object_get(j, "block"));
         f->step = json_integer_value(json_object_get(j, "step"));
         if (f->pick < 0 || f->pick >= f->L0 || f->removed[f->pick]) mf_fatal("%s: block %d cannot be removed", path, f->pick);
+        if (f->o.blocks && f->o.blocks[f->it] != f->pick)
+            mf_fatal("%s: the checkpoint is removing block %d as number %d, --blocks %s names block %d there", path, f->pick,
+                     f->it + 1, f->o.blocks_s, f->o.blocks[f->it]);
     }
     json_decref(j);
     mf_train_meta_free(&meta);

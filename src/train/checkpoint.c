@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -615,4 +616,42 @@ int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err
         }
     free_ents(v, n);
     return found;
+}
+
+/* ----------------------------------------------------------------- resume: same options */
+
+static int key_is_free(const char *key, const char *const *free_keys) {
+    for (int i = 0; free_keys && free_keys[i]; i++)
+        if (strcmp(key, free_keys[i]) == 0) return 1;
+    return 0;
+}
+
+int mf_ckpt_options_check(const char *path, const char *stored, const char *current, const char *const *free_keys,
+                          mf_err *err) {
+    json_t *s = json_loads(stored ? stored : "", 0, NULL), *c = json_loads(current ? current : "", 0, NULL);
+    int rc = 0;
+    if (!json_is_object(c)) {
+        rc = mf_err_set(err, "%s: internal: this run's options are not a JSON object", path);
+    } else if (!json_is_object(s)) {
+        rc = mf_err_set(err, "%s: attribute 'options' is not a JSON object; cannot check that --resume continues the same run", path);
+    } else {
+        const char *key;
+        json_t *cv;
+        json_object_foreach(c, key, cv) {
+            json_t *sv = json_object_get(s, key);
+            if (!sv || key_is_free(key, free_keys) || json_equal(sv, cv)) continue;
+            char opt[64], *a = json_dumps(cv, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6)),
+                 *b = json_dumps(sv, JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
+            snprintf(opt, sizeof opt, "%s", key);
+            for (char *p = opt; *p; p++) if (*p == '_') *p = '-';
+            rc = mf_err_set(err, "%s: --%s %s differs from the checkpoint's %s (resume with the options of the run, or start afresh without --resume)",
+                            path, opt, a ? a : "?", b ? b : "?");
+            free(a);
+            free(b);
+            break;
+        }
+    }
+    json_decref(s);
+    json_decref(c);
+    return rc;
 }

@@ -73,6 +73,16 @@ int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf
 /* Free the strings and rng_all that mf_ckpt_read allocated. */
 void mf_train_meta_free(mf_train_meta *m);
 
+/* Resuming with other options would silently give a run that is neither the
+ * checkpointed one nor a fresh one: compare the options JSON of this run
+ * (current) with the checkpoint's (stored), key by key. Keys in free_keys
+ * (NULL-terminated, may be NULL) may differ; keys absent from stored (older
+ * checkpoints) are not compared. 0: they match; -1: err names the file and
+ * the first option that differs, as --option-name (underscores become dashes),
+ * with both values. */
+int mf_ckpt_options_check(const char *path, const char *stored, const char *current, const char *const *free_keys,
+                          mf_err *err);
+
 /* "DIR/ckpt-00000042.h5" for step 42. */
 void mf_ckpt_path(const char *dir, int64_t step, char *out, size_t cap);
 
