@@ -572,6 +572,13 @@ Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
         snprintf(a, sizeof a, "%s/%s", dir, out);
         cr_expect(access(a, F_OK) != 0, "a refused resume must not write %s", a);
     }
+    /* another text (the last --text wins) */
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/badtext --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-dir %s/one.ckpt --resume --text %s", tu_mpirun(2), tu_shared(STORIES),
+             tu_shared(TINY), dir, dir, tu_shared("llm_assets/text/tinyshakespeare_input.txt"));
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume on another text must fail");
+    cr_expect(strstr(err, "--text \"") && strstr(err, "tokens, fnv1a"), "%s", err);
+    free(err);
     char extra[4400];
     snprintf(extra, sizeof extra, "--checkpoint-dir %s/one.ckpt --resume", dir);
     fuse_run(dir, "ext", 2, extra);

@@ -7,6 +7,7 @@
 
 #include "util/log.h"
 #include "util/mmapfile.h"
+#include "util/hash.h"
 
 int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, const char *text_path, size_t *n, MPI_Comm comm) {
     int rank;
@@ -62,4 +63,9 @@ int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *er
         return mf_err_set(err, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
     }
     return 0;
+}
+
+void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap) {
+    snprintf(out, cap, "%zu tokens, fnv1a %016llx", n,
+             (unsigned long long)mf_fnv1a64(ids, n * sizeof *ids, MF_FNV1A64_SEED));
 }

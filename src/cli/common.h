@@ -11,6 +11,10 @@
  * and broadcasts the ids to every rank. Errors abort all ranks. */
 int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, const char *text_path, size_t *n, MPI_Comm comm);
 
+/* The identity of a run's training tokens, for checkpoints: "N tokens, fnv1a HEX"
+ * (FNV-1a 64 of the ids), so --resume can refuse another text or tokenizer. */
+void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap);
+
 /* Write `bytes` to path atomically (temp name, then rename). */
 int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *err);
 

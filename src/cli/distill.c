@@ -74,6 +74,7 @@ typedef struct trainer {
     mf_lr_sched sched;
     int64_t step, steps, data_pos, n_windows;
     int32_t *ids;
+    char text_id[64];          /* identity of the training tokens (mf_cli_tokens_id) */
     int64_t *perm, perm_epoch;   /* window order of the current epoch */
     float *x;                    /* [T][D] activations received from the previous stage */
     FILE *logf;
@@ -313,9 +314,9 @@ static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
 /* The options that decide the result, as stored in the checkpoint and compared on --resume
  * (the layout, --pp/--dp, may change: results agree within reduction noise). */
 static void options_json(const trainer *t, char *buf, size_t cap) {
-    snprintf(buf, cap, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu}",
+    snprintf(buf, cap, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\"}",
              t->o.ctx, t->o.batch, t->o.lr, t->o.min_lr, t->o.warmup, t->o.wd, t->o.clip, t->o.temp, t->o.kl, t->o.ce, t->o.hidden,
-             t->o.hidden_loss, t->o.seed, t->o.tokens);
+             t->o.hidden_loss, t->o.seed, t->o.tokens, t->text_id);
 }
 
 static void save_checkpoint(trainer *t) {
@@ -329,7 +330,7 @@ static void save_checkpoint(trainer *t) {
     meta.lr = mf_lr_at(&t->sched, t->step > 0 ? t->step - 1 : 0);
     meta.sched = t->sched;
     mf_rng_seed(&meta.rng, t->o.seed + (uint64_t)t->replica);
-    char opts[512];
+    char opts[768];
     options_json(t, opts, sizeof opts);
     meta.options_json = opts;
     meta.student = (char *)t->o.student;
@@ -350,7 +351,7 @@ static void resume(trainer *t) {
     if (rc == 1) { if (t->wrank == 0) mf_log("resume: no checkpoint in %s, starting fresh", t->o.ckpt_dir); return; }
     mf_train_meta meta = {0};
     if (mf_ckpt_read(path, t->replica, &t->ps, &t->opt, &meta, &err) != 0) mf_fatal_err(&err);
-    char opts[512];
+    char opts[768];
     options_json(t, opts, sizeof opts);
     if (mf_ckpt_options_check(path, meta.options_json, opts, NULL, &err) != 0) mf_fatal_err(&err);
     t->step = meta.step;
@@ -527,6 +528,7 @@ static void setup(trainer *t) {
     if (o->batch % o->dp != 0) mf_fatal("distill: --batch %d must be a multiple of --dp %d", o->batch, o->dp);
     size_t n;
     t->ids = mf_cli_tokenize_file(o->student, o->tokenizer, o->text, &n, t->world);
+    mf_cli_tokens_id(t->ids, n, t->text_id, sizeof t->text_id);
     t->n_windows = (int64_t)(n / (size_t)o->ctx);
     if (t->n_windows < 1) mf_fatal("distill: %s has %zu tokens, fewer than one window of --ctx %d", o->text, n, o->ctx);
     mf_stage_open(&t->teacher, o->teacher, t->pipe, mf_backend_cpu(), o->ctx, o->ctx);

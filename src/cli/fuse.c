@@ -80,6 +80,7 @@ typedef struct fuser {
     int32_t *ids;
     unsigned char *removed, *touched; /* [L0] */
     int it;                    /* blocks removed so far */
+    char text_id[64];          /* identity of the training tokens (mf_cli_tokens_id) */
     int *order;                /* [drop] removal order (original indices) */
     double *mi;                /* [drop][L0] MI of each iteration */
     iter_rec *rec;             /* [drop] */
@@ -375,9 +376,9 @@ static char *state_json(fuser *f, int training) {
 /* The options that decide the result, as stored in the checkpoint and compared on --resume. */
 static void options_json(const fuser *f, char *buf, size_t cap) {
     snprintf(buf, cap, "{\"drop_layers\":%d,\"window\":%d,\"rank\":%d,\"samples\":%d,\"mi_samples\":%d,\"epochs\":%d,"
-             "\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"lr_base\":%g,\"loss\":\"%s\",\"seed\":%llu}", f->o.drop, f->o.window,
-             f->o.rank, f->o.samples, f->o.mi_samples, f->o.epochs, f->o.ctx, f->o.batch, f->o.lr, f->o.lr_base,
-             f->o.loss_name, f->o.seed);
+             "\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"lr_base\":%g,\"loss\":\"%s\",\"seed\":%llu,\"text\":\"%s\"}", f->o.drop,
+             f->o.window, f->o.rank, f->o.samples, f->o.mi_samples, f->o.epochs, f->o.ctx, f->o.batch, f->o.lr, f->o.lr_base,
+             f->o.loss_name, f->o.seed, f->text_id);
 }
 
 static void save_checkpoint(fuser *f, int training) {
@@ -718,6 +719,7 @@ static void setup(fuser *f) {
     MPI_Comm_size(f->comm, &f->size);
     size_t n;
     f->ids = mf_cli_tokenize_file(o->model, o->tokenizer, o->text, &n, f->comm);
+    mf_cli_tokens_id(f->ids, n, f->text_id, sizeof f->text_id);
     if (n < (size_t)o->samples * o->ctx)
         mf_fatal("fuse: %s has %zu tokens, fewer than --samples %d x --ctx %d", o->text, n, o->samples, o->ctx);
     mf_stage_open(&f->st, o->model, f->comm, mf_backend_cpu(), o->ctx, o->ctx);

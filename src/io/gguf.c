@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "io/dequant.h"
+#include "util/hash.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c assumes a little-endian host"
@@ -75,11 +76,7 @@ struct mf_gguf {
 
 /* ---- hash table ---- */
 
-static uint64_t fnv1a(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t fnv1a(const char *s) { return mf_fnv1a64(s, strlen(s), MF_FNV1A64_SEED); }
 
 static void htab_init(htab *t, size_t n) {
     size_t cap = 16;

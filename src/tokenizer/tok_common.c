@@ -6,14 +6,7 @@
 #include "tokenizer/tok_internal.h"
 
 /* FNV-1a, 64 bit, continuing from h. */
-uint64_t tok_hash(const void *p, size_t n, uint64_t h) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
+uint64_t tok_hash(const void *p, size_t n, uint64_t h) { return mf_fnv1a64(p, n, h); }
 
 /* ---- string table ---- */
 

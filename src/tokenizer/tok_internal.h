@@ -11,6 +11,7 @@
 #include <pcre2.h>
 
 #include "tokenizer/tokenizer.h"
+#include "util/hash.h"
 
 enum { TOK_KIND_SP = 1, TOK_KIND_GPT2 = 2 };
 
@@ -85,7 +86,7 @@ struct mf_tokenizer {
 
 /* ---- tok_common.c ---- */
 uint64_t tok_hash(const void *p, size_t n, uint64_t h);
-#define TOK_HASH_SEED 1469598103934665603ULL
+#define TOK_HASH_SEED MF_FNV1A64_SEED
 
 void tok_strs_alloc(tok_strs *s, int n, size_t total);
 void tok_strs_set(tok_strs *s, int i, const void *bytes, size_t len); /* in order i = 0, 1, ... */
