@@ -494,7 +494,13 @@ Test(fuse, fused_block_beats_plain_removal, .timeout = 300) {
     cr_assert_eq(tu_run(cmd, &out, &err), 0, "%s", err);
     json_t *sum = json_loads(out, 0, NULL);
     cr_assert(sum, "%s", out);
-    int block = (int)json_integer_value(json_object_get(json_array_get(json_object_get(sum, "iterations"), 0), "block"));
+    json_t *it0 = json_array_get(json_object_get(sum, "iterations"), 0);
+    int block = (int)json_integer_value(json_object_get(it0, "block"));
+    double secs = json_real_value(json_object_get(it0, "seconds")), smi = json_real_value(json_object_get(it0, "seconds_mi")),
+           strain = json_real_value(json_object_get(it0, "seconds_train")),
+           sother = json_real_value(json_object_get(it0, "seconds_setup_fold"));
+    cr_expect(smi > 0 && strain > 0 && sother > 0 && fabs(smi + strain + sother - secs) < 1e-6 * secs,
+              "time breakdown: MI %g + training %g + set-up/fold %g should be the iteration's %g s", smi, strain, sother, secs);
     free(out); free(err);
     /* the same block simply removed: score's MI on the same 32 windows picks the same block */
     snprintf(cmd, sizeof cmd, "%s score --model %s --text %s --out %s/rk.h5 --samples 32 --ctx 256 --metrics mi --mi-iters 1 && "

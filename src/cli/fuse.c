@@ -66,6 +66,7 @@ typedef struct fuse_opts {
 typedef struct iter_rec {
     int block, first, count;
     double loss_first, loss_last, seconds;
+    double sec_mi, sec_train; /* parts of seconds: the Macro Influence pass, the training steps */
 } iter_rec;
 
 static volatile int g_stop_signal; /* sig_atomic_t is int here; MI polls it through a const volatile int * */
@@ -365,7 +366,8 @@ static char *state_json(fuser *f, int training) {
     for (int i = 0; i < rows; i++) {
         const iter_rec *r = &f->rec[i];
         double secs = r->seconds + (i == f->it ? mf_now() - f->iter_t0 : 0); /* the current one: so far */
-        json_array_append_new(recs, json_pack("[i, i, f, f, f]", r->first, r->count, r->loss_first, r->loss_last, secs));
+        json_array_append_new(recs, json_pack("[i, i, f, f, f, f, f]", r->first, r->count, r->loss_first, r->loss_last, secs,
+                                              r->sec_mi, r->sec_train));
     }
     json_object_set_new(j, "records", recs);
     char *s = json_dumps(j, JSON_COMPACT);
@@ -507,6 +509,8 @@ static int resume_state(fuser *f, const char *path) {
         r->loss_first = json_number_value(json_array_get(e, 2));
         r->loss_last = json_number_value(json_array_get(e, 3));
         r->seconds = json_number_value(json_array_get(e, 4));
+        r->sec_mi = json_number_value(json_array_get(e, 5)); /* 0 when absent (older checkpoints) */
+        r->sec_train = json_number_value(json_array_get(e, 6));
     }
     f->gstep = meta.step;
     f->tokens = meta.tokens;
@@ -599,6 +603,10 @@ static void print_summary(fuser *f, double secs) {
             json_object_set_new(o, "loss_first", json_real(r->loss_first));
             json_object_set_new(o, "loss_last", json_real(r->loss_last));
             json_object_set_new(o, "seconds", json_real(r->seconds));
+            json_object_set_new(o, "seconds_mi", json_real(r->sec_mi));
+            json_object_set_new(o, "seconds_train", json_real(r->sec_train));
+            /* the rest: gathering the window, the prefix and teacher forwards of its inputs, the fold, checkpoints */
+            json_object_set_new(o, "seconds_setup_fold", json_real(r->seconds - r->sec_mi - r->sec_train));
         }
         json_array_append_new(its, o);
     }
@@ -624,7 +632,9 @@ static int train_window(fuser *f) {
     iter_rec *r = &f->rec[f->it];
     int stop = 0;
     while (f->step < f->steps) {
+        double t0 = mf_now();
         double loss = train_step(f, batch, dS);
+        r->sec_train += mf_now() - t0;
         if (f->step == 1 || r->loss_first == 0) r->loss_first = loss;
         r->loss_last = loss;
         int sig = g_stop_signal, any = 0;
@@ -657,7 +667,10 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
                 for (int l = 0; l < f->L0; l++) row[l] = NAN;
                 f->pick = f->o.blocks[f->it];
             } else {
-                if (mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row, &g_stop_signal)) {
+                double t0 = mf_now();
+                int stopped = mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row, &g_stop_signal);
+                r->sec_mi += mf_now() - t0;
+                if (stopped) {
                     if (f->rank == 0)
                         mf_log("signal %d during Macro Influence of iteration %d: exiting; --resume redoes it from the last "
                                "checkpoint (%d blocks removed)", g_stop_signal, f->it + 1, f->it);
@@ -680,8 +693,10 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
         f->gstep++;
         free_window(f);
         r->seconds += mf_now() - f->iter_t0; /* plus the time before a resume inside this iteration */
-        if (f->rank == 0) mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs", f->it, f->o.drop, r->block,
-                                 r->loss_first, r->loss_last, r->seconds);
+        if (f->rank == 0)
+            mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs (Macro Influence %.1fs, training %.1fs, "
+                   "window set-up and fold %.1fs)", f->it, f->o.drop, r->block, r->loss_first, r->loss_last, r->seconds,
+                   r->sec_mi, r->sec_train, r->seconds - r->sec_mi - r->sec_train);
         save_checkpoint(f, 0);
         int sig = g_stop_signal, any = 0; /* a signal during the MI pass or the fold: stop at this checkpoint */
         MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, f->comm);
