@@ -17,15 +17,15 @@ run() { # label, fuse options
     local w h; w=$(ppl "$out/m" "$WIKI" 200); h=$(ppl "$out/m" "$out/heldout.txt" 200)
     echo "| $label | $w | $h |" | tee -a "$out/table.md"
 }
-BASE="--samples 2048 --epochs 2 --rank 16"
+BASE="--samples 2048 --epochs 2 --rank 16 --loss kl-batch"
 run "(d) kl-batch, lr 1e-2 / 1e-3"                 $BASE --lr 1e-2 --lr-base 1e-3
 run "official learning rates 1e-3 / 9.65e-6"       $BASE --lr 1e-3 --lr-base 9.65e-6
 run "lr 3e-2 / 1e-2"                               $BASE --lr 3e-2 --lr-base 1e-2
 run "nmse loss"                                    $BASE --lr 1e-2 --lr-base 1e-3 --loss nmse
 run "cosine loss"                                  $BASE --lr 1e-2 --lr-base 1e-3 --loss cosine
-run "rank 4"                                       --samples 2048 --epochs 2 --rank 4 --lr 1e-2 --lr-base 1e-3
-run "rank 64"                                      --samples 2048 --epochs 2 --rank 64 --lr 1e-2 --lr-base 1e-3
-run "256 windows x 16 epochs (less data)"          --samples 256 --epochs 16 --rank 16 --lr 1e-2 --lr-base 1e-3
+run "rank 4"                                       --samples 2048 --epochs 2 --rank 4 --lr 1e-2 --lr-base 1e-3 --loss kl-batch
+run "rank 64"                                      --samples 2048 --epochs 2 --rank 64 --lr 1e-2 --lr-base 1e-3 --loss kl-batch
+run "256 windows x 16 epochs (less data)"          --samples 256 --epochs 16 --rank 16 --lr 1e-2 --lr-base 1e-3 --loss kl-batch
 run "fuse block 2 (BI's choice) instead of 4"      $BASE --lr 1e-2 --lr-base 1e-3 --blocks 2
 run "window 3 (block 4 into blocks 2, 3)"          $BASE --lr 1e-2 --lr-base 1e-3 --window 3
 rm -rf "$out/m" "$out/m.ckpt" "$out/train.txt" "$out/heldout.txt"

@@ -15,7 +15,7 @@ out=bench/results/fuse-order-smollm2; mkdir -p "$out"; rm -rf "$out/$metric"
 split_tinystories "$out"
 ORDER=$(python3 -c "import h5py, numpy as np; s = h5py.File('$RANKINGS', 'r')['depth/$metric'][:]; print(','.join(str(i) for i in np.argsort(s, kind='stable')[:8]))")
 /usr/bin/time -f "$metric fuse wall %e s" $MPI fuse --model "$SMOLLM2" --text "$out/train.txt" --out "$out/$metric" --drop-layers 8 \
-    --blocks "$ORDER" --samples 256 --epochs 1 --ctx 256 --rank 32 --lr 1e-2 --lr-base 1e-3 \
+    --blocks "$ORDER" --samples 256 --epochs 1 --ctx 256 --rank 32 --lr 1e-2 --lr-base 1e-3 --loss kl-batch \
     --log "$out/log-$metric.jsonl" --resume --json > "$out/fuse-$metric.json" 2> "$out/fuse-$metric.log"
 w=$(ppl "$out/$metric" "$WIKI" 40); h=$(ppl "$out/$metric" "$out/heldout.txt" 40)
 echo "| FuseGPT on the 8 lowest-$metric blocks ($ORDER), 256 windows x 1 epoch per block | $w | $h | $(tail -1 "$out/fuse-$metric.log") |" | tee -a "$out/table.md"

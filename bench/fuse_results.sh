@@ -36,7 +36,7 @@ EPOCHS=$(( TOKENS / (DROP * SAMPLES * CTX) ))
 if [ "$EPOCHS" -ge 2 ]; then EPOCHS_E=$(( EPOCHS / 2 )); SAMPLES_E=$SAMPLES; else EPOCHS_E=1; SAMPLES_E=$(( SAMPLES / 2 )); fi
 FUSE_E_TOKENS=$(( DROP * SAMPLES_E * CTX * EPOCHS_E ))
 LR=${LR:-1e-2}; LR_BASE=${LR_BASE:-1e-3}
-FOPTS="--ctx $CTX --rank $RANK --lr $LR --lr-base $LR_BASE ${FUSE_OPTS:-}"
+FOPTS="--ctx $CTX --rank $RANK --lr $LR --lr-base $LR_BASE --loss kl-batch ${FUSE_OPTS:-}"
 if [ -n "${RANKINGS:-}" ]; then cp "$RANKINGS" "$out/rankings.h5"; else
     $MPI score --model "$M" --text "$out/train.txt" --out "$out/rankings.h5" --samples 32 --ctx 256 --metrics bi,mi --mi-iters "$DROP" >/dev/null; fi
 row() { local w h; w=$(ppl "$2" "$WIKI" "$WIN"); h=$(ppl "$2" "$out/heldout.txt" "$WIN"); echo "| $1 | $w | $h |" | tee -a "$out/table.md"; }

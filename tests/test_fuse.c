@@ -433,14 +433,15 @@ static int same_file(const char *a, const char *b) {
 Test(fuse, layouts_agree_mi_matches_score_and_beats_removal, .timeout = 600) {
     const char *dir = tu_tmpdir();
     char cmd[16384], *out, *err, path[4400], p2[4400];
-    fuse_run(dir, "a", 1, "--json > /dev/null");
+    /* kl-batch: the loss that couples the windows of a batch, the delicate case for data parallelism */
+    fuse_run(dir, "a", 1, "--loss kl-batch --json > /dev/null");
     snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/b --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
-             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --json", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --loss kl-batch --json", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
     cr_assert_eq(tu_run(cmd, &out, &err), 0, "%s", err);
     json_t *sum = json_loads(out, 0, NULL);
     cr_assert(sum, "--json output: %s", out);
     free(out); free(err);
-    fuse_run(dir, "c", 3, "--recompute");
+    fuse_run(dir, "c", 3, "--recompute --loss kl-batch");
     /* same losses for P = 1, 2, 3 (reduction noise) */
     double l[3];
     const char *names[3] = {"a", "b", "c"};
@@ -561,7 +562,7 @@ Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
     free(err);
     struct { const char *args, *want; } bad[] = {
         {"--window 4", "--window 4 differs from the checkpoint's 8"},
-        {"--loss nmse", "--loss \"nmse\" differs from the checkpoint's \"kl-batch\""},
+        {"--loss kl-batch", "--loss \"kl-batch\" differs from the checkpoint's \"nmse\""},
         {"--lr-base 2e-3", "--lr-base 0.002 differs from the checkpoint's 0.001"},
         {"--seed 5", "--seed 5 differs"},
         {"--blocks 0,1", "--blocks 0,1 names block 0 there"},
