@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/cpu_blas.h"
 #include "cli/common.h"
 #include "util/err.h"
 #include "version.h"
@@ -32,12 +33,13 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-    int provided;
+    mf_blas_ensure_core(argv); /* may exec this program again, before MPI starts */
+    int provided, rank;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mf_blas_log_core(rank);
     int rc = 0;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
-        int rank;
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
         if (rank == 0) usage();
         rc = argc < 2 ? 2 : 0;
     } else if (strcmp(argv[1], "--version") == 0) {

@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include "backend/cpu_blas.h"
 #include "io/source.h"
 #include "model/model.h"
 
@@ -136,3 +137,20 @@ char *tu_path_in(const char *dir, const char *name) {
 }
 
 int tu_exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* The test binary runs the same OpenBLAS kernels as bin/minifuse (backend/cpu_blas.h),
+ * so in-process results compare bit for bit with the program's: exec again with
+ * OPENBLAS_CORETYPE set when OpenBLAS fell back to generic kernels. */
+__attribute__((constructor)) static void tu_blas_core(void) {
+    static char buf[1 << 16];
+    FILE *f = fopen("/proc/self/cmdline", "rb");
+    if (!f) return;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    if (n == 0 || n >= sizeof buf - 1) return;
+    static char *argv[512];
+    int argc = 0;
+    for (size_t i = 0; i < n && argc < 511; i += strlen(buf + i) + 1) argv[argc++] = buf + i;
+    argv[argc] = NULL;
+    mf_blas_ensure_core(argv);
+}
