@@ -18,7 +18,7 @@ TORCH_PY="${TORCH_PY:-$CACHE/torch-venv/bin/python}"
 out=bench/results; mkdir -p "$out" build/bench
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-gcc -O3 -march=native -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c -lopenblas -o build/bench/sgemm_peak
+mpicc -O3 -march=native -fopenmp -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c src/backend/cpu_blas.c src/util/log.c -lopenblas -o build/bench/sgemm_peak
 for t in 1 2; do
     OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t build/bench/sgemm_peak | tail -1 > "$tmp/sgemm_t$t.json"
 done

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "backend/cpu_blas.h"
 
 typedef struct {
     const char *name;
@@ -92,6 +93,7 @@ static const char *env_or(const char *name, const char *dflt) {
 }
 
 int main(int argc, char **argv) {
+    mf_blas_ensure_core(argv); /* the kernels bin/minifuse runs (src/backend/cpu_blas.h) */
     enum { MAXS = 64 };
     shape shapes[MAXS];
     int ns;

@@ -12,7 +12,7 @@ M="$SMOLLM2"; TEXT="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
 TORCH_PY="${TORCH_PY:-$CACHE/torch-venv/bin/python}"; STEPS=${STEPS:-4}; B=${B:-4}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p build/bench bench/results
-gcc -O3 -march=native -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c -lopenblas -o build/bench/sgemm_peak
+mpicc -O3 -march=native -fopenmp -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c src/backend/cpu_blas.c src/util/log.c -lopenblas -o build/bench/sgemm_peak
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm1.json"
 OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm2.json"
 OMP_NUM_THREADS=1 bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null
