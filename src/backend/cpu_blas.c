@@ -43,7 +43,13 @@ void mf_blas_ensure_core(char **argv) {
     snprintf(mark, sizeof mark, "%s:%ld", openblas_get_corename(), (long)getpid());
     setenv("MINIFUSE_BLAS_DETECTED", mark, 1);
     setenv("OPENBLAS_CORETYPE", core, 1);
-    execv("/proc/self/exe", argv);
+    /* the real path, not /proc/self/exe: the process name (comm) stays the program's */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        execv(self, argv);
+    }
     /* exec failed: run on with the generic kernels; mf_blas_log_core warns */
     unsetenv("OPENBLAS_CORETYPE");
 }
