@@ -366,8 +366,10 @@ static char *state_json(fuser *f, int training) {
     for (int i = 0; i < rows; i++) {
         const iter_rec *r = &f->rec[i];
         double secs = r->seconds + (i == f->it ? mf_now() - f->iter_t0 : 0); /* the current one: so far */
-        json_array_append_new(recs, json_pack("[i, i, f, f, f, f, f]", r->first, r->count, r->loss_first, r->loss_last, secs,
-                                              r->sec_mi, r->sec_train));
+        json_t *rec = json_pack("[i, i, f, f, f]", r->first, r->count, r->loss_first, r->loss_last, secs);
+        json_array_append_new(rec, isnan(r->sec_mi) ? json_null() : json_real(r->sec_mi));
+        json_array_append_new(rec, isnan(r->sec_train) ? json_null() : json_real(r->sec_train));
+        json_array_append_new(recs, rec);
     }
     json_object_set_new(j, "records", recs);
     char *s = json_dumps(j, JSON_COMPACT);
@@ -509,8 +511,10 @@ static int resume_state(fuser *f, const char *path) {
         r->loss_first = json_number_value(json_array_get(e, 2));
         r->loss_last = json_number_value(json_array_get(e, 3));
         r->seconds = json_number_value(json_array_get(e, 4));
-        r->sec_mi = json_number_value(json_array_get(e, 5)); /* 0 when absent (older checkpoints) */
-        r->sec_train = json_number_value(json_array_get(e, 6));
+        /* absent in checkpoints of older versions: unknown (NAN stays NAN as time is added) */
+        json_t *mi_s = json_array_get(e, 5), *train_s = json_array_get(e, 6);
+        r->sec_mi = json_is_number(mi_s) ? json_number_value(mi_s) : NAN;
+        r->sec_train = json_is_number(train_s) ? json_number_value(train_s) : NAN;
     }
     f->gstep = meta.step;
     f->tokens = meta.tokens;
@@ -603,10 +607,12 @@ static void print_summary(fuser *f, double secs) {
             json_object_set_new(o, "loss_first", json_real(r->loss_first));
             json_object_set_new(o, "loss_last", json_real(r->loss_last));
             json_object_set_new(o, "seconds", json_real(r->seconds));
-            json_object_set_new(o, "seconds_mi", json_real(r->sec_mi));
-            json_object_set_new(o, "seconds_train", json_real(r->sec_train));
-            /* the rest: gathering the window, the prefix and teacher forwards of its inputs, the fold, checkpoints */
-            json_object_set_new(o, "seconds_setup_fold", json_real(r->seconds - r->sec_mi - r->sec_train));
+            if (!isnan(r->sec_mi) && !isnan(r->sec_train)) {
+                json_object_set_new(o, "seconds_mi", json_real(r->sec_mi));
+                json_object_set_new(o, "seconds_train", json_real(r->sec_train));
+                /* the rest: gathering the window, the prefix and teacher forwards of its inputs, the fold, checkpoints */
+                json_object_set_new(o, "seconds_setup_fold", json_real(r->seconds - r->sec_mi - r->sec_train));
+            }
         }
         json_array_append_new(its, o);
     }
@@ -693,10 +699,13 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
         f->gstep++;
         free_window(f);
         r->seconds += mf_now() - f->iter_t0; /* plus the time before a resume inside this iteration */
-        if (f->rank == 0)
+        if (f->rank == 0 && !isnan(r->sec_mi + r->sec_train))
             mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs (Macro Influence %.1fs, training %.1fs, "
                    "window set-up and fold %.1fs)", f->it, f->o.drop, r->block, r->loss_first, r->loss_last, r->seconds,
                    r->sec_mi, r->sec_train, r->seconds - r->sec_mi - r->sec_train);
+        else if (f->rank == 0)
+            mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs", f->it, f->o.drop, r->block, r->loss_first,
+                   r->loss_last, r->seconds);
         save_checkpoint(f, 0);
         int sig = g_stop_signal, any = 0; /* a signal during the MI pass or the fold: stop at this checkpoint */
         MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, f->comm);
