@@ -2,7 +2,7 @@
 # fuse_blocks_smollm2.sh - row (d) of bench/fuse_results.sh smollm2 with the removal order
 # given (--blocks, no Macro Influence passes) and any fuse options changed, at (d)'s
 # budget: 256 windows x 256 tokens x 1 epoch per block (524,288 tokens), rank 32,
-# lr 1e-2 / 1e-3, 2 ranks; evaluated like the table's rows (40 windows).
+# lr 1e-2 / 1e-3, kl-batch loss unless the options say otherwise, 2 ranks; evaluated like the table's rows (40 windows).
 #   bash bench/fuse_blocks_smollm2.sh NAME 4,5,3,12,17,16,18,13 [fuse options, e.g. --loss nmse]
 # Row (e) the same way: SAMPLES=128 KD_TOKENS=262144 fuses with 128 windows per block,
 # then distills the fused model from the original with KD_TOKENS tokens (as fuse_results.sh:
@@ -19,7 +19,7 @@ split_tinystories "$out"
 [ -s "$out/table.md" ] || { echo "| run | blocks (order) | options | WikiText-2 ppl | TinyStories held-out ppl | fuse wall |"; echo "|---|---|---|---|---|---|"; } > "$out/table.md"
 t0=$(date +%s)
 $MPI fuse --model "$SMOLLM2" --text "$out/train.txt" --out "$out/$name" --drop-layers "$(tr ',' '\n' <<<"$blocks" | wc -l)" \
-    --blocks "$blocks" --samples "$SAMPLES" --epochs 1 --ctx 256 --rank 32 --lr 1e-2 --lr-base 1e-3 "$@" \
+    --blocks "$blocks" --samples "$SAMPLES" --epochs 1 --ctx 256 --rank 32 --lr 1e-2 --lr-base 1e-3 --loss kl-batch "$@" \
     --log "$out/log-$name.jsonl" --resume --json > "$out/fuse-$name.json" 2> "$out/fuse-$name.log"
 secs=$(( $(date +%s) - t0 ))
 model="$out/$name"; opts="${*:-(none)}"
