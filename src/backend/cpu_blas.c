@@ -50,8 +50,9 @@ void mf_blas_ensure_core(char **argv) {
         self[n] = 0;
         execv(self, argv);
     }
-    /* exec failed: run on with the generic kernels; mf_blas_log_core warns */
+    /* exec failed: run on with the generic kernels; mf_blas_log_core warns (not "restarted") */
     unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("MINIFUSE_BLAS_DETECTED");
 }
 
 void mf_blas_log_core(int rank) {
@@ -60,10 +61,11 @@ void mf_blas_log_core(int rank) {
     char was[128] = "";
     const char *colon = mark ? strrchr(mark, ':') : NULL;
     if (colon && atol(colon + 1) == (long)getpid()) snprintf(was, sizeof was, "%.*s", (int)(colon - mark), mark);
+    const char *better = *was ? NULL : pick_for_this_cpu();
     if (*was)
         mf_log("OpenBLAS picked its generic %s kernels for this CPU; restarted with OPENBLAS_CORETYPE=%s (now: %s). "
                "Set OPENBLAS_CORETYPE yourself, or MINIFUSE_BLAS_AUTO=0, to choose.", was, getenv("OPENBLAS_CORETYPE"), now);
-    else if (pick_for_this_cpu())
+    else if (better)
         mf_log("warning: OpenBLAS runs its generic %s kernels on a CPU with %s: sgemm is several times slower; "
-               "set OPENBLAS_CORETYPE=%s", now, __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", pick_for_this_cpu());
+               "set OPENBLAS_CORETYPE=%s", now, __builtin_cpu_supports("avx512f") ? "AVX-512" : "AVX2", better);
 }
