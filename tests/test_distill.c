@@ -28,11 +28,18 @@ static const char *make_student(const char *dir) {
     return out;
 }
 
-static void distill(const char *dir, const char *student, const char *out, int P, int dp, const char *extra) {
-    char cmd[16384], *err;
+/* A short distillation into DIR/OUT with extra options (a repeated option: the last wins);
+ * its exit status, stderr in *err (free it). */
+static int distill_try(const char *dir, const char *student, const char *out, int P, int dp, const char *extra, char **err) {
+    char cmd[16384];
     snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/%s --tokens 20480 --batch 8 --lr 1e-3 --dp %d %s",
              tu_mpirun(P), tu_shared(STORIES), student, tu_shared(TINY), dir, out, dp, extra);
-    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "distill failed: %s\n%s", cmd, err);
+    return tu_run(cmd, NULL, err);
+}
+
+static void distill(const char *dir, const char *student, const char *out, int P, int dp, const char *extra) {
+    char *err;
+    cr_assert_eq(distill_try(dir, student, out, P, dp, extra, &err), 0, "distill %s failed:\n%s", extra, err);
     free(err);
 }
 
@@ -105,10 +112,9 @@ Test(distill, kill_and_resume_bit_identical, .timeout = 600) {
         free(x); free(y);
     }
     /* resuming with an option that changes the result is refused, naming it; another layout is not */
-    char *err;
-    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/o --tokens 20480 --batch 8 --lr 2e-3 "
-             "--checkpoint-dir %s/k.ckpt --resume", tu_mpirun(2), tu_shared(STORIES), student, tu_shared(TINY), dir, dir);
-    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume with another --lr must fail");
+    char *err, extra[4400];
+    snprintf(extra, sizeof extra, "--lr 2e-3 --checkpoint-dir %s/k.ckpt --resume", dir);
+    cr_expect_neq(distill_try(dir, student, "o", 2, 1, extra, &err), 0, "resume with another --lr must fail");
     cr_expect(strstr(err, "--lr 0.002 differs from the checkpoint's 0.001"), "%s", err);
     free(err);
     snprintf(path, sizeof path, "%s/o", dir);

@@ -392,11 +392,18 @@ Test(fuse, window_span) {
 
 /* ------------------------------------------------------------ the command */
 
-static void fuse_run(const char *dir, const char *out, int P, const char *extra) {
-    char cmd[16384], *err;
+/* The small stories260K fusion (2 blocks) into DIR/OUT with extra options (a repeated option: the last wins);
+ * its exit status, stderr in *err (free it). */
+static int fuse_try(const char *dir, const char *out, int P, const char *extra, char **err) {
+    char cmd[16384];
     snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/%s --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
              "--lr 1e-2 --lr-base 1e-3 --ctx 128 %s", tu_mpirun(P), tu_shared(STORIES), tu_shared(TINY), dir, out, extra);
-    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "fuse failed: %s\n%s", cmd, err);
+    return tu_run(cmd, NULL, err);
+}
+
+static void fuse_run(const char *dir, const char *out, int P, const char *extra) {
+    char *err;
+    cr_assert_eq(fuse_try(dir, out, P, extra, &err), 0, "fuse %s failed:\n%s", extra, err);
     free(err);
 }
 
@@ -555,11 +562,8 @@ Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
 Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
     const char *dir = tu_tmpdir();
     fuse_run(dir, "two", 2, "");
-    char cmd[16384], *err, a[4400], b[4400];
-    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/one --drop-layers 1 --samples 16 --epochs 3 --rank 8 "
-             "--lr 1e-2 --lr-base 1e-3 --ctx 128", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
-    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
-    free(err);
+    fuse_run(dir, "one", 2, "--drop-layers 1");
+    char extra[4400], *err, a[4400], b[4400];
     struct { const char *args, *want; } bad[] = {
         {"--window 4", "--window 4 differs from the checkpoint's 8"},
         {"--loss kl-batch", "--loss \"kl-batch\" differs from the checkpoint's \"nmse\""},
@@ -570,23 +574,19 @@ Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         char out[64];
         snprintf(out, sizeof out, "bad%zu", k);
-        snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/%s --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
-                 "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-dir %s/one.ckpt --resume %s", tu_mpirun(2), tu_shared(STORIES),
-                 tu_shared(TINY), dir, out, dir, bad[k].args);
-        cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume with %s must fail", bad[k].args);
+        snprintf(extra, sizeof extra, "--checkpoint-dir %s/one.ckpt --resume %s", dir, bad[k].args);
+        cr_expect_neq(fuse_try(dir, out, 2, extra, &err), 0, "resume with %s must fail", bad[k].args);
         cr_expect(strstr(err, bad[k].want), "%s: message should say %s: %s", bad[k].args, bad[k].want, err);
         free(err);
         snprintf(a, sizeof a, "%s/%s", dir, out);
         cr_expect(access(a, F_OK) != 0, "a refused resume must not write %s", a);
     }
-    /* another text (the last --text wins) */
-    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/badtext --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
-             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-dir %s/one.ckpt --resume --text %s", tu_mpirun(2), tu_shared(STORIES),
-             tu_shared(TINY), dir, dir, tu_shared("llm_assets/text/tinyshakespeare_input.txt"));
-    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume on another text must fail");
+    /* another text */
+    snprintf(extra, sizeof extra, "--checkpoint-dir %s/one.ckpt --resume --text %s", dir,
+             tu_shared("llm_assets/text/tinyshakespeare_input.txt"));
+    cr_expect_neq(fuse_try(dir, "badtext", 2, extra, &err), 0, "resume on another text must fail");
     cr_expect(strstr(err, "--text \"") && strstr(err, "tokens, fnv1a"), "%s", err);
     free(err);
-    char extra[4400];
     snprintf(extra, sizeof extra, "--checkpoint-dir %s/one.ckpt --resume", dir);
     fuse_run(dir, "ext", 2, extra);
     for (int s = 1; s <= 2; s++) {

@@ -699,13 +699,13 @@ static int run(fuser *f, int resumed_mid, const char *ckpt_path) {
         f->gstep++;
         free_window(f);
         r->seconds += mf_now() - f->iter_t0; /* plus the time before a resume inside this iteration */
-        if (f->rank == 0 && !isnan(r->sec_mi + r->sec_train))
-            mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs (Macro Influence %.1fs, training %.1fs, "
-                   "window set-up and fold %.1fs)", f->it, f->o.drop, r->block, r->loss_first, r->loss_last, r->seconds,
-                   r->sec_mi, r->sec_train, r->seconds - r->sec_mi - r->sec_train);
-        else if (f->rank == 0)
-            mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs", f->it, f->o.drop, r->block, r->loss_first,
-                   r->loss_last, r->seconds);
+        char parts[128] = ""; /* unknown for an iteration begun under an older checkpoint format */
+        if (!isnan(r->sec_mi + r->sec_train))
+            snprintf(parts, sizeof parts, " (Macro Influence %.1fs, training %.1fs, window set-up and fold %.1fs)", r->sec_mi,
+                     r->sec_train, r->seconds - r->sec_mi - r->sec_train);
+        if (f->rank == 0)
+            mf_log("fuse %d/%d: block %d folded; loss %.6g -> %.6g in %.1fs%s", f->it, f->o.drop, r->block, r->loss_first,
+                   r->loss_last, r->seconds, parts);
         save_checkpoint(f, 0);
         int sig = g_stop_signal, any = 0; /* a signal during the MI pass or the fold: stop at this checkpoint */
         MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, f->comm);
