@@ -1,10 +1,18 @@
 /* backend.h - the compute operations the model code is written against.
  *
  * One struct of function pointers per device. The CPU backend (cpu.c) uses
- * OpenBLAS for every matrix product and OpenMP for the rest; the CUDA backend
- * (cuda/) implements the same table with cuBLAS and kernels. Model code never
- * calls BLAS or CUDA directly, so a new device slots in without touching it.
- * All pointers are device pointers of that backend; all matrices row-major. */
+ * OpenBLAS for every matrix product and OpenMP for the rest; the reference
+ * backend (ref.c) is plain loops with double accumulation, the oracle of the
+ * op-parity test (tests/test_backend_ops.c). A device backend implements the
+ * same table. Model code never calls BLAS or a device API directly, so a new
+ * device slots in without touching it.
+ *
+ * Residency: every tensor an op reads or writes (weights, activations,
+ * gradients, optimizer state) is memory of that backend, allocated with
+ * alloc() and moved with upload()/download()/copy(). A backend with is_host = 1
+ * (cpu, ref) works on host memory: a memory-mapped weight file is used in
+ * place, with no copy. Arguments documented as "host" (token ids, lse, rinv
+ * of rmsnorm) are always host memory. All matrices row-major. */
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 
@@ -15,11 +23,15 @@ typedef struct mf_backend mf_backend;
 struct mf_backend {
     const char *name;
 
-    /* memory */
+    /* memory: alloc never returns NULL (a failure is fatal, naming the size) */
+    int is_host;                 /* 1: backend pointers are host pointers (zero-copy upload of mapped weights) */
     void *(*alloc)(size_t bytes);
     void (*free)(void *p);
     void (*upload)(void *dst, const void *host_src, size_t bytes);
     void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes); /* device to device */
+    void (*zero)(void *p, size_t bytes);
+    void (*sync)(void);          /* wait for queued work (no-op on host backends) */
 
     /* y[T][n_out] (=|+=) x[T][n_in] . W[n_out][n_in]^T (+ b[n_out]); accumulate adds into y */
     void (*linear)(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate);
@@ -75,9 +87,11 @@ struct mf_backend {
 };
 
 const mf_backend *mf_backend_cpu(void);
-/* The CUDA backend, or NULL when built without CUDA=1 or no device is present. */
-const mf_backend *mf_backend_cuda(void);
-/* Pick by name: "cpu", "cuda", "auto". */
+/* Plain loops, double accumulation: slow and obviously correct (ref.c). */
+const mf_backend *mf_backend_ref(void);
+/* Pick by name: "cpu" or "ref"; NULL for any other name. */
 const mf_backend *mf_backend_get(const char *name);
+/* The names mf_backend_get accepts, for --help ("cpu, ref"). */
+const char *mf_backend_names(void);
 
 #endif

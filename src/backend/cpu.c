@@ -16,6 +16,8 @@ static void *cpu_alloc(size_t bytes) {
 }
 static void cpu_free(void *p) { free(p); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_sync(void) {}
 
 static void cpu_linear(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate) {
     float beta = 0.0f;
@@ -137,10 +139,14 @@ static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
 
 static const mf_backend CPU = {
     .name = "cpu",
+    .is_host = 1,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
     .linear = cpu_linear,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
@@ -166,14 +172,3 @@ static const mf_backend CPU = {
 };
 
 const mf_backend *mf_backend_cpu(void) { return &CPU; }
-
-#ifndef MF_CUDA
-const mf_backend *mf_backend_cuda(void) { return NULL; }
-#endif
-
-const mf_backend *mf_backend_get(const char *name) {
-    if (!name || strcmp(name, "cpu") == 0) return &CPU;
-    if (strcmp(name, "cuda") == 0) return mf_backend_cuda();
-    if (strcmp(name, "auto") == 0) return mf_backend_cuda() ? mf_backend_cuda() : &CPU;
-    return NULL;
-}

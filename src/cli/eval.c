@@ -166,7 +166,7 @@ int mf_cmd_eval(int argc, char **argv) {
         {"skip", MF_OPT_INT, &o.skip, "skip the first N windows (e.g. those used for calibration)", 0},
         {"ref-model", MF_OPT_STR, &o.ref, "reference model: also report KL(ref || model) and top-1 agreement", 0},
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
-        {"backend", MF_OPT_STR, &o.backend, "cpu (default), cuda or auto", 0},
+        {"backend", MF_OPT_STR, &o.backend, "compute backend: cpu (default)", 0},
         {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
     };
     const char *summary =

@@ -107,7 +107,7 @@ int mf_cmd_generate(int argc, char **argv) {
         {"top-p", MF_OPT_FLOAT, &topp, "nucleus sampling threshold (default 0.9)", 0},
         {"seed", MF_OPT_U64, &seed, "random seed (default: time)", 0},
         {"tokenizer", MF_OPT_STR, &tokp, "tokenizer.bin or GGUF file (default: from the model)", 0},
-        {"backend", MF_OPT_STR, &backend, "cpu (default), cuda or auto", 0},
+        {"backend", MF_OPT_STR, &backend, "compute backend: cpu (default)", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON object with the ids and text instead of streaming", 0},
     };
     mf_err err;

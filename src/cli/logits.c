@@ -13,7 +13,7 @@ int mf_cmd_logits(int argc, char **argv) {
         {"model", MF_OPT_STR, &model, "model: HF directory, GGUF file or llama2.c .bin", 1},
         {"ids", MF_OPT_STR, &ids_s, "comma-separated token ids, e.g. 1,403,407", 1},
         {"out", MF_OPT_STR, &out, "output file: little-endian float32 [n_ids][vocab]", 1},
-        {"backend", MF_OPT_STR, &backend, "cpu (default), cuda or auto", 0},
+        {"backend", MF_OPT_STR, &backend, "compute backend: cpu (default)", 0},
     };
     mf_err err;
     if (mf_args_parse_or_die("logits", "Write the logits of every position of one sequence, for golden checks.", opts,
