@@ -10,6 +10,7 @@
 # with their attributes, less the wall times and creation stamps; eval/score
 # figures from --json less the timings). Run it with the binary before a change
 # and after it, then `diff before/digest.txt after/digest.txt`: no line may differ.
+# DIGEST_ONLY=1 recomputes OUTDIR/digest.txt from the outputs already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: identity_check.sh OUTDIR [BINARY]}
@@ -22,6 +23,7 @@ TS=$SHARED/llm_assets/text/tinystories_train_first2MiB.txt
 WIKI=$SHARED/llm_assets/text/wikitext2_raw_test.txt
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MINIFUSE_QUIET=1
+if [ "${DIGEST_ONLY:-0}" != 1 ]; then
 rm -rf "$OUT"; mkdir -p "$OUT"
 run() { local np=$1; shift; mpirun --bind-to none -np "$np" "$BIN" "$@"; }
 # JSON without the keys that carry wall times or rates
@@ -37,7 +39,7 @@ print(json.dumps(clean(json.load(sys.stdin)), sort_keys=True))'; }
 
 # --- stories260K
 for np in 1 2 3; do run $np eval --model "$S" --text "$WIKI" --ctx 128 --max-windows 8 --json | strip_json > "$OUT/s-eval-$np.json"; done
-run 2 logits --model "$S" --ids 1,403,407,261,378,1000,55 --out "$OUT/s-logits.f32" >/dev/null
+run 2 logits --model "$S" --ids 1,403,407,261,378,100,55 --out "$OUT/s-logits.f32" >/dev/null
 run 2 score --model "$S" --text "$TS" --samples 8 --ctx 128 --out "$OUT/s-rankings.h5" --json | strip_json > "$OUT/s-score.json"
 run 2 prune --model "$S" --rankings "$OUT/s-rankings.h5" --drop-layers 1 --metric mi --ffn-keep 0.75 --out "$OUT/s-pruned" >/dev/null
 run 2 prune --model "$S" --rankings "$OUT/s-rankings.h5" --drop-layers 1 --metric mi --out "$OUT/s-depth" >/dev/null
@@ -56,6 +58,7 @@ run 2 score --model "$M" --text "$TS" --samples 2 --ctx 64 --mi-iters 2 --out "$
 run 2 prune --model "$M" --rankings "$OUT/m-rankings.h5" --drop-layers 2 --metric mi --out "$OUT/m-depth" >/dev/null
 run 2 distill --teacher "$M" --student "$OUT/m-depth" --text "$TS" --out "$OUT/m-kd" --tokens 512 --batch 4 --ctx 64 --lr 1e-4 >/dev/null
 run 2 fuse --model "$M" --text "$TS" --out "$OUT/m-fuse" --drop-layers 1 --blocks 4 --samples 4 --batch 2 --epochs 1 --ctx 64 --rank 4 --window 4 >/dev/null
+fi
 
 # --- digest
 python3 - "$OUT" > "$OUT/digest.txt" <<'EOF'
@@ -82,6 +85,8 @@ for dirpath, dirs, files in sorted(os.walk(root)):
         p = os.path.join(dirpath, fn); rel = os.path.relpath(p, root)
         if fn == "digest.txt" or fn.endswith(".jsonl") or ".ckpt" in rel: continue
         if fn.endswith(".h5"): d = h5digest(p)
+        elif fn.endswith(".json"):  # paths inside name the output directory: compare them relative to it
+            d = hashlib.sha256(open(p, "rb").read().replace(os.path.abspath(root).encode(), b"OUT")).hexdigest()
         else: d = hashlib.sha256(open(p, "rb").read()).hexdigest()
         print(d, rel)
 EOF

@@ -20,9 +20,12 @@
 #include "cli/args.h"
 #include "cli/common.h"
 #include "compress/importance.h"
+#include "compress/macro_influence.h"
 #include "compress/score_out.h"
 #include "model/loss.h"
+#include "collective.h"
 #include "stage.h"
+#include "tags.h"
 #include "util/log.h"
 #include "version.h"
 
@@ -39,11 +42,13 @@ typedef struct depth_acc {
     double *ppl_nll;   /* [L] NLL sum with block i removed (pass 0) */
     double base_nll;   /* full model */
     long ppl_tokens;
-    double *mi_cos;    /* [L] sum over tokens of cos(final, final without i), current pass */
-    long mi_tokens;
+    mf_mi_acc mi_acc;  /* the current Macro Influence pass */
     double *mi;        /* [iters][L] */
     int *mi_order;     /* removal order */
     long layer_fwd, heads; /* work done, for forward-equivalents (summed over ranks later) */
+    const int32_t *targets; /* the window being scored */
+    double *lse;
+    int ppl, T;
 } depth_acc;
 
 static void parse_metrics(score_opts *o) {
@@ -58,57 +63,54 @@ static void parse_metrics(score_opts *o) {
     }
 }
 
-/* Model without the blocks in skip and without `drop`, from the cached input of `drop`. */
-static int run_variant(mf_stage *st, mf_importance *imp, const unsigned char *skip, int drop, int T, int head, depth_acc *d) {
-    mf_pipe *p = &st->pipe;
-    for (int l = drop >= p->l0 ? drop + 1 : p->l0; drop < p->l1 && l < p->l1; l++) d->layer_fwd += !skip[l];
-    int done = mf_stage_forward_without(st, imp->cache, skip, drop, T, head, 3);
-    if (done && head) d->heads++;
-    return done;
+/* A drop-one variant of the current window has run (last rank): score its tokens. */
+static void on_variant(void *ctx, int i, mf_stage *st) {
+    depth_acc *d = ctx;
+    if (!d->ppl) return;
+    d->heads++;
+    d->ppl_nll[i] += mf_nll_sum(st->model->be, st->st->logits, d->targets, d->T, st->model->cfg.vocab_size, d->lse);
 }
 
-/* One window: full forward (hooks on), then every drop-one variant. */
+/* One window: full forward (hooks on), then every drop-one variant (mf_mi_window). */
 static void score_window(const score_opts *o, mf_stage *st, mf_importance *imp, depth_acc *d, const int32_t *in,
-                         const int32_t *targets, unsigned char *skip, int pass, int variants, float *ref, double *lse) {
+                         const int32_t *targets, unsigned char *skip, int pass, int variants, int mi, float *ref) {
     int T = o->ctx, V = st->model->cfg.vocab_size, L = d->L;
     int head_full = pass == 0 && o->want_ppl;
+    mf_pipe *p = &st->pipe;
     st->st->hooks = &imp->hooks;
     imp->want_width = pass == 0 && o->want_width;
     imp->want_bi = pass == 0 && o->want_bi;
-    for (int l = st->pipe.l0; l < st->pipe.l1; l++) d->layer_fwd += !skip[l];
-    if (mf_stage_forward_ex(st, in, T, 0, 2, skip, head_full)) {
+    for (int l = p->l0; l < p->l1; l++) d->layer_fwd += !skip[l];
+    if (mf_stage_forward_ex(st, in, T, 0, MF_TAG_REF, skip, head_full)) {
         memcpy(ref, st->st->x, (size_t)T * st->model->cfg.dim * sizeof *ref);
-        if (head_full) { d->base_nll += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, lse); d->heads++; }
+        if (head_full) { d->base_nll += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, d->lse); d->heads++; }
     }
     st->st->hooks = NULL;
     if (pass == 0) mf_importance_end_sample(imp, T);
     if (!variants) return;
-    int ppl = pass == 0 && o->want_ppl;
-    for (int i = 0; i < L; i++) {
-        if (skip[i]) continue;
-        if (!run_variant(st, imp, skip, i, T, ppl, d)) continue;
-        if (o->want_mi) d->mi_cos[i] += mf_mean_cos(ref, st->st->x, T, st->model->cfg.dim) * T;
-        if (ppl) d->ppl_nll[i] += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, lse);
-    }
+    for (int i = 0; i < L; i++) /* layers this rank runs in the variants */
+        if (!skip[i]) for (int l = i >= p->l0 ? i + 1 : p->l0; i < p->l1 && l < p->l1; l++) d->layer_fwd += !skip[l];
+    d->ppl = pass == 0 && o->want_ppl;
+    d->targets = targets;
+    d->T = T;
+    mf_mi_window(st, imp->cache, skip, T, d->ppl, ref, mi ? &d->mi_acc : NULL, on_variant, d);
 }
 
 /* After an MI pass: MI of every remaining block, remove the least influential
  * (decided on the last rank, broadcast so every rank skips it next pass). */
 static int finish_mi_pass(mf_stage *st, depth_acc *d, unsigned char *skip, int iter) {
     int L = d->L, pick = -1;
+    mf_coll coll;
+    mf_coll_init(&coll, st->pipe.comm, st->model->be);
     if (st->pipe.last) {
-        double best = INFINITY;
-        for (int i = 0; i < L; i++) {
-            double mi = skip[i] ? NAN : 1.0 - d->mi_cos[i] / (double)d->mi_tokens;
-            d->mi[(size_t)iter * L + i] = mi;
-            if (!skip[i] && mi < best) { best = mi; pick = i; }
-        }
+        double *row = d->mi + (size_t)iter * L;
+        mf_mi_finish(&d->mi_acc, skip, row);
+        pick = mf_mi_argmin(row, skip, L);
     }
-    MPI_Bcast(&pick, 1, MPI_INT, st->pipe.size - 1, st->pipe.comm);
+    mf_coll_bcast(&coll, &pick, sizeof pick, st->pipe.size - 1);
     skip[pick] = 1;
     d->mi_order[iter] = pick;
-    memset(d->mi_cos, 0, (size_t)L * sizeof *d->mi_cos);
-    d->mi_tokens = 0;
+    mf_mi_acc_reset(&d->mi_acc);
     return pick;
 }
 
@@ -117,7 +119,7 @@ static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, de
     unsigned char *skip = mf_calloc((size_t)L, 1);
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     float *ref = mf_malloc((size_t)T * st->model->cfg.dim * sizeof *ref);
-    double *lse = mf_malloc((size_t)T * sizeof *lse);
+    d->lse = mf_malloc((size_t)T * sizeof *d->lse);
     int passes = o->want_mi ? o->mi_iters : 1;
     for (int pass = 0; pass < passes; pass++) {
         int nwin = pass == 0 ? o->samples : o->mi_samples;
@@ -129,9 +131,9 @@ static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, de
             const int32_t *win = ids + (size_t)w * T;
             in[0] = st->model->cfg.bos_id;
             memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
-            int variants = o->want_ppl && pass == 0 ? 1 : o->want_mi && w < o->mi_samples;
-            score_window(o, st, imp, d, in, win, skip, pass, variants, ref, lse);
-            if (o->want_mi && w < o->mi_samples) d->mi_tokens += T;
+            int mi = o->want_mi && w < o->mi_samples;
+            int variants = (o->want_ppl && pass == 0) || mi;
+            score_window(o, st, imp, d, in, win, skip, pass, variants, mi, ref);
             if (o->want_ppl && pass == 0) d->ppl_tokens += T;
             if (st->pipe.last) mf_progress_update(&prog, w + 1, "windows");
         }
@@ -141,7 +143,7 @@ static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, de
             if (st->pipe.rank == 0) mf_log("MI pass %d: removing block %d", pass + 1, pick);
         }
     }
-    free(skip); free(in); free(ref); free(lse);
+    free(skip); free(in); free(ref); free(d->lse);
 }
 
 int mf_cmd_score(int argc, char **argv) {
@@ -186,7 +188,7 @@ int mf_cmd_score(int argc, char **argv) {
                        o.want_ppl || o.want_mi);
     depth_acc d = {.L = L};
     d.ppl_nll = mf_calloc((size_t)L, sizeof(double));
-    d.mi_cos = mf_calloc((size_t)L, sizeof(double));
+    mf_mi_acc_init(&d.mi_acc, L);
     d.mi = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1) * L, sizeof(double));
     d.mi_order = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1), sizeof(int));
     MPI_Barrier(MPI_COMM_WORLD);
@@ -202,7 +204,7 @@ int mf_cmd_score(int argc, char **argv) {
     mf_score_write(&res, &st, &imp, o.model, o.text, o.out, (long)o.samples * o.ctx);
     if (st.pipe.rank == 0) mf_score_print(&res, o.json);
     mf_score_result_free(&res);
-    free(d.ppl_nll); free(d.mi_cos); free(d.mi); free(d.mi_order);
+    free(d.ppl_nll); mf_mi_acc_free(&d.mi_acc); free(d.mi); free(d.mi_order);
     mf_importance_free(&imp);
     mf_stage_close(&st);
     free(ids);

@@ -21,10 +21,22 @@ int mf_fuse_window_span(int n, int p, int size, int *count) {
     return lo;
 }
 
-/* Append a tensor to a list. data/grad NULL: allocated (zeroed) here, freed by mf_fuse_window_free. */
-static mf_param *push(mf_params *ps, const char *name, int64_t d0, int64_t d1, float *data, float *grad) {
+/* Append a trainable tensor to a list: data allocated (zeroed) here, the
+ * gradient the next piece of the window's flat buffer; freed by mf_fuse_window_free. */
+static mf_param *push(mf_fuse_window *w, mf_params *ps, const char *name, int64_t d0, int64_t d1) {
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-    return mf_params_push(ps, name, d0, d1, data ? data : mf_calloc(n, sizeof(float)), grad ? grad : mf_calloc(n, sizeof(float)));
+    if (w->grad_pos + n > w->grad_n) mf_fatal("fuse: adapter gradients overflow their buffer (%s)", name);
+    float *g = w->grad_flat + w->grad_pos;
+    w->grad_pos += n;
+    return mf_params_push(ps, name, d0, d1, mf_calloc(n, sizeof(float)), g);
+}
+
+/* Floats of adapter and norm gradients of one receiving block. */
+static size_t block_grad_floats(const mf_layer_tensor *lt, int r) {
+    size_t n = 0;
+    for (int j = 0; j < MF_FUSE_LINEARS; j++) n += 2 * (size_t)r * (size_t)(lt[LIN_SLOT[j]].d0 + lt[LIN_SLOT[j]].d1);
+    for (int j = 0; j < 2; j++) n += (size_t)lt[NORM_SLOT[j]].d0;
+    return n;
 }
 
 /* U(-1/sqrt(in), 1/sqrt(in)) from a stream of its own. */
@@ -65,13 +77,13 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
         /* push() may move the list: keep the data and gradient pointers, not the entries */
         mf_param *e;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_A", L, mod);
-        e = push(&w->base, name, r, f->in, NULL, NULL), f->A = e->data, f->dA = e->grad;
+        e = push(w, &w->base, name, r, f->in), f->A = e->data, f->dA = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.lora_B", L, mod);
-        e = push(&w->base, name, f->out, r, NULL, NULL), f->B = e->data, f->dB = e->grad;
+        e = push(w, &w->base, name, f->out, r), f->B = e->data, f->dB = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_U", L, mod);
-        e = push(&w->gates, name, f->out, r, NULL, NULL), f->U = e->data, f->dU = e->grad;
+        e = push(w, &w->gates, name, f->out, r), f->U = e->data, f->dU = e->grad;
         snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_V", L, mod);
-        e = push(&w->gates, name, r, f->in, NULL, NULL), f->V = e->data, f->dV = e->grad;
+        e = push(w, &w->gates, name, r, f->in), f->V = e->data, f->dV = e->grad;
         uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)L * 64 + (uint64_t)j * 2;
         kaiming(f->A, (size_t)r * f->in, f->in, s);
         kaiming(f->V, (size_t)r * f->in, f->in, s + 1);
@@ -83,7 +95,7 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
     for (int j = 0; j < 2; j++) { /* norm scales: trainable, and in wgrad with the same data and gradient */
         const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
         snprintf(name, sizeof name, "fuse.layers.%d.%s", L, t->suffix);
-        mf_param *g = push(&w->base, name, t->d0, 0, NULL, NULL);
+        mf_param *g = push(w, &w->base, name, t->d0, 0);
         memcpy(g->data, *mf_layer_slot(src, t), g->numel * sizeof(float));
         *mf_layer_slot(dst, t) = g->data;
         mf_params_push(&w->wgrad, t->suffix, t->d0, 0, g->data, g->grad);
@@ -109,6 +121,8 @@ int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks,
     mf_layer_tensor lt[MF_LAYER_TENSORS];
     mf_layer_tensors(c, lt);
     size_t big = 0;
+    w->grad_n = (size_t)(n - 1) * block_grad_floats(lt, rank);
+    w->grad_flat = mf_calloc(w->grad_n, sizeof(float));
     for (int k = 0, b = 0; b < n; b++) {
         if (b == drop) continue;
         add_block(w, k++, b, orig[b], seed, lt);
@@ -133,8 +147,9 @@ void mf_fuse_window_free(mf_fuse_window *w) {
     for (int i = 0; w->lin && i < w->n_lin; i++) { free(w->lin[i].W_eff); free(w->lin[i].G); }
     for (int i = 0; i < w->gates.n; i++) free(w->gates.p[i].data);
     for (int i = 0; i < w->base.n; i++) free(w->base.p[i].data);
-    mf_params_free(&w->gates);
-    mf_params_free(&w->base);
+    free(w->gates.p);
+    free(w->base.p);
+    free(w->grad_flat);
     free(w->wgrad.p);
     free(w->lin);
     free(w->student_layers);
@@ -152,8 +167,7 @@ void mf_fuse_teacher(mf_fuse_window *w, const float *x_in, int T, float *out) {
 }
 
 void mf_fuse_zero_grad(mf_fuse_window *w) {
-    mf_params_zero_grad(&w->gates);
-    mf_params_zero_grad(&w->base);
+    memset(w->grad_flat, 0, w->grad_n * sizeof(float));
     for (int i = 0; i < w->n_lin; i++) memset(w->lin[i].G, 0, (size_t)w->lin[i].out * w->lin[i].in * sizeof(float));
 }
 

@@ -49,6 +49,8 @@ typedef struct mf_fuse_window {
     int n_lin;
     mf_fuse_lin *lin;        /* [(n-1) * 7] */
     mf_params gates, base;   /* trainable (owned) */
+    float *grad_flat;        /* [grad_n] the gradients of both lists, one buffer (one data-parallel sum) */
+    size_t grad_n, grad_pos;
     mf_params wgrad;         /* W_eff and norm scales with their gradients, for mf_train_backward */
     mf_train_state **ts;     /* [n_slots] one per sample in flight */
     mf_state *tst;           /* teacher forward */

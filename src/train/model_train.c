@@ -237,7 +237,10 @@ void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, con
     for (int i = ts->n_layers - 1; i >= 0; i--) {
         if (dlayer_out && dlayer_out[i])
             for (size_t j = 0; j < TD; j++) g[j] += dlayer_out[i][j];
-        if (ts->skip[m->layer_begin + i]) continue;
+        if (ts->skip[m->layer_begin + i]) {
+            if (ts->on_layer_grads) ts->on_layer_grads(ts->hook_ctx, m->layer_begin + i);
+            continue;
+        }
         const mf_layer_acts *a = &ts->acts[i];
         if (ts->recompute) { /* the same forward again: bit-identical activations */
             ts->work.x_in = ts->acts[i].x_in;
@@ -246,6 +249,7 @@ void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, con
         }
         layer_backward(m, &m->layers[i], a, ts, ps, g, T);
         ts->work.x_in = NULL;
+        if (ts->on_layer_grads) ts->on_layer_grads(ts->hook_ctx, m->layer_begin + i);
     }
     if (m->first) {
         float *dE = grad_of(ps, m->tok_embd);

@@ -2,6 +2,8 @@
  * gradient norm, PCG64 random numbers. See optim.h for the exact formulas. */
 #include "train/optim.h"
 
+#include "collective.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,15 +106,9 @@ double mf_lr_at(const mf_lr_sched *s, int64_t step) {
 /* ---------------------------------------------------------------- clipping */
 
 double mf_grad_global_norm(const mf_params *ps, MPI_Comm comm) {
-    int size;
-    MPI_Comm_size(comm, &size);
-    double mine = mf_params_grad_sq(ps);
-    double *all = mf_malloc(sizeof(double) * (size_t)size);
-    MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, comm);
-    double s = 0;
-    for (int r = 0; r < size; r++) s += all[r];
-    free(all);
-    return sqrt(s);
+    mf_coll c;
+    mf_coll_init(&c, comm, NULL);
+    return sqrt(mf_coll_sum_f64(&c, mf_params_grad_sq(ps)));
 }
 
 /* In float32, like torch's tensor arithmetic on a float32 norm (its

@@ -40,45 +40,80 @@ mf_param *mf_params_push(mf_params *ps, const char *name, int64_t d0, int64_t d1
     return p;
 }
 
-static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int64_t d0, int64_t d1) {
+/* Lists the tensor in *slot (if present); pass 0 only counts its elements into
+ * *count, pass 1 makes it writable and gives it the next piece of grad_flat. */
+static void add(mf_params *ps, mf_model *m, float **slot, const char *name, int64_t d0, int64_t d1, int pass,
+                size_t *count) {
     if (!*slot) return;
     size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    if (pass == 0) { *count += n; return; }
     *slot = own(m, *slot, n);
-    mf_params_push(ps, name, d0, d1, *slot, mf_calloc(n, sizeof(float)));
+    mf_params_push(ps, name, d0, d1, *slot, ps->grad_flat + *count);
+    *count += n;
 }
 
-void mf_params_from_model(mf_params *ps, mf_model *m) {
-    memset(ps, 0, sizeof *ps);
+/* The model's trainable tensors in list order: embedding, layers, norm, head. */
+static void walk(mf_params *ps, mf_model *m, int pass, size_t *count) {
     const mf_config *c = &m->cfg;
     int64_t D = c->dim;
     int tied_head_copy = m->last && c->tied_embeddings && !m->first;
     if (m->tok_embd && (m->first || tied_head_copy)) {
         float *before = m->tok_embd;
-        add(ps, m, &m->tok_embd, "model.embed_tokens.weight", c->vocab_size, D);
+        add(ps, m, &m->tok_embd, "model.embed_tokens.weight", c->vocab_size, D, pass, count);
         if (m->lm_head == before) m->lm_head = m->tok_embd;
     }
     mf_layer_tensor lt[MF_LAYER_TENSORS];
     mf_layer_tensors(c, lt);
     char n[160];
-    for (int l = m->layer_begin; l < m->layer_end; l++)
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        if (pass == 1) ps->layer_off[l - m->layer_begin] = *count;
         for (int i = 0; i < MF_LAYER_TENSORS; i++) { /* add() skips absent tensors (biases) */
             snprintf(n, sizeof n, "model.layers.%d.%s", l, lt[i].suffix);
-            add(ps, m, mf_layer_slot(&m->layers[l - m->layer_begin], &lt[i]), n, lt[i].d0, lt[i].d1);
+            add(ps, m, mf_layer_slot(&m->layers[l - m->layer_begin], &lt[i]), n, lt[i].d0, lt[i].d1, pass, count);
         }
+        if (pass == 1) ps->layer_off[l - m->layer_begin + 1] = *count;
+    }
     if (m->last) {
-        add(ps, m, &m->out_norm, "model.norm.weight", D, 0);
-        if (!c->tied_embeddings) add(ps, m, &m->lm_head, "lm_head.weight", c->vocab_size, D);
+        add(ps, m, &m->out_norm, "model.norm.weight", D, 0, pass, count);
+        if (!c->tied_embeddings) add(ps, m, &m->lm_head, "lm_head.weight", c->vocab_size, D, pass, count);
     }
 }
 
+void mf_params_from_model(mf_params *ps, mf_model *m) {
+    memset(ps, 0, sizeof *ps);
+    size_t total = 0;
+    walk(ps, m, 0, &total);
+    ps->be = m->be;
+    ps->grad_n = total;
+    ps->grad_flat = m->be->alloc((total ? total : 1) * sizeof(float));
+    m->be->zero(ps->grad_flat, (total ? total : 1) * sizeof(float));
+    ps->layer_begin = m->layer_begin;
+    ps->n_layers = m->layer_end - m->layer_begin;
+    ps->layer_off = mf_calloc((size_t)ps->n_layers + 1, sizeof *ps->layer_off);
+    size_t pos = 0;
+    walk(ps, m, 1, &pos);
+}
+
 void mf_params_free(mf_params *ps) {
-    for (int i = 0; i < ps->n; i++) free(ps->p[i].grad);
+    if (ps->grad_flat) ps->be->free(ps->grad_flat);
+    else
+        for (int i = 0; i < ps->n; i++) free(ps->p[i].grad);
+    free(ps->layer_off);
     free(ps->p);
     memset(ps, 0, sizeof *ps);
 }
 
 void mf_params_zero_grad(mf_params *ps) {
+    if (ps->grad_flat) { ps->be->zero(ps->grad_flat, ps->grad_n * sizeof(float)); return; }
     for (int i = 0; i < ps->n; i++) memset(ps->p[i].grad, 0, ps->p[i].numel * sizeof(float));
+}
+
+int mf_params_layer_range(const mf_params *ps, int l, size_t *off, size_t *n) {
+    int i = l - ps->layer_begin;
+    if (!ps->layer_off || i < 0 || i >= ps->n_layers) return 0;
+    *off = ps->layer_off[i];
+    *n = ps->layer_off[i + 1] - ps->layer_off[i];
+    return 1;
 }
 
 double mf_params_grad_sq(const mf_params *ps) {

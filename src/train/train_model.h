@@ -61,6 +61,11 @@ typedef struct mf_train_state {
     float *dgate, *dup;     /* [T][F] */
     float *scratch_out;     /* [T][D] recompute: discarded layer output */
     size_t bytes;           /* memory held */
+    /* NULL, or called by mf_train_backward once owned layer `layer` (global
+     * index) has added its parameter gradients: a data-parallel schedule
+     * starts that layer's gradient sum while the backward goes on. */
+    void (*on_layer_grads)(void *ctx, int layer);
+    void *hook_ctx;
 } mf_train_state;
 
 /* State for micro-batches of up to max_T tokens. The model must be on the CPU backend. */

@@ -1,0 +1,59 @@
+/* fuse_internal.h - the fusion run's state, shared by fuse_run.c (the loop,
+ * the window, the training step) and fuse_ckpt.c (checkpoints and resume). */
+#ifndef MF_FUSE_INTERNAL_H
+#define MF_FUSE_INTERNAL_H
+
+#include <stdio.h>
+
+#include "collective.h"
+#include "compress/fuse.h"
+#include "compress/fuse_run.h"
+#include "stage.h"
+#include "train/optim.h"
+#include "train/run.h"
+
+typedef struct fuser {
+    mf_fuse_opts o;
+    MPI_Comm comm;
+    int rank, size;
+    mf_coll coll;
+    mf_run run;
+    mf_stage st;
+    int L0, T, D;
+    const int32_t *ids;
+    const char *text_id;
+    unsigned char *removed, *touched; /* [L0] */
+    int it;                    /* blocks removed so far */
+    int *order;                /* [drop] removal order (original indices) */
+    double *mi;                /* [drop][L0] MI of each iteration */
+    mf_fuse_iter *rec;         /* [drop] */
+    double iter_t0;            /* when this process started the current iteration */
+    /* samples: s lives on rank s % size, at index s / size */
+    int n_own;
+    float **X, **Tg;           /* [n_own][T][D] window input, teacher output */
+    /* the current window */
+    int pick, win_first, win_n, win_drop, *win_orig;
+    mf_layer *blocks;          /* [win_n] gathered copies */
+    mf_fuse_window fw;
+    int n_slots;
+    float **xin, **tin;        /* [n_slots] this rank's batch elements (receive buffers) */
+    const float **xp, **tp;    /* [n_slots] where they are */
+    float *Sall, *Tall, *dSall;/* [batch][T][D] (kl-batch) */
+    mf_adamw opt_g, opt_b;
+    mf_lr_sched sched_g, sched_b;
+    int64_t step, steps;       /* within the iteration */
+    int64_t gstep;             /* optimizer steps + folds over the run: checkpoint numbering */
+    int64_t tokens;            /* training tokens over the run */
+    mf_epochs order_s;         /* sample order of the current iteration */
+    FILE *logf;
+} fuser;
+
+/* fuse_run.c */
+void mf_fuser_start_window(fuser *f);
+/* fuse_ckpt.c */
+void mf_fuser_save(fuser *f, int training);
+/* Read the progress of checkpoint path; 1 when it is mid-iteration (then call mf_fuser_resume_window). */
+int mf_fuser_resume_state(fuser *f, const char *path);
+void mf_fuser_resume_window(fuser *f, const char *path);
+
+#endif

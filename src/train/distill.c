@@ -1,0 +1,421 @@
+/* distill.c - the distillation schedule (see distill.h). */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hf_collective.h"
+#include "tags.h"
+#include "train/distill_internal.h"
+#include "util/log.h"
+
+/* ----------------------------------------------------------------- one window */
+
+/* Loss and dlogits on the last stage, then the head backward into dx. */
+static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targets, double norm, const float *teacher_logits,
+                            float *dx) {
+    mf_model *s = t->student.model;
+    int T = t->o.ctx, V = s->cfg.vocab_size;
+    float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
+    double loss = 0;
+    memset(dz, 0, (size_t)T * V * sizeof *dz);
+    if (t->o.kl > 0 && t->o.topk > 0) {
+        loss += t->o.kl * s->be->loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
+        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+    } else if (t->o.kl > 0) {
+        loss += t->o.kl * s->be->loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
+        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+    }
+    if (t->o.ce > 0) {
+        float *dce = mf_malloc((size_t)T * V * sizeof *dce);
+        loss += t->o.ce * s->be->loss_ce(z, targets, T, V, norm, dce);
+        for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
+        free(dce);
+    }
+    mf_train_head_backward(s, ts, &t->ps, dz, dx);
+    return loss;
+}
+
+/* Forward of micro-batch j: teacher (pipelined), student keeping activations in
+ * ts[slot]; the last stage computes the loss and the head backward into dxs[slot].
+ * Sends are non-blocking, so the next micro-batch can start at once. */
+static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in, const int32_t *targets, double norm,
+                             float *teacher_logits) {
+    mf_model *s = t->student.model;
+    mf_pipe *p = &t->student.pipe;
+    int T = t->o.ctx, V = s->cfg.vocab_size;
+    size_t n = (size_t)T * s->cfg.dim;
+    mf_err err;
+    if (t->o.topk > 0) { /* the teacher's top-K from the cache: no teacher forward */
+        if (p->last && mf_tcache_get(&t->tc, w, t->tk_ids, t->tk_logits, &err) != 0) mf_fatal_err(&err);
+    } else {
+        mf_hooks hooks = {t, mf_distill_hidden_capture};
+        t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
+        if (mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER) && teacher_logits)
+            memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+        t->teacher.st->hooks = NULL;
+        if (t->hm.n) mf_distill_hidden_send(t);
+    }
+    if (!p->first) mf_pipe_recv_prev(p, t->x, n, MF_TAG_STUDENT_FWD);
+    if (mf_train_forward(s, t->ts[slot], in, t->x, T, NULL, &err) != 0) mf_fatal_err(&err);
+    if (!p->last) {
+        mf_pipe_send_next(p, t->ts[slot]->x_out, n, MF_TAG_STUDENT_FWD);
+        return 0;
+    }
+    return loss_and_head(t, t->ts[slot], targets, norm, teacher_logits, t->dxs[slot]);
+}
+
+/* ----------------------------------------------------------------- gradients */
+
+/* Backward hook of the step's last micro-batch: layer l's gradients are final,
+ * start their sum over the replicas and let the earlier ones progress. */
+static void start_bucket(void *ctx, int l) {
+    trainer *t = ctx;
+    size_t off, n;
+    if (mf_params_layer_range(&t->ps, l, &off, &n) && n > 0)
+        mf_coll_sum_start(&t->c_dp, t->ps.grad_flat + off, n, &t->bucket[t->n_buckets++]);
+    mf_coll_progress(t->bucket, t->n_buckets);
+}
+
+/* Backward of the micro-batch in ts[slot]: gradient from the next stage (or the
+ * head), through the owned layers, to the previous stage. last: the step's last
+ * micro-batch (its layers' gradients are final as they are done). */
+static void backward_window(trainer *t, int slot, const float *const *dlayer, int last) {
+    mf_model *s = t->student.model;
+    mf_pipe *p = &t->student.pipe;
+    size_t n = (size_t)t->o.ctx * s->cfg.dim;
+    mf_train_state *ts = t->ts[slot];
+    if (!p->last) mf_pipe_recv_next(p, t->dxs[slot], n, MF_TAG_STUDENT_BWD);
+    if (last && t->o.dp > 1) { ts->on_layer_grads = start_bucket; ts->hook_ctx = t; }
+    mf_train_backward(s, ts, &t->ps, t->dxs[slot], p->first ? NULL : t->dxs[slot], dlayer);
+    ts->on_layer_grads = NULL;
+    if (!p->first) mf_pipe_send_prev(p, t->dxs[slot], n, MF_TAG_STUDENT_BWD);
+}
+
+/* After the backward: the layers' sums over the replicas (started during the
+ * backward) are finished, the tied embedding's two copies are summed (first +
+ * last stage), then what lies outside the layers (embedding, final norm,
+ * head) is summed over the replicas. */
+static void reduce_grads(trainer *t) {
+    mf_coll_wait(t->bucket, t->n_buckets);
+    t->n_buckets = 0;
+    if (t->student.model->cfg.tied_embeddings && t->P > 1) {
+        mf_param *e = mf_params_find(&t->ps, "model.embed_tokens.weight");
+        if (e) mf_coll_tied_fold(&t->c_pipe, e->grad, e->numel);
+    }
+    if (t->o.dp > 1) {
+        size_t lo = t->ps.n_layers ? t->ps.layer_off[0] : t->ps.grad_n, hi = t->ps.n_layers ? t->ps.layer_off[t->ps.n_layers] : t->ps.grad_n;
+        mf_coll_sum(&t->c_dp, t->ps.grad_flat, lo);                         /* embedding */
+        mf_coll_sum(&t->c_dp, t->ps.grad_flat + hi, t->ps.grad_n - hi);     /* final norm, head */
+    }
+}
+
+/* Global gradient norm of one replica (the tied embedding counted once). */
+static double grad_norm(trainer *t) {
+    double local = 0;
+    for (int i = 0; i < t->ps.n; i++) {
+        if (i == t->shared_embed) continue;
+        const mf_param *q = &t->ps.p[i];
+        for (size_t j = 0; j < q->numel; j++) local += (double)q->grad[j] * q->grad[j];
+    }
+    return sqrt(mf_coll_sum_f64(&t->c_pipe, local));
+}
+
+/* ----------------------------------------------------------------- checkpoints */
+
+/* The parameter list and optimizer state without the last stage's tied copy. */
+static void ckpt_view(const trainer *t, mf_params *v, mf_adamw *o) {
+    *v = t->ps;
+    *o = t->opt;
+    if (t->shared_embed < 0) return;
+    int k = t->shared_embed, n = t->ps.n - 1;
+    v->p = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *v->p);
+    o->m = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->m);
+    o->v = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->v);
+    o->numel = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *o->numel);
+    for (int i = 0, j = 0; i < t->ps.n; i++) {
+        if (i == k) continue;
+        v->p[j] = t->ps.p[i];
+        o->m[j] = t->opt.m[i]; o->v[j] = t->opt.v[i]; o->numel[j] = t->opt.numel[i];
+        j++;
+    }
+    v->n = n;
+    o->n = n;
+    v->total -= t->ps.p[k].numel;
+}
+
+static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
+    if (t->shared_embed < 0) return;
+    free(v->p); free(o->m); free(o->v); free(o->numel);
+}
+
+/* The options that decide the result, as stored in the checkpoint and compared on --resume
+ * (the layout, --pp/--dp, may change: results agree within reduction noise). */
+static void set_options(trainer *t) {
+    const mf_distill_opts *o = &t->o;
+    mf_run_set_options(&t->run, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,"
+                       "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\"}",
+                       o->ctx, o->batch, o->lr, o->min_lr, o->warmup, o->wd, o->clip, o->temp, o->kl, o->ce, o->hidden,
+                       o->hidden_loss, o->seed, o->tokens, t->text_id);
+}
+
+static void save_checkpoint(trainer *t) {
+    mf_params v;
+    mf_adamw o;
+    ckpt_view(t, &v, &o);
+    mf_train_meta meta = {0};
+    meta.step = t->step;
+    meta.tokens = t->step * (int64_t)t->o.batch * t->o.ctx;
+    meta.data_pos = t->data_pos;
+    meta.lr = mf_lr_at(&t->sched, t->step > 0 ? t->step - 1 : 0);
+    meta.sched = t->sched;
+    mf_rng_seed(&meta.rng, t->o.seed + (uint64_t)t->replica);
+    meta.student = (char *)t->o.student;
+    meta.teacher = (char *)t->o.teacher;
+    char path[4400];
+    double t0 = mf_now();
+    mf_run_save(&t->run, t->replica, &v, &o, &meta, path, sizeof path);
+    if (t->wrank == 0) mf_log("checkpoint %s (step %lld) in %.1fs", path, (long long)t->step, mf_now() - t0);
+    ckpt_view_free(t, &v, &o);
+}
+
+static void resume(trainer *t) {
+    char path[4400];
+    if (mf_run_latest(&t->run, path, sizeof path) == 1) {
+        if (t->wrank == 0) mf_log("resume: no checkpoint in %s, starting fresh", t->o.ckpt_dir);
+        return;
+    }
+    mf_err err;
+    mf_train_meta meta = {0};
+    if (mf_ckpt_read(path, t->replica, &t->ps, &t->opt, &meta, &err) != 0) mf_fatal_err(&err);
+    mf_run_check_options(&t->run, path, meta.options_json, NULL);
+    t->step = meta.step;
+    t->data_pos = meta.data_pos;
+    if (t->wrank == 0) mf_log("resumed from %s at step %lld", path, (long long)t->step);
+    mf_train_meta_free(&meta);
+}
+
+/* ----------------------------------------------------------------- output */
+
+static void write_student(trainer *t) {
+    if (t->replica != 0) return;
+    mf_tensor_ref *refs = mf_calloc((size_t)(t->ps.n + 1), sizeof *refs);
+    int n = 0;
+    for (int i = 0; i < t->ps.n; i++) {
+        if (i == t->shared_embed) continue;
+        const mf_param *q = &t->ps.p[i];
+        refs[n].name = q->name;
+        refs[n].ndim = q->ndim;
+        refs[n].shape[0] = q->shape[0];
+        refs[n].shape[1] = q->shape[1];
+        refs[n].data = q->data;
+        n++;
+    }
+    char tok[4400], tok_abs[PATH_MAX];
+    json_t *mf = json_pack("{s:s, s:s, s:s, s:I, s:I}", "command", "distill", "teacher", t->o.teacher, "student", t->o.student,
+                           "steps", (json_int_t)t->step, "tokens", (json_int_t)(t->step * t->o.batch * t->o.ctx));
+    if (mf_source_tokenizer_path(t->student.src, t->o.tokenizer, tok, sizeof tok) == 0 && realpath(tok, tok_abs))
+        json_object_set_new(mf, "tokenizer", json_string(tok_abs));
+    json_t *extra = json_pack("{s:o}", "minifuse", mf);
+    char *ex = json_dumps(extra, JSON_COMPACT);
+    mf_hf_write_collective(t->o.out, t->pipe, &t->student.model->cfg, refs, n, ex, t->o.force, "distill");
+    free(ex);
+    json_decref(extra);
+    free(refs);
+}
+
+/* ----------------------------------------------------------------- the loop */
+
+static void log_step(trainer *t, double loss, double gnorm, double lr, double secs) {
+    if (t->wrank != 0) return;
+    double tps = (double)t->o.batch * t->o.ctx / secs;
+    fprintf(t->logf, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.2f,\"tokens\":%lld}\n",
+            (long long)t->step, loss, lr, gnorm, tps, (long long)(t->step * t->o.batch * t->o.ctx));
+    fflush(t->logf);
+    mf_log("step %lld/%lld loss %.5f lr %.3g grad-norm %.4f %.0f tokens/s", (long long)t->step, (long long)t->steps, loss, lr, gnorm, tps);
+}
+
+/* One optimizer step over this replica's `per` windows. GPipe schedule: the
+ * forwards of all windows stream through the stages (several micro-batches in
+ * flight), then their backwards stream back; gradients accumulate in window
+ * order, so the result equals running the windows one at a time. With a
+ * hidden-state loss each window goes forward and backward before the next. */
+static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
+    int T = t->o.ctx, per = t->o.batch / t->o.dp;
+    double norm = (double)t->o.batch * T, loss = 0, t0 = mf_now();
+    mf_params_zero_grad(&t->ps);
+    for (int j = 0; j < per; j++) {
+        int64_t g = t->data_pos + (int64_t)t->replica * per + j;
+        int64_t w = mf_epochs_at(&t->order, g);
+        const int32_t *win = t->ids + (size_t)w * T;
+        in[0] = t->student.model->cfg.bos_id;
+        memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
+        int slot = t->n_ts > 1 ? j : 0;
+        loss += forward_window(t, slot, w, in, win, norm, teacher_logits);
+        if (t->n_ts == 1) {
+            const float *const *dlayer = NULL;
+            if (t->hm.n) {
+                loss += mf_distill_hidden_losses(t, norm);
+                dlayer = (const float *const *)(t->hm.grad + t->student.model->layer_begin);
+            }
+            backward_window(t, 0, dlayer, j == per - 1);
+        }
+    }
+    for (int j = 0; t->n_ts > 1 && j < per; j++) backward_window(t, j, NULL, j == per - 1);
+    mf_pipe_flush(&t->student.pipe);
+    reduce_grads(t);
+    double gnorm = grad_norm(t);
+    float clip = mf_clip_factor(gnorm, t->o.clip);
+    double lr = mf_lr_at(&t->sched, t->step);
+    mf_adamw_step(&t->opt, &t->ps, lr, clip);
+    loss = mf_coll_sum_f64(&t->c_world, loss);
+    t->step++;
+    t->data_pos += t->o.batch;
+    log_step(t, loss, gnorm, lr, mf_now() - t0);
+}
+
+static void train(trainer *t) {
+    int T = t->o.ctx, V = t->student.model->cfg.vocab_size;
+    float *teacher_logits = t->student.pipe.last ? mf_malloc((size_t)T * V * sizeof(float)) : NULL;
+    int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    mf_progress prog;
+    mf_progress_start(&prog, "distill", (long)t->steps);
+    while (t->step < t->steps) {
+        train_step(t, teacher_logits, in);
+        int sig = mf_run_stop_agreed(&t->run);
+        if (mf_run_ckpt_due(&t->run, t->step) || sig) save_checkpoint(t);
+        if (sig) {
+            if (t->wrank == 0) mf_log("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+            break;
+        }
+        if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
+    }
+    free(teacher_logits);
+    free(in);
+}
+
+/* ----------------------------------------------------------------- set-up */
+
+static void split_ranks(trainer *t, MPI_Comm world) {
+    t->world = world;
+    MPI_Comm_rank(t->world, &t->wrank);
+    MPI_Comm_size(t->world, &t->wsize);
+    if (t->o.dp < 1 || t->wsize % t->o.dp != 0)
+        mf_fatal("distill: --dp %d must divide the number of ranks %d", t->o.dp, t->wsize);
+    t->P = t->wsize / t->o.dp;
+    t->replica = t->wrank / t->P;
+    t->stage = t->wrank % t->P;
+    MPI_Comm_split(t->world, t->replica, t->stage, &t->pipe);
+    MPI_Comm_split(t->world, t->stage, t->replica, &t->dp);
+}
+
+static void open_models(trainer *t) {
+    const mf_distill_opts *o = &t->o;
+    const mf_backend *be = mf_backend_get(o->backend);
+    if (!be) mf_fatal("distill: --backend '%s' is not one of %s", o->backend, mf_backend_names());
+    mf_stage_open(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx);
+    mf_stage_open(&t->student, o->student, t->pipe, be, o->ctx, o->ctx);
+    const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
+    if (sc->vocab_size != tc->vocab_size)
+        mf_fatal("distill: student %s has vocabulary %d, teacher %s has %d", o->student, sc->vocab_size, o->teacher, tc->vocab_size);
+    mf_stage_log_layout(&t->teacher, "teacher");
+    mf_stage_log_layout(&t->student, "student");
+    mf_coll_init(&t->c_pipe, t->pipe, be);
+    mf_coll_init(&t->c_dp, t->dp, be);
+    mf_coll_buckets(&t->c_dp);
+    mf_coll_init(&t->c_world, t->world, be);
+}
+
+static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
+    const mf_distill_opts *o = &t->o;
+    split_ranks(t, world);
+    if (o->batch % o->dp != 0) mf_fatal("distill: --batch %d must be a multiple of --dp %d", o->batch, o->dp);
+    t->n_windows = (int64_t)(n_ids / (size_t)o->ctx);
+    if (t->n_windows < 1) mf_fatal("distill: %s has %zu tokens, fewer than one window of --ctx %d", o->text, n_ids, o->ctx);
+    open_models(t);
+    const mf_config *sc = &t->student.model->cfg;
+    mf_err err;
+    /* micro-batches in flight: every window of a step (GPipe), or one with a hidden-state loss */
+    t->n_ts = o->hidden > 0 || t->P == 1 ? 1 : o->batch / o->dp;
+    t->ts = mf_calloc((size_t)t->n_ts, sizeof *t->ts);
+    t->dxs = mf_calloc((size_t)t->n_ts, sizeof *t->dxs);
+    for (int j = 0; j < t->n_ts; j++) {
+        if (!(t->ts[j] = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
+        t->dxs[j] = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
+    }
+    mf_params_from_model(&t->ps, t->student.model);
+    t->bucket = mf_calloc((size_t)t->ps.n_layers + 1, sizeof *t->bucket);
+    mf_coll_req_init(t->bucket, t->ps.n_layers + 1);
+    t->shared_embed = -1;
+    if (sc->tied_embeddings && t->P > 1 && t->student.pipe.last)
+        for (int i = 0; i < t->ps.n; i++) if (strcmp(t->ps.p[i].name, "model.embed_tokens.weight") == 0) t->shared_embed = i;
+    mf_adamw_opts ao;
+    mf_adamw_defaults(&ao);
+    ao.weight_decay = o->wd;
+    mf_adamw_init(&t->opt, &t->ps, &ao);
+    t->steps = (int64_t)(o->tokens / ((unsigned long long)o->batch * o->ctx));
+    if (t->steps < 1) mf_fatal("distill: --tokens %llu is less than one step (--batch %d x --ctx %d)", o->tokens, o->batch, o->ctx);
+    t->sched.max_lr = o->lr;
+    t->sched.min_lr = o->min_lr >= 0 ? o->min_lr : o->lr / 10;
+    t->sched.warmup = o->warmup >= 0 ? o->warmup : t->steps / 20;
+    t->sched.total = t->steps;
+    mf_epochs_init(&t->order, o->seed, 0, t->n_windows);
+    t->x = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
+    mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
+    set_options(t);
+    if (t->wrank == 0) {
+        t->logf = fopen(o->log, o->resume ? "a" : "w");
+        if (!t->logf) mf_fatal("distill: cannot write --log %s: %s", o->log, strerror(errno));
+        mf_log("distill: %lld steps x %d windows x %d tokens (%llu tokens), %d replica(s) x %d stage(s), %zu student parameters on rank 0",
+               (long long)t->steps, o->batch, o->ctx, (unsigned long long)t->steps * o->batch * o->ctx, o->dp, t->P, t->ps.total);
+    }
+    if (o->hidden > 0) mf_distill_hidden_init(t);
+    if (o->topk > 0) {
+        if (o->hidden > 0) mf_fatal("distill: --teacher-topk and --hidden cannot be combined (hidden states need the teacher forward)");
+        if (o->topk > sc->vocab_size) mf_fatal("distill: --teacher-topk %d exceeds the vocabulary (%d)", o->topk, sc->vocab_size);
+        mf_distill_topk_open(t);
+    }
+    if (o->resume) resume(t);
+}
+
+static void teardown(trainer *t) {
+    if (t->logf) fclose(t->logf);
+    free(t->x);
+    mf_epochs_free(&t->order);
+    mf_distill_hidden_free(t);
+    if (t->o.topk > 0 && t->student.pipe.last) mf_tcache_close(&t->tc);
+    free(t->tk_ids); free(t->tk_logits);
+    mf_adamw_free(&t->opt);
+    mf_params_free(&t->ps);
+    free(t->bucket);
+    for (int j = 0; j < t->n_ts; j++) { mf_train_state_free(t->ts[j]); free(t->dxs[j]); }
+    free(t->ts);
+    free(t->dxs);
+    mf_stage_close(&t->student);
+    mf_stage_close(&t->teacher);
+    mf_coll_free(&t->c_dp);
+    MPI_Comm_free(&t->pipe);
+    MPI_Comm_free(&t->dp);
+}
+
+void mf_distill_run(const mf_distill_opts *o, MPI_Comm world, const int32_t *ids, size_t n, const char *text_id,
+                    mf_distill_result *res) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.o = *o;
+    t.ids = ids;
+    t.text_id = text_id;
+    setup(&t, world, n);
+    double t0 = mf_now();
+    int64_t start = t.step;
+    train(&t);
+    res->seconds = mf_now() - t0;
+    res->steps = t.steps;
+    res->steps_done = t.step - start;
+    res->finished = t.step >= t.steps;
+    if (res->finished) write_student(&t);
+    teardown(&t);
+}

@@ -1,0 +1,47 @@
+/* distill.h - knowledge distillation of a student from its teacher: the schedule.
+ *
+ * Ranks: world = dp replicas x P pipeline stages; rank = replica * P + stage.
+ * Teacher and student are both split over the P stages of a replica (each
+ * with its own FLOP-balanced partition). One optimizer step (GPipe):
+ *   for each window of this replica's share of the global batch:
+ *     teacher forward (pipelined) -> teacher logits on the last stage
+ *     student training forward (activations kept per window) -> student logits
+ *     loss = kl * KL_tau(teacher || student) + ce * CE(data), mean over the
+ *            global batch's tokens; head backward
+ *   then for each window: gradient back through the stages; on the last
+ *   window each layer's gradients start their data-parallel sum as soon as
+ *   the layer is done (mpi/collective.h buckets, one per layer)
+ *   tied embeddings: first + last stage sum their gradients; replicas sum the
+ *   rest; global-norm clipping; AdamW; warm-up + cosine LR.
+ * Restartable through train/run.h: a stop signal checkpoints at the end of the
+ * step; --resume continues from the newest complete checkpoint with identical
+ * results on the same layout. */
+#ifndef MF_DISTILL_H
+#define MF_DISTILL_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mf_distill_opts {
+    const char *teacher, *student, *out, *ckpt_dir, *log, *tokenizer, *backend;
+    const char *text;          /* for messages and the teacher cache */
+    unsigned long long tokens, seed;
+    int ctx, batch, dp, warmup, ckpt_every, keep, resume, recompute, force;
+    float lr, min_lr, wd, clip, temp, kl, ce, hidden;
+    const char *hidden_loss, *tcache_path;
+    int topk;
+} mf_distill_opts;
+
+typedef struct mf_distill_result {
+    int64_t steps, steps_done; /* of the whole run; done by this process */
+    double seconds;            /* of this process's training loop */
+    int finished;              /* 1: all steps done and the student written */
+} mf_distill_result;
+
+/* Collective over world. ids[n]: the training tokens (every rank); text_id:
+ * their identity (mf_cli_tokens_id) for the checkpoints. Errors end the job. */
+void mf_distill_run(const mf_distill_opts *o, MPI_Comm world, const int32_t *ids, size_t n, const char *text_id,
+                    mf_distill_result *res);
+
+#endif

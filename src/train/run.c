@@ -1,0 +1,105 @@
+/* run.c - the shared runtime of restartable runs (see run.h). */
+#include "train/run.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "train/optim.h"
+#include "util/log.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) { g_stop = sig; }
+
+void mf_run_catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+const volatile sig_atomic_t *mf_run_stop_flag(void) { return &g_stop; }
+
+void mf_run_init(mf_run *r, const char *what, MPI_Comm world, const char *ckpt_dir, int ckpt_every, int keep) {
+    memset(r, 0, sizeof *r);
+    r->what = what;
+    r->ckpt_dir = ckpt_dir;
+    r->ckpt_every = ckpt_every;
+    r->keep = keep;
+    mf_coll_init(&r->world, world, NULL);
+    if (r->world.rank == 0) mkdir(ckpt_dir, 0755);
+}
+
+int mf_run_stop_agreed(const mf_run *r) {
+    return mf_coll_max_int(&r->world, (int)g_stop);
+}
+
+int mf_run_ckpt_due(const mf_run *r, int64_t step) { return r->ckpt_every > 0 && step % r->ckpt_every == 0; }
+
+void mf_run_set_options(mf_run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(r->options, sizeof r->options, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof r->options) mf_fatal("%s: internal: the options fingerprint is too long", r->what);
+}
+
+int mf_run_latest(const mf_run *r, char *path, size_t cap) {
+    int rc = 1;
+    char msg[sizeof(((mf_err *)0)->msg)] = "";
+    if (r->world.rank == 0) {
+        mf_err err;
+        rc = mf_ckpt_find_latest(r->ckpt_dir, path, cap, &err);
+        if (rc < 0) snprintf(msg, sizeof msg, "%s", err.msg);
+    }
+    mf_coll_bcast(&r->world, &rc, sizeof rc, 0);
+    if (rc < 0) {
+        mf_coll_bcast(&r->world, msg, sizeof msg, 0);
+        mf_fatal("%s", msg);
+    }
+    if (rc == 0) mf_coll_bcast(&r->world, path, cap, 0);
+    return rc;
+}
+
+void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys) {
+    mf_err err;
+    if (mf_ckpt_options_check(path, stored, r->options, free_keys, &err) != 0) mf_fatal_err(&err);
+}
+
+void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_adamw *opt, mf_train_meta *meta,
+                 char *path_out, size_t cap) {
+    mf_err err;
+    meta->options_json = (char *)r->options;
+    if (mf_ckpt_write(r->ckpt_dir, r->world.comm, replica, ps, opt, meta, r->keep, path_out, cap, &err) != 0)
+        mf_fatal_err(&err);
+}
+
+/* ---------------------------------------------------------------- data order */
+
+void mf_epochs_init(mf_epochs *e, uint64_t seed, uint64_t stream, int64_t n) {
+    e->base = seed * 0x9E3779B97F4A7C15ull + stream * 0x100000001ull;
+    e->n = n;
+    e->epoch = -1;
+    e->perm = mf_malloc((size_t)(n > 0 ? n : 1) * sizeof *e->perm);
+}
+
+int64_t mf_epochs_at(mf_epochs *e, int64_t g) {
+    int64_t epoch = g / e->n;
+    if (e->epoch != epoch) {
+        mf_rng_permutation(e->base + (uint64_t)epoch, e->perm, e->n);
+        e->epoch = epoch;
+    }
+    return e->perm[g % e->n];
+}
+
+void mf_epochs_free(mf_epochs *e) {
+    free(e->perm);
+    e->perm = NULL;
+    e->epoch = -1;
+}

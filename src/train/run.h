@@ -1,0 +1,68 @@
+/* run.h - what every restartable run shares (distill, fuse, and the passes to come).
+ *
+ *   signals      SIGTERM, SIGUSR1 and SIGINT set one flag (volatile sig_atomic_t);
+ *                the run polls it at safe points and all ranks agree before
+ *                acting (mf_run_stop_agreed), so they stop at the same step.
+ *   data order   epochs are permutations of the samples drawn from (seed,
+ *                stream, epoch) alone: resuming needs no RNG state.
+ *   checkpoints  cadence (--checkpoint-every), keep-last (--keep), the options
+ *                fingerprint stored in every checkpoint and compared on
+ *                --resume, and the choice of the checkpoint to resume (rank 0
+ *                decides, every rank gets the same path).
+ * Collectives go through mpi/collective.h. */
+#ifndef MF_RUN_H
+#define MF_RUN_H
+
+#include <signal.h>
+#include <stdint.h>
+#include "collective.h"
+#include "train/checkpoint.h"
+
+typedef struct mf_run {
+    const char *what;          /* "distill", "fuse": log and error prefix */
+    const char *ckpt_dir;
+    int ckpt_every, keep;
+    mf_coll world;             /* every rank of the run */
+    char options[1024];        /* JSON of the options that decide the result (mf_run_set_options) */
+} mf_run;
+
+/* Collective over world: the checkpoint directory is created by rank 0. */
+void mf_run_init(mf_run *r, const char *what, MPI_Comm world, const char *ckpt_dir, int ckpt_every, int keep);
+
+/* Install the handlers for SIGTERM, SIGUSR1 and SIGINT (process-wide). */
+void mf_run_catch_signals(void);
+/* The flag the handlers set (the signal number; 0: none), for loops that poll it. */
+const volatile sig_atomic_t *mf_run_stop_flag(void);
+/* Collective: the largest signal number any rank received, 0 if none. */
+int mf_run_stop_agreed(const mf_run *r);
+
+/* Is a checkpoint due after `step` optimizer steps? */
+int mf_run_ckpt_due(const mf_run *r, int64_t step);
+
+/* printf-style options fingerprint (a JSON object). */
+void mf_run_set_options(mf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Collective: the newest complete checkpoint of the directory, chosen by rank 0
+ * and broadcast. 0: found (path), 1: none. Errors are fatal. */
+int mf_run_latest(const mf_run *r, char *path, size_t cap);
+/* The checkpoint's options (stored) against this run's; keys in free_keys
+ * (NULL-terminated, may be NULL) may differ. A difference is fatal, naming the option. */
+void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys);
+/* Collective: write a checkpoint of meta->step with this run's options (meta->options_json is set here). */
+void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_adamw *opt, mf_train_meta *meta,
+                 char *path_out, size_t cap);
+
+/* ---------------------------------------------------------------- data order */
+
+typedef struct mf_epochs {
+    uint64_t base;             /* seed * golden + stream * (2^32 + 1) */
+    int64_t n;                 /* samples per epoch */
+    int64_t epoch;             /* the epoch perm holds, -1: none */
+    int64_t *perm;             /* [n] */
+} mf_epochs;
+
+void mf_epochs_init(mf_epochs *e, uint64_t seed, uint64_t stream, int64_t n);
+/* Sample at global position g (epoch g / n). */
+int64_t mf_epochs_at(mf_epochs *e, int64_t g);
+void mf_epochs_free(mf_epochs *e);
+
+#endif
