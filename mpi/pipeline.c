@@ -58,6 +58,7 @@ void mf_pipe_free(mf_pipe *p) {
     mf_pipe_flush(p);
     for (int d = 0; d < 2; d++) { free(p->q[d].buf[0]); free(p->q[d].buf[1]); }
     free(p->bounds);
+    free(p->stage_in);
     memset(p, 0, sizeof *p);
 }
 
@@ -73,22 +74,34 @@ static void isend(mf_pipe *p, struct mf_pipe_sendq *q, const float *x, size_t n,
         }
         q->cap = n;
     }
-    memcpy(q->buf[b], x, n * sizeof(float));
+    if (p->be) p->be->download(q->buf[b], x, n * sizeof(float));
+    else memcpy(q->buf[b], x, n * sizeof(float));
     MPI_Isend(q->buf[b], (int)n, MPI_FLOAT, to, tag, p->comm, &q->req[b]);
     q->next = 1 - b;
 }
 
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) { isend(p, &p->q[0], x, n, p->rank + 1, tag); }
 
-void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag) {
-    MPI_Recv(x, (int)n, MPI_FLOAT, p->rank - 1, tag, p->comm, MPI_STATUS_IGNORE);
+/* Receive n floats from rank `from` into x (memory of p->be). */
+static void recv(mf_pipe *p, float *x, size_t n, int from, int tag) {
+    if (!p->be || p->be->is_host) {
+        MPI_Recv(x, (int)n, MPI_FLOAT, from, tag, p->comm, MPI_STATUS_IGNORE);
+        return;
+    }
+    if (n > p->stage_cap) {
+        free(p->stage_in);
+        p->stage_in = mf_malloc(n * sizeof(float));
+        p->stage_cap = n;
+    }
+    MPI_Recv(p->stage_in, (int)n, MPI_FLOAT, from, tag, p->comm, MPI_STATUS_IGNORE);
+    p->be->upload(x, p->stage_in, n * sizeof(float));
 }
+
+void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag) { recv(p, x, n, p->rank - 1, tag); }
 
 void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) { isend(p, &p->q[1], dx, n, p->rank - 1, tag); }
 
-void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) {
-    MPI_Recv(dx, (int)n, MPI_FLOAT, p->rank + 1, tag, p->comm, MPI_STATUS_IGNORE);
-}
+void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) { recv(p, dx, n, p->rank + 1, tag); }
 
 void mf_pipe_flush(mf_pipe *p) {
     for (int d = 0; d < 2; d++) MPI_Waitall(2, p->q[d].req, MPI_STATUSES_IGNORE);

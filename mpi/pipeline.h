@@ -9,11 +9,15 @@
 #define MF_PIPELINE_H
 
 #include <mpi.h>
+#include "backend/backend.h"
 #include "model/config.h"
 #include "util/err.h"
 
 typedef struct mf_pipe {
     MPI_Comm comm;
+    const mf_backend *be;  /* whose memory the activations are (set by the stage; NULL: host) */
+    float *stage_in;       /* device backends: host staging of a received message */
+    size_t stage_cap;
     int rank, size;
     int *bounds;          /* [size+1] */
     int l0, l1;           /* this rank's layers */
@@ -35,7 +39,9 @@ void mf_pipe_free(mf_pipe *p);
 /* Rank that owns layer l under p's partition, -1 if none. */
 int mf_pipe_owner(const mf_pipe *p, int l);
 
-/* Send x[n] to the next rank (returns at once; the data is copied). */
+/* Send x[n] to the next rank (returns at once; the data is copied). x and the
+ * receive buffers are memory of p->be (downloaded into / uploaded from host
+ * buffers for a device backend). */
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag);
 /* Receive x[n] from the previous rank. */
 void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag);

@@ -1,6 +1,7 @@
 #include "stage.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/log.h"
@@ -11,9 +12,22 @@ void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backen
     s->src = mf_source_open(path, &err);
     if (!s->src) mf_fatal_err(&err);
     if (mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err) != 0) mf_fatal_err(&err);
+    s->pipe.be = be;
     s->model = mf_model_load(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, &err);
     if (!s->model) mf_fatal_err(&err);
     s->st = mf_state_new(s->model, max_T, max_ctx);
+}
+
+const float *mf_stage_to_host(const mf_stage *s, const float *dev, size_t n, float **buf, size_t *cap) {
+    const mf_backend *be = s->model->be;
+    if (be->is_host) return dev;
+    if (n > *cap) {
+        free(*buf);
+        *buf = mf_malloc(n * sizeof **buf);
+        *cap = n;
+    }
+    be->download(*buf, dev, n * sizeof **buf);
+    return *buf;
 }
 
 void mf_stage_close(mf_stage *s) {
@@ -50,7 +64,7 @@ int mf_stage_forward_without(mf_stage *s, float *const *cache, const unsigned ch
     if (drop >= p->l1) return 0; /* starts on a later rank */
     int from = p->l0;
     if (drop >= p->l0) {
-        memcpy(s->st->x, cache[drop - p->l0], n * sizeof(float));
+        s->model->be->upload(s->st->x, cache[drop - p->l0], n * sizeof(float)); /* the cache is host memory */
         from = drop + 1;
     } else mf_pipe_recv_prev(p, s->st->x, n, tag);
     mf_forward_range(s->model, s->st, T, 0, from, p->l1, skip);

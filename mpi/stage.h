@@ -37,6 +37,10 @@ int mf_stage_forward_ex(mf_stage *s, const int32_t *ids, int T, int pos0, int ta
 int mf_stage_forward_without(mf_stage *s, float *const *cache, const unsigned char *skip, int drop, int T, int head,
                              int tag);
 
+/* n floats of the stage's backend memory as host memory: dev itself on a host
+ * backend (no copy), else downloaded into *buf (grown as needed; free() it). */
+const float *mf_stage_to_host(const mf_stage *s, const float *dev, size_t n, float **buf, size_t *cap);
+
 /* Describe the layout in one log line per rank. */
 void mf_stage_log_layout(const mf_stage *s, const char *what);
 

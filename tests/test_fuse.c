@@ -181,7 +181,7 @@ Test(fuse, zero_adapters_reproduce_window_without_block) {
     for (int drop = 0; drop < L; drop += L - 1) { /* the first and the last block */
         mf_fuse_window w;
         mf_err err;
-        cr_assert_eq(mf_fuse_window_init(&w, &c.m->cfg, c.blocks, c.orig, L, drop, 8, 1, T, 1, 0, &err), 0, "%s", err.msg);
+        cr_assert_eq(mf_fuse_window_init(&w, mf_backend_cpu(), &c.m->cfg, c.blocks, c.orig, L, drop, 8, 1, T, 1, 0, &err), 0, "%s", err.msg);
         for (int i = 0; i < w.n_lin; i++)
             cr_assert(memcmp(w.lin[i].W_eff, w.lin[i].W, (size_t)w.lin[i].out * w.lin[i].in * 4) == 0,
                       "W_eff != W at initialization (linear %d)", i);
@@ -267,7 +267,7 @@ Test(fuse, folding_is_exact) {
     int L = c.m->cfg.n_layers, T = 20, D = c.m->cfg.dim, V = c.m->cfg.vocab_size, drop = 2, r = 8;
     mf_fuse_window w;
     mf_err err;
-    cr_assert_eq(mf_fuse_window_init(&w, &c.m->cfg, c.blocks, c.orig, L, drop, r, 3, T, 1, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(mf_fuse_window_init(&w, mf_backend_cpu(), &c.m->cfg, c.blocks, c.orig, L, drop, r, 3, T, 1, 0, &err), 0, "%s", err.msg);
     rng_state = 99;
     randomize(&w, 0.05);
     /* adapter form: embedding -> blocks (window blocks unfused, with the trained norm scales) -> head */
@@ -330,7 +330,7 @@ Test(fuse, adapter_gradients_finite_differences) {
     size_t n = (size_t)T * c.m->cfg.dim;
     mf_fuse_window w;
     mf_err err;
-    cr_assert_eq(mf_fuse_window_init(&w, &c.m->cfg, c.blocks, c.orig, L, drop, r, 5, T, 2, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(mf_fuse_window_init(&w, mf_backend_cpu(), &c.m->cfg, c.blocks, c.orig, L, drop, r, 5, T, 2, 0, &err), 0, "%s", err.msg);
     rng_state = 5;
     randomize(&w, 0.1);
     float *x[2] = {embed(c.m, T, 3), embed(c.m, T, 101)};

@@ -91,7 +91,9 @@ const mf_backend *mf_backend_cpu(void);
 const mf_backend *mf_backend_ref(void);
 /* Pick by name: "cpu" or "ref"; NULL for any other name. */
 const mf_backend *mf_backend_get(const char *name);
-/* The names mf_backend_get accepts, for --help ("cpu, ref"). */
+/* The names mf_backend_get accepts, for messages ("cpu, ref"). */
 const char *mf_backend_names(void);
+/* --backend's help line: only what this build can run. */
+#define MF_BACKEND_HELP "compute backend: cpu (default: OpenBLAS + OpenMP) or ref (plain loops, for checking)"
 
 #endif

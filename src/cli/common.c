@@ -9,6 +9,12 @@
 #include "util/mmapfile.h"
 #include "util/hash.h"
 
+const mf_backend *mf_cli_backend(const char *cmd, const char *name) {
+    const mf_backend *be = mf_backend_get(name);
+    if (!be) mf_fatal("%s: --backend '%s' is not one of %s", cmd, name ? name : "", mf_backend_names());
+    return be;
+}
+
 int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, const char *text_path, size_t *n, MPI_Comm comm) {
     int rank;
     MPI_Comm_rank(comm, &rank);

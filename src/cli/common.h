@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "backend/backend.h"
 #include "io/source.h"
 
 /* Rank 0 reads and tokenizes `text_path` with the model's tokenizer (no BOS)
@@ -17,6 +18,9 @@ void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap);
 
 /* Write `bytes` to path atomically (temp name, then rename). */
 int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *err);
+
+/* The backend named by --backend, or a one-line fatal error listing the names (cmd: "eval"). */
+const mf_backend *mf_cli_backend(const char *cmd, const char *name);
 
 /* Command entry points. */
 int mf_cmd_eval(int argc, char **argv);

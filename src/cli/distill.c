@@ -47,7 +47,7 @@ int mf_cmd_distill(int argc, char **argv) {
         {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.train.jsonl)", 0},
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: the student's)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
-        {"backend", MF_OPT_STR, &o->backend, "compute backend: cpu (default)", 0},
+        {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
     };
     const char *summary =
         "Distill a student from a teacher: forward KL on logits with temperature (Minitron), optional\n"

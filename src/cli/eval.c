@@ -13,6 +13,7 @@
 #include "cli/args.h"
 #include "cli/common.h"
 #include "stage.h"
+#include "tags.h"
 #include "util/log.h"
 #include "util/vec.h"
 
@@ -96,8 +97,7 @@ static void report(const eval_opts *o, const eval_acc *a, long windows, double s
 }
 
 static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_Comm comm) {
-    const mf_backend *be = mf_backend_get(o->backend);
-    if (!be) mf_fatal("eval: --backend '%s' is not available", o->backend);
+    const mf_backend *be = mf_cli_backend("eval", o->backend);
     mf_stage m, r;
     mf_stage_open(&m, o->model, comm, be, o->ctx, o->ctx);
     mf_stage_log_layout(&m, "model");
@@ -116,6 +116,8 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
         acc.kl = mf_malloc((size_t)(windows * T) * sizeof *acc.kl);
     }
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    float *zbuf = NULL;
+    size_t zcap = 0;
     mf_progress prog;
     mf_progress_start(&prog, "eval", windows);
     MPI_Barrier(comm);
@@ -124,14 +126,15 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
         const int32_t *win = ids + w * T;
         in[0] = m.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
-        if (o->ref && mf_stage_forward(&r, in, T, 0, 2)) {
-            memcpy(ref_logits, r.st->logits, (size_t)T * V * sizeof *ref_logits);
-            be->logsumexp(ref_logits, T, V, lse_ref);
+        if (o->ref && mf_stage_forward(&r, in, T, 0, MF_TAG_REF)) {
+            be->logsumexp(r.st->logits, T, V, lse_ref);
+            be->download(ref_logits, r.st->logits, (size_t)T * V * sizeof *ref_logits);
         }
-        if (mf_stage_forward(&m, in, T, 0, 1)) {
+        if (mf_stage_forward(&m, in, T, 0, MF_TAG_MODEL)) {
             be->logsumexp(m.st->logits, T, V, lse);
-            score_window(m.st->logits, lse, win, T, V, &acc);
-            if (o->ref) kl_window(ref_logits, lse_ref, m.st->logits, lse, T, V, &acc);
+            const float *z = mf_stage_to_host(&m, m.st->logits, (size_t)T * V, &zbuf, &zcap);
+            score_window(z, lse, win, T, V, &acc);
+            if (o->ref) kl_window(ref_logits, lse_ref, z, lse, T, V, &acc);
             acc.n_tok += T;
             mf_progress_update(&prog, w + 1, "windows");
         }
@@ -148,6 +151,7 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
         report(o, &acc, windows, secs, m.pipe.size, kl_mean, kl_p99);
     }
     free(in);
+    free(zbuf);
     free(lse);
     free(lse_ref);
     free(ref_logits);
@@ -166,7 +170,7 @@ int mf_cmd_eval(int argc, char **argv) {
         {"skip", MF_OPT_INT, &o.skip, "skip the first N windows (e.g. those used for calibration)", 0},
         {"ref-model", MF_OPT_STR, &o.ref, "reference model: also report KL(ref || model) and top-1 agreement", 0},
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
-        {"backend", MF_OPT_STR, &o.backend, "compute backend: cpu (default)", 0},
+        {"backend", MF_OPT_STR, &o.backend, MF_BACKEND_HELP, 0},
         {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
     };
     const char *summary =

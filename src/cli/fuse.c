@@ -95,7 +95,7 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
-        {"backend", MF_OPT_STR, &o->backend, "compute backend: cpu (default)", 0},
+        {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
     };
     const char *summary =
         "FuseGPT: remove blocks one at a time by Macro Influence, folding each into its neighbours with\n"

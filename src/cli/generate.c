@@ -107,7 +107,7 @@ int mf_cmd_generate(int argc, char **argv) {
         {"top-p", MF_OPT_FLOAT, &topp, "nucleus sampling threshold (default 0.9)", 0},
         {"seed", MF_OPT_U64, &seed, "random seed (default: time)", 0},
         {"tokenizer", MF_OPT_STR, &tokp, "tokenizer.bin or GGUF file (default: from the model)", 0},
-        {"backend", MF_OPT_STR, &backend, "compute backend: cpu (default)", 0},
+        {"backend", MF_OPT_STR, &backend, MF_BACKEND_HELP, 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON object with the ids and text instead of streaming", 0},
     };
     mf_err err;
@@ -119,8 +119,7 @@ int mf_cmd_generate(int argc, char **argv) {
 
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    const mf_backend *be = mf_backend_get(backend);
-    if (!be) mf_fatal("generate: --backend '%s' is not available", backend);
+    const mf_backend *be = mf_cli_backend("generate", backend);
     mf_source *src = mf_source_open(model, &err);
     if (!src) mf_fatal_err(&err);
     if (steps > src->cfg.max_seq_len) steps = src->cfg.max_seq_len;

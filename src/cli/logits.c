@@ -13,15 +13,14 @@ int mf_cmd_logits(int argc, char **argv) {
         {"model", MF_OPT_STR, &model, "model: HF directory, GGUF file or llama2.c .bin", 1},
         {"ids", MF_OPT_STR, &ids_s, "comma-separated token ids, e.g. 1,403,407", 1},
         {"out", MF_OPT_STR, &out, "output file: little-endian float32 [n_ids][vocab]", 1},
-        {"backend", MF_OPT_STR, &backend, "compute backend: cpu (default)", 0},
+        {"backend", MF_OPT_STR, &backend, MF_BACKEND_HELP, 0},
     };
     mf_err err;
     if (mf_args_parse_or_die("logits", "Write the logits of every position of one sequence, for golden checks.", opts,
                            sizeof opts / sizeof opts[0], argc, argv)) return 0;
     int *ids, n;
     if (mf_args_int_list("logits: --ids", ids_s, &ids, &n, &err) != 0) mf_fatal_err(&err);
-    const mf_backend *be = mf_backend_get(backend);
-    if (!be) mf_fatal("logits: --backend '%s' is not available", backend);
+    const mf_backend *be = mf_cli_backend("logits", backend);
     mf_stage s;
     mf_stage_open(&s, model, MPI_COMM_WORLD, be, n, n);
     int V = s.model->cfg.vocab_size;

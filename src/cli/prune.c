@@ -60,7 +60,7 @@ static void log_plan(const mf_prune_plan *p) {
 
 int mf_cmd_prune(int argc, char **argv) {
     const char *model = NULL, *rankings = NULL, *out = NULL, *tokp = NULL, *metric = "mi", *ffn = NULL, *heads = NULL, *hidden = NULL,
-               *list = NULL;
+               *list = NULL, *backend = "cpu";
     mf_prune_opts o = {.align = 32};
     int force = 0, json = 0;
     const mf_opt opts[] = {
@@ -80,6 +80,7 @@ int mf_cmd_prune(int argc, char **argv) {
         {"tokenizer", MF_OPT_STR, &tokp, "tokenizer the output should name (default: the model's own)", 0},
         {"force", MF_OPT_FLAG, &force, "replace --out if it exists", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
+        {"backend", MF_OPT_STR, &backend, MF_BACKEND_HELP " (prune only reads and slices weights)", 0},
     };
     mf_err err;
     if (mf_args_parse_or_die("prune", "Remove blocks and shrink widths using a rankings file; write a Hugging Face directory.",
@@ -105,7 +106,9 @@ int mf_cmd_prune(int argc, char **argv) {
     if (stat(out, &sb) == 0 && !force) mf_fatal("prune: --out %s already exists (use --force to replace it)", out); /* before any work */
 
     mf_stage st;
-    mf_stage_open(&st, model, MPI_COMM_WORLD, mf_backend_cpu(), 1, 1);
+    const mf_backend *be = mf_cli_backend("prune", backend);
+    if (!be->is_host) mf_fatal("prune: --backend %s: slicing reads the weights in host memory; use a host backend (%s)", backend, mf_backend_names());
+    mf_stage_open(&st, model, MPI_COMM_WORLD, be, 1, 1);
     mf_rankings rk = {0};
     int need_rk = (o.metric != MF_DEPTH_RANDOM && !o.drop_list) || ffn || heads || hidden;
     if (need_rk && !rankings) mf_fatal("prune: --rankings is required unless only --drop-list or random depth pruning is asked");

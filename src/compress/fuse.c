@@ -47,11 +47,11 @@ static void kaiming(float *x, size_t n, int in, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * mf_rng_uniform(&r) - 1.0) * b);
 }
 
-static void window_model(mf_model *m, const mf_config *c, mf_layer *layers, int n) {
+static void window_model(mf_model *m, const mf_backend *be, const mf_config *c, mf_layer *layers, int n) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->cfg.n_layers = n;
-    m->be = mf_backend_cpu();
+    m->be = be;
     m->layer_begin = 0;
     m->layer_end = n;
     m->layers = layers;
@@ -102,9 +102,11 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
     }
 }
 
-int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks, const int *orig, int n, int drop,
-                        int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err) {
+int mf_fuse_window_init(mf_fuse_window *w, const mf_backend *be, const mf_config *c, mf_layer *blocks, const int *orig,
+                        int n, int drop, int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err) {
     memset(w, 0, sizeof *w);
+    if (!be->is_host) return mf_err_set(err, "fuse: backend '%s': the fusion window runs on host backends only", be->name);
+    w->be = be;
     if (n < 2 || drop < 0 || drop >= n)
         return mf_err_set(err, "fuse: a window needs at least 2 blocks and the removed block inside it (n %d, drop %d)", n, drop);
     if (rank < 1) return mf_err_set(err, "fuse: --rank %d must be at least 1", rank);
@@ -130,8 +132,8 @@ int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks,
     for (int i = 0; i < w->n_lin; i++)
         if ((size_t)w->lin[i].out * w->lin[i].in > big) big = (size_t)w->lin[i].out * w->lin[i].in;
     w->scratch = mf_malloc(big * sizeof(float));
-    window_model(&w->teacher, c, blocks, n);
-    window_model(&w->student, c, w->student_layers, n - 1);
+    window_model(&w->teacher, be, c, blocks, n);
+    window_model(&w->student, be, c, w->student_layers, n - 1);
     mf_fuse_materialize(w);
     w->tst = mf_state_new(&w->teacher, max_T, max_T);
     w->ts = mf_calloc((size_t)n_slots, sizeof *w->ts);
@@ -172,7 +174,7 @@ void mf_fuse_zero_grad(mf_fuse_window *w) {
 }
 
 void mf_fuse_materialize(mf_fuse_window *w) {
-    const mf_backend *be = mf_backend_cpu();
+    const mf_backend *be = w->be;
     for (int i = 0; i < w->n_lin; i++) {
         mf_fuse_lin *f = &w->lin[i];
         be->fuse_weight(f->W_eff, f->W, f->P, f->A, f->B, f->U, f->V, f->out, f->in, w->rank, w->scratch);
@@ -190,7 +192,7 @@ void mf_fuse_backward(mf_fuse_window *w, int slot, const float *dout) {
 }
 
 void mf_fuse_param_grads(mf_fuse_window *w) {
-    const mf_backend *be = mf_backend_cpu();
+    const mf_backend *be = w->be;
     for (int i = 0; i < w->n_lin; i++) {
         mf_fuse_lin *f = &w->lin[i];
         be->fuse_weight_bwd(f->dA, f->dB, f->dU, f->dV, f->G, f->P, f->A, f->B, f->U, f->V, f->out, f->in, w->rank,

@@ -41,6 +41,7 @@ typedef struct mf_fuse_lin {
 } mf_fuse_lin;
 
 typedef struct mf_fuse_window {
+    const mf_backend *be;    /* a host backend: the window's blocks are host copies */
     mf_config cfg;           /* of the model (n_layers replaced in the two window models) */
     int n, drop, rank;       /* teacher blocks, window index of the removed one, adapter rank */
     mf_layer *blocks;        /* [n] the window's blocks (caller's, writable: fold writes them) */
@@ -61,9 +62,9 @@ typedef struct mf_fuse_window {
 /* blocks[n] (n >= 2): the window; orig[n]: their indices in the original model
  * (names); drop: window index of the block to remove; rank >= 1; seed: the
  * Kaiming draws (same seed, same tensors on every rank). n_slots samples can
- * be held between forward and backward. The model must be on the CPU backend. */
-int mf_fuse_window_init(mf_fuse_window *w, const mf_config *c, mf_layer *blocks, const int *orig, int n, int drop,
-                        int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err);
+ * be held between forward and backward. be must be a host backend (cpu, ref). */
+int mf_fuse_window_init(mf_fuse_window *w, const mf_backend *be, const mf_config *c, mf_layer *blocks, const int *orig,
+                        int n, int drop, int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err);
 void mf_fuse_window_free(mf_fuse_window *w);
 
 /* The teacher window (all n blocks) on x_in [T][D] -> out [T][D]. */

@@ -72,17 +72,20 @@ static void window_data(fuser *f) {
     for (int s = f->rank; s < N && f->rank != last; s += f->size)
         MPI_Irecv(f->X[s / f->size], (int)n, MPI_FLOAT, last, MF_TAG_FUSE_X, f->comm, &req[nreq++]);
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
+    float *xbuf = NULL;
+    size_t xcap = 0;
     for (int s = 0; s < N; s++) {
         in[0] = f->st.model->cfg.bos_id;
         memcpy(in + 1, f->ids + (size_t)s * T, (size_t)(T - 1) * sizeof *in);
         if (!mf_stage_forward_ex(&f->st, in, T, 0, MF_TAG_REF, skip, 0)) continue;
-        if (s % f->size == f->rank) memcpy(f->X[s / f->size], f->st.st->x, n * sizeof(float));
-        else MPI_Send(f->st.st->x, (int)n, MPI_FLOAT, s % f->size, MF_TAG_FUSE_X, f->comm);
+        const float *x = mf_stage_to_host(&f->st, f->st.st->x, n, &xbuf, &xcap);
+        if (s % f->size == f->rank) memcpy(f->X[s / f->size], x, n * sizeof(float));
+        else MPI_Send(x, (int)n, MPI_FLOAT, s % f->size, MF_TAG_FUSE_X, f->comm);
     }
     mf_pipe_flush(&f->st.pipe);
     MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE);
     for (int k = 0; k < f->n_own; k++) mf_fuse_teacher(&f->fw, f->X[k], T, f->Tg[k]);
-    free(req); free(in); free(skip);
+    free(req); free(in); free(skip); free(xbuf);
 }
 
 /* ----------------------------------------------------------------- one step */
@@ -173,7 +176,7 @@ static double train_step(fuser *f, int *batch, float **dS) {
 void mf_fuser_start_window(fuser *f) {
     gather_window(f);
     mf_err err;
-    if (mf_fuse_window_init(&f->fw, &f->st.model->cfg, f->blocks, f->win_orig, f->win_n, f->win_drop, f->o.rank,
+    if (mf_fuse_window_init(&f->fw, f->st.model->be, &f->st.model->cfg, f->blocks, f->win_orig, f->win_n, f->win_drop, f->o.rank,
                             f->o.seed + (uint64_t)f->it, f->T, f->n_slots, f->o.recompute, &err) != 0)
         mf_fatal_err(&err);
     mf_adamw_opts ao;

@@ -32,7 +32,11 @@ void mf_mi_window(mf_stage *st, float *const *cache, const unsigned char *skip, 
     for (int i = 0; i < L; i++) {
         if (skip[i]) continue;
         if (!mf_stage_forward_without(st, cache, skip, i, T, head, MF_TAG_VARIANT)) continue;
-        if (acc) acc->cos_sum[i] += mf_mean_cos(ref, st->st->x, T, D) * T;
+        if (acc) { /* the variants run without hooks: host_act is free for the download */
+            const float *h = st->model->be->is_host ? st->st->x : st->st->host_act;
+            if (h != st->st->x) st->model->be->download(st->st->host_act, st->st->x, (size_t)T * D * sizeof(float));
+            acc->cos_sum[i] += mf_mean_cos(ref, h, T, D) * T;
+        }
         if (on_variant) on_variant(ctx, i, st);
     }
     if (acc) acc->tokens += T;
@@ -61,7 +65,7 @@ int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const 
         in[0] = c->bos_id;
         memcpy(in + 1, ids + (size_t)w * T, (size_t)(T - 1) * sizeof *in);
         st->st->hooks = &imp.hooks;
-        if (mf_stage_forward_ex(st, in, T, 0, MF_TAG_REF, skip, 0)) memcpy(ref, st->st->x, (size_t)T * D * sizeof *ref);
+        if (mf_stage_forward_ex(st, in, T, 0, MF_TAG_REF, skip, 0)) st->model->be->download(ref, st->st->x, (size_t)T * D * sizeof *ref);
         st->st->hooks = NULL;
         mf_mi_window(st, imp.cache, skip, T, 0, ref, &acc, NULL, NULL);
         if (st->pipe.last) mf_progress_update(&prog, w + 1, "windows");

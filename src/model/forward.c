@@ -9,8 +9,13 @@ void mf_forward_embed(const mf_model *m, mf_state *s, const int32_t *ids, int T)
     m->be->embed(s->x, m->tok_embd, ids, T, m->cfg.dim);
 }
 
-static void observe(const mf_state *s, int layer, mf_act_point pt, const float *x, int T, int C) {
-    if (s->hooks) s->hooks->on_act(s->hooks->ctx, layer, pt, x, T, C);
+static void observe(const mf_model *m, const mf_state *s, int layer, mf_act_point pt, const float *x, int T, int C) {
+    if (!s->hooks) return;
+    if (!m->be->is_host) {
+        m->be->download(s->host_act, x, (size_t)T * C * sizeof *x);
+        x = s->host_act;
+    }
+    s->hooks->on_act(s->hooks->ctx, layer, pt, x, T, C);
 }
 
 static void attention_block(const mf_model *m, const mf_layer *L, mf_state *s, int li, int T, int pos0) {
@@ -21,14 +26,14 @@ static void attention_block(const mf_model *m, const mf_layer *L, mf_state *s, i
     float *k_new = kc + (size_t)pos0 * KV, *v_new = vc + (size_t)pos0 * KV;
 
     be->rmsnorm(s->xn, NULL, s->x, L->attn_norm, T, D, c->norm_eps);
-    observe(s, m->layer_begin + li, MF_ACT_ATTN_NORM, s->xn, T, D);
+    observe(m, s, m->layer_begin + li, MF_ACT_ATTN_NORM, s->xn, T, D);
     be->linear(s->q, s->xn, L->wq, L->bq, T, D, Q, 0);
     be->linear(k_new, s->xn, L->wk, L->bk, T, D, KV, 0); /* straight into the cache */
     be->linear(v_new, s->xn, L->wv, L->bv, T, D, KV, 0);
     be->rope(s->q, T, c->n_heads, hd, pos0, m->inv_freq);
     be->rope(k_new, T, c->n_kv_heads, hd, pos0, m->inv_freq);
     be->attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, hd);
-    observe(s, m->layer_begin + li, MF_ACT_ATTN_CTX, s->att, T, Q);
+    observe(m, s, m->layer_begin + li, MF_ACT_ATTN_CTX, s->att, T, Q);
     be->linear(s->x, s->att, L->wo, NULL, T, Q, D, 1); /* residual: x += att Wo^T */
 }
 
@@ -37,11 +42,11 @@ static void mlp_block(const mf_model *m, const mf_layer *L, mf_state *s, int lay
     const mf_backend *be = m->be;
     int D = c->dim, F = c->ffn_dim;
     be->rmsnorm(s->xn, NULL, s->x, L->ffn_norm, T, D, c->norm_eps);
-    observe(s, layer, MF_ACT_MLP_NORM, s->xn, T, D);
+    observe(m, s, layer, MF_ACT_MLP_NORM, s->xn, T, D);
     be->linear(s->gate, s->xn, L->w_gate, NULL, T, D, F, 0);
     be->linear(s->up, s->xn, L->w_up, NULL, T, D, F, 0);
     be->swiglu(s->gate, s->gate, s->up, (size_t)T * F);
-    observe(s, layer, MF_ACT_MLP_ACT, s->gate, T, F);
+    observe(m, s, layer, MF_ACT_MLP_ACT, s->gate, T, F);
     be->linear(s->x, s->gate, L->w_down, NULL, T, F, D, 1); /* residual */
 }
 
@@ -52,10 +57,10 @@ void mf_forward_range(const mf_model *m, mf_state *s, int T, int pos0, int from,
     for (int l = from; l < to; l++) {
         if (skip && skip[l]) continue;
         const mf_layer *L = &m->layers[l - m->layer_begin];
-        observe(s, l, MF_ACT_LAYER_IN, s->x, T, D);
+        observe(m, s, l, MF_ACT_LAYER_IN, s->x, T, D);
         attention_block(m, L, s, l - m->layer_begin, T, pos0);
         mlp_block(m, L, s, l, T);
-        observe(s, l, MF_ACT_LAYER_OUT, s->x, T, D);
+        observe(m, s, l, MF_ACT_LAYER_OUT, s->x, T, D);
     }
 }
 

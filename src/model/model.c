@@ -10,6 +10,14 @@ static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t
     int64_t shape[2] = {d0, d1};
     int owned;
     float *p = mf_source_get(src, name, d1 ? 2 : 1, shape, &owned, err);
+    if (p && !m->be->is_host) { /* a device backend: upload once; host backends use the map in place */
+        size_t bytes = (size_t)d0 * (size_t)(d1 ? d1 : 1) * sizeof(float);
+        float *d = m->be->alloc(bytes);
+        m->be->upload(d, p, bytes);
+        if (owned) free(p);
+        p = d;
+        owned = 1;
+    }
     if (p && owned) {
         m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
         m->owned[m->n_owned++] = p;
@@ -77,7 +85,10 @@ fail:
 
 void mf_model_free(mf_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int i = 0; i < m->n_owned; i++) {
+        if (m->be->is_host) free(m->owned[i]);
+        else m->be->free(m->owned[i]);
+    }
     free(m->owned);
     free(m->layers);
     free(m->inv_freq);
@@ -103,6 +114,10 @@ mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx) {
         s->vcache = be->alloc(nl * (size_t)max_ctx * KV * f);
     }
     if (m->last) s->logits = be->alloc(T * (size_t)c->vocab_size * f);
+    size_t widest = (size_t)c->dim;
+    if (Q > widest) widest = Q;
+    if ((size_t)c->ffn_dim > widest) widest = (size_t)c->ffn_dim;
+    if (!be->is_host) s->host_act = mf_malloc(T * widest * f);
     return s;
 }
 
@@ -112,6 +127,7 @@ void mf_state_free(const mf_model *m, mf_state *s) {
     float *bufs[] = {s->x, s->xn, s->q, s->att, s->gate, s->up, s->kcache, s->vcache, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(bufs[i]);
+    free(s->host_act);
     free(s);
 }
 

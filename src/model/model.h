@@ -39,6 +39,8 @@ typedef struct mf_model {
     const mf_backend *be;
     int layer_begin, layer_end; /* owned layers */
     int first, last;            /* owns embedding / owns final norm + head */
+    /* Every tensor is memory of be: a host backend uses a float32 file's map in
+     * place (no copy); a device backend gets each tensor uploaded once. */
     float *tok_embd;            /* [V][D] (first stage, or last stage when tied) */
     float *out_norm;            /* [D] */
     float *lm_head;             /* [V][D]; == tok_embd when tied */
@@ -56,7 +58,8 @@ void mf_model_free(mf_model *m);
 size_t mf_model_weight_bytes(const mf_model *m);
 
 /* Observers of intermediate activations (importance scoring, distillation of
- * hidden states). Called with host pointers after each point is computed. */
+ * hidden states). Called with host pointers after each point is computed (a
+ * device backend's activations are downloaded first). */
 typedef enum {
     MF_ACT_LAYER_IN,   /* residual stream entering a layer   [T][D] */
     MF_ACT_ATTN_NORM,  /* input_layernorm output             [T][D] */
@@ -83,6 +86,7 @@ typedef struct mf_state {
     float *kcache, *vcache;  /* [n_layers_owned][max_ctx][KV*hd] */
     float *logits;           /* [T][V] (last stage) */
     const mf_hooks *hooks;   /* NULL: no observers */
+    float *host_act;         /* device backends: host copy handed to the hooks [T][max(D, H*hd, F)] */
 } mf_state;
 
 mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx);

@@ -21,7 +21,7 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
     int T = t->o.ctx, V = s->cfg.vocab_size;
     float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
     double loss = 0;
-    memset(dz, 0, (size_t)T * V * sizeof *dz);
+    s->be->zero(dz, (size_t)T * V * sizeof *dz);
     if (t->o.kl > 0 && t->o.topk > 0) {
         loss += t->o.kl * s->be->loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
         if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
@@ -30,10 +30,10 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
         if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
     }
     if (t->o.ce > 0) {
-        float *dce = mf_malloc((size_t)T * V * sizeof *dce);
+        float *dce = s->be->alloc((size_t)T * V * sizeof *dce);
         loss += t->o.ce * s->be->loss_ce(z, targets, T, V, norm, dce);
         for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
-        free(dce);
+        s->be->free(dce);
     }
     mf_train_head_backward(s, ts, &t->ps, dz, dx);
     return loss;
@@ -55,7 +55,7 @@ static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in,
         mf_hooks hooks = {t, mf_distill_hidden_capture};
         t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
         if (mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER) && teacher_logits)
-            memcpy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+            t->teacher.model->be->copy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
         t->teacher.st->hooks = NULL;
         if (t->hm.n) mf_distill_hidden_send(t);
     }
@@ -279,7 +279,8 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
 
 static void train(trainer *t) {
     int T = t->o.ctx, V = t->student.model->cfg.vocab_size;
-    float *teacher_logits = t->student.pipe.last ? mf_malloc((size_t)T * V * sizeof(float)) : NULL;
+    const mf_backend *be = t->student.model->be;
+    float *teacher_logits = t->student.pipe.last ? be->alloc((size_t)T * V * sizeof(float)) : NULL;
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     mf_progress prog;
     mf_progress_start(&prog, "distill", (long)t->steps);
@@ -293,7 +294,7 @@ static void train(trainer *t) {
         }
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
     }
-    free(teacher_logits);
+    if (teacher_logits) be->free(teacher_logits);
     free(in);
 }
 

@@ -107,7 +107,8 @@ static void build_teacher_cache(trainer *t) {
     mf_tcache c;
     if (mf_tcache_create(t->o.tcache_path, t->world, K, T, t->n_windows, t->o.teacher, t->o.text, &c, &err) != 0) mf_fatal_err(&err);
     int32_t *in = mf_malloc((size_t)T * sizeof *in), *ids = mf_malloc((size_t)T * K * sizeof *ids);
-    float *vals = mf_malloc((size_t)T * K * sizeof *vals);
+    float *vals = mf_malloc((size_t)T * K * sizeof *vals), *zbuf = NULL;
+    size_t zcap = 0;
     mf_progress prog;
     mf_progress_start(&prog, "teacher top-K cache", (long)t->n_windows);
     int rc = 0;
@@ -115,13 +116,14 @@ static void build_teacher_cache(trainer *t) {
         in[0] = t->teacher.model->cfg.bos_id;
         memcpy(in + 1, t->ids + (size_t)w * T, (size_t)(T - 1) * sizeof *in);
         if (!mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER)) continue;
-        for (int r = 0; r < T; r++) mf_topk(t->teacher.st->logits + (size_t)r * V, V, K, ids + (size_t)r * K, vals + (size_t)r * K);
+        const float *z = mf_stage_to_host(&t->teacher, t->teacher.st->logits, (size_t)T * V, &zbuf, &zcap);
+        for (int r = 0; r < T; r++) mf_topk(z + (size_t)r * V, V, K, ids + (size_t)r * K, vals + (size_t)r * K);
         if (rc == 0) rc = mf_tcache_put(&c, w, ids, vals, &err);
         if (t->wrank == t->P - 1) mf_progress_update(&prog, (long)(w + 1), "windows");
     }
     mf_pipe_flush(&t->teacher.pipe);
     if (mf_tcache_finish(t->o.tcache_path, t->world, &c, rc, &err) != 0) mf_fatal_err(&err);
-    free(in); free(ids); free(vals);
+    free(in); free(ids); free(vals); free(zbuf);
 }
 
 void mf_distill_topk_open(trainer *t) {

@@ -15,9 +15,16 @@
 
 /* ------------------------------------------------------------------ memory */
 
+/* A zeroed buffer of the model's backend. */
 static float *buf(mf_train_state *ts, size_t n) {
     ts->bytes += n * sizeof(float);
-    return mf_calloc(n ? n : 1, sizeof(float));
+    float *p = ts->be->alloc((n ? n : 1) * sizeof(float));
+    ts->be->zero(p, (n ? n : 1) * sizeof(float));
+    return p;
+}
+
+static void release(const mf_backend *be, float *p) {
+    if (p) be->free(p);
 }
 
 /* everything but x_in */
@@ -36,15 +43,15 @@ static void acts_alloc(mf_train_state *ts, mf_layer_acts *a, const mf_config *c,
     a->up = buf(ts, T * F);
 }
 
-static void acts_free(mf_layer_acts *a) {
+static void acts_free(const mf_backend *be, mf_layer_acts *a) {
     float *p[] = {a->x_in, a->rms1, a->rms2, a->xn1, a->q, a->k, a->v, a->att, a->x_mid, a->xn2, a->gate, a->up};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) release(be, p[i]);
 }
 
 mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, mf_err *err) {
-    if (m->be != mf_backend_cpu()) {
-        mf_err_set(err, "training: backend '%s' is not supported (the training engine runs on the cpu backend)",
-                   m->be->name);
+    if (!m->be->is_host) { /* the optimizer step and the loss scaling are host loops until a device backend brings them */
+        mf_err_set(err, "training: backend '%s' is not supported yet (training runs on host backends: %s)", m->be->name,
+                   mf_backend_names());
         return NULL;
     }
     if (max_T < 1) {
@@ -55,6 +62,7 @@ mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, 
     size_t T = (size_t)max_T, D = c->dim, F = c->ffn_dim, V = c->vocab_size;
     size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     mf_train_state *ts = mf_calloc(1, sizeof *ts);
+    ts->be = m->be;
     ts->max_T = max_T;
     ts->recompute = recompute ? 1 : 0;
     ts->n_layers = m->layer_end - m->layer_begin;
@@ -92,11 +100,11 @@ mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, 
 
 void mf_train_state_free(mf_train_state *ts) {
     if (!ts) return;
-    for (int i = 0; i < ts->n_layers; i++) acts_free(&ts->acts[i]);
-    acts_free(&ts->work);
+    for (int i = 0; i < ts->n_layers; i++) acts_free(ts->be, &ts->acts[i]);
+    acts_free(ts->be, &ts->work);
     float *p[] = {ts->x_out, ts->rms_f, ts->xn_f, ts->logits, ts->dlogits, ts->dx, ts->g, ts->dxn, ts->dq,
                   ts->datt, ts->dk, ts->dv, ts->h, ts->dh, ts->dgate, ts->dup, ts->scratch_out};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) release(ts->be, p[i]);
     free(ts->acts);
     free(ts->skip);
     free(ts->ids);
@@ -117,13 +125,13 @@ static void layer_forward(const mf_model *m, const mf_layer *L, mf_layer_acts *a
     m->be->rope(a->q, T, c->n_heads, hd, 0, m->inv_freq);
     m->be->rope(a->k, T, c->n_kv_heads, hd, 0, m->inv_freq);
     m->be->attention(a->att, a->q, a->k, a->v, T, 0, c->n_heads, c->n_kv_heads, hd);
-    memcpy(a->x_mid, a->x_in, TD * sizeof(float));
+    m->be->copy(a->x_mid, a->x_in, TD * sizeof(float));
     m->be->linear(a->x_mid, a->att, L->wo, NULL, T, Q, D, 1); /* residual */
     m->be->rmsnorm(a->xn2, a->rms2, a->x_mid, L->ffn_norm, T, D, c->norm_eps);
     m->be->linear(a->gate, a->xn2, L->w_gate, NULL, T, D, F, 0);
     m->be->linear(a->up, a->xn2, L->w_up, NULL, T, D, F, 0);
     m->be->swiglu(h, a->gate, a->up, (size_t)T * F);
-    memcpy(x_out, a->x_mid, TD * sizeof(float));
+    m->be->copy(x_out, a->x_mid, TD * sizeof(float));
     m->be->linear(x_out, h, L->w_down, NULL, T, F, D, 1); /* residual */
 }
 
@@ -147,10 +155,10 @@ int mf_train_forward(const mf_model *m, mf_train_state *ts, const int32_t *ids, 
                 return mf_err_set(err, "training forward: token id %d at position %d is outside the vocabulary [0, %d)",
                                   (int)ids[t], t, c->vocab_size);
         memcpy(ts->ids, ids, (size_t)T * sizeof *ids);
-        for (int t = 0; t < T; t++) memcpy(x0 + (size_t)t * D, m->tok_embd + (size_t)ids[t] * D, (size_t)D * sizeof *x0);
+        m->be->embed(x0, m->tok_embd, ts->ids, T, D);
     } else {
         if (!x_in) return mf_err_set(err, "training forward: a stage after the first needs its input activations");
-        memcpy(x0, x_in, TD * sizeof *x0);
+        m->be->copy(x0, x_in, TD * sizeof *x0);
     }
     ts->T = T;
     for (int l = 0; l < c->n_layers; l++) ts->skip[l] = skip ? skip[l] != 0 : 0;
@@ -159,7 +167,7 @@ int mf_train_forward(const mf_model *m, mf_train_state *ts, const int32_t *ids, 
         mf_layer_acts *a = &ts->acts[i];
         float *out = layer_out_buf(ts, i);
         if (ts->skip[l]) {
-            memcpy(out, a->x_in, TD * sizeof *out);
+            m->be->copy(out, a->x_in, TD * sizeof *out);
             continue;
         }
         if (ts->recompute) { /* compute into the work set, keep only the input */
@@ -233,10 +241,9 @@ void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, con
     int T = ts->T, D = c->dim;
     size_t TD = (size_t)T * D;
     float *g = ts->g;
-    memmove(g, dx_out, TD * sizeof *g);
+    if (g != dx_out) m->be->copy(g, dx_out, TD * sizeof *g);
     for (int i = ts->n_layers - 1; i >= 0; i--) {
-        if (dlayer_out && dlayer_out[i])
-            for (size_t j = 0; j < TD; j++) g[j] += dlayer_out[i][j];
+        if (dlayer_out && dlayer_out[i]) m->be->add(g, dlayer_out[i], TD);
         if (ts->skip[m->layer_begin + i]) {
             if (ts->on_layer_grads) ts->on_layer_grads(ts->hook_ctx, m->layer_begin + i);
             continue;
@@ -255,5 +262,5 @@ void mf_train_backward(const mf_model *m, mf_train_state *ts, mf_params *ps, con
         float *dE = grad_of(ps, m->tok_embd);
         if (dE) m->be->embed_bwd(dE, g, ts->ids, T, D, c->vocab_size);
     }
-    if (dx_in) memmove(dx_in, g, TD * sizeof *g);
+    if (dx_in && dx_in != g) m->be->copy(dx_in, g, TD * sizeof *g);
 }

@@ -38,6 +38,7 @@ typedef struct mf_layer_acts {
 } mf_layer_acts;
 
 typedef struct mf_train_state {
+    const mf_backend *be;   /* every buffer below (but ids and skip) is its memory */
     int max_T, T;           /* capacity; tokens of the last forward */
     int recompute;          /* 1: keep only layer inputs, recompute in backward */
     int n_layers;           /* owned layers */
@@ -68,7 +69,8 @@ typedef struct mf_train_state {
     void *hook_ctx;
 } mf_train_state;
 
-/* State for micro-batches of up to max_T tokens. The model must be on the CPU backend. */
+/* State for micro-batches of up to max_T tokens, in the model's backend's memory
+ * (a host backend for now: the optimizer is host code). */
 mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, mf_err *err);
 void mf_train_state_free(mf_train_state *ts);
 
