@@ -10,6 +10,7 @@ typedef struct entry {
 
 static const entry BACKENDS[] = {
     {"cpu", mf_backend_cpu},
+    {"ref", mf_backend_ref},
 };
 
 const mf_backend *mf_backend_get(const char *name) {
@@ -19,4 +20,4 @@ const mf_backend *mf_backend_get(const char *name) {
     return NULL;
 }
 
-const char *mf_backend_names(void) { return "cpu"; }
+const char *mf_backend_names(void) { return "cpu, ref"; }

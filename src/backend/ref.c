@@ -1,0 +1,199 @@
+/* ref.c - the reference backend: plain loops, every sum in double, one
+ * rounding to float per output element. Slow and obviously correct: the
+ * oracle of the op-parity test (tests/test_backend_ops.c, docs/backend_ops.md).
+ * No BLAS, no OpenMP, no fast exp: libm's exp/log/sqrt/sin/cos in double.
+ *
+ * This file: memory, the inference (forward) ops and the table. The backward
+ * ops, the losses and the FuseGPT ops are in ref_backward.c. Semantics are
+ * those of the CPU backend (backend.h, cpu_backward.h); scratch arguments are
+ * ignored. All matrices row-major. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "util/err.h"
+
+/* ------------------------------------------------------------------ memory */
+
+static void *ref_alloc(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+        mf_fatal("ref backend: out of memory allocating %zu bytes", bytes);
+    return p;
+}
+static void ref_free(void *p) { free(p); }
+static void ref_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void ref_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void ref_sync(void) {}
+
+/* ----------------------------------------------------------------- forward */
+
+/* y[T][n_out] (= | +=) x[T][n_in] . W[n_out][n_in]^T (+ b[n_out]) */
+static void ref_linear(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out,
+                       int accumulate) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * n_in;
+        for (int o = 0; o < n_out; o++) {
+            const float *wo = w + (size_t)o * n_in;
+            double s = b ? b[o] : 0.0;
+            for (int i = 0; i < n_in; i++) s += (double)xt[i] * wo[i];
+            float *yo = y + (size_t)t * n_out + o;
+            *yo = accumulate ? (float)(*yo + s) : (float)s;
+        }
+    }
+}
+
+/* y[T][C] = x[T][C] * r[t] * w[C], r[t] = 1 / sqrt(mean_i x[t][i]^2 + eps); rinv[T] (host, may be NULL) = r */
+static void ref_rmsnorm(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * C;
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)xt[i] * xt[i];
+        double r = 1.0 / sqrt(ss / C + eps);
+        if (rinv) rinv[t] = (float)r;
+        for (int i = 0; i < C; i++) y[(size_t)t * C + i] = (float)(xt[i] * r * w[i]);
+    }
+}
+
+/* x[T][n_heads][hd]: rotate the pair (i, i + hd/2) of every head by sign * (pos0 + t) * inv_freq[i] */
+static void rope_rotate(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq, double sign) {
+    int half = hd / 2;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                double ang = (double)(pos0 + t) * inv_freq[i];
+                double c = cos(ang), s = sign * sin(ang), a = v[i], b = v[i + half];
+                v[i] = (float)(a * c - b * s);
+                v[i + half] = (float)(b * c + a * s);
+            }
+        }
+}
+
+static void ref_rope(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq) {
+    rope_rotate(x, T, n_heads, hd, pos0, inv_freq, 1.0);
+}
+
+/* rotation by -angle: the transpose of ref_rope (its backward, in place on dx) */
+static void ref_rope_bwd(float *dx, int T, int n_heads, int hd, int pos0, const float *inv_freq) {
+    rope_rotate(dx, T, n_heads, hd, pos0, inv_freq, -1.0);
+}
+
+/* Causal GQA attention of T queries at positions pos0.. against n_ctx = pos0+T cached keys/values:
+ * q, out [T][H*hd]; kc, vc [n_ctx][KV*hd]; head h reads kv group h / (H/KV); query t sees keys 0..pos0+t.
+ * out[t][h] = sum_j softmax_j(q[t][h] . k[j][g] / sqrt(hd)) v[j][g] */
+static void ref_attention(float *out, const float *q, const float *kc, const float *vc, int T, int pos0, int n_heads,
+                          int n_kv, int hd) {
+    int group = n_heads / n_kv, ldq = n_heads * hd, ldkv = n_kv * hd;
+    double scale = 1.0 / sqrt((double)hd);
+    double *p = mf_malloc((size_t)(pos0 + T) * sizeof *p), *o = mf_malloc((size_t)hd * sizeof *o);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < n_heads; h++) {
+            const float *qt = q + (size_t)t * ldq + (size_t)h * hd;
+            size_t g = (size_t)(h / group) * hd;
+            int n = pos0 + t + 1;
+            double m = -INFINITY, sum = 0.0;
+            for (int j = 0; j < n; j++) {
+                double s = 0.0;
+                for (int d = 0; d < hd; d++) s += (double)qt[d] * kc[(size_t)j * ldkv + g + d];
+                p[j] = s * scale;
+                if (p[j] > m) m = p[j];
+            }
+            for (int j = 0; j < n; j++) sum += p[j] = exp(p[j] - m);
+            for (int d = 0; d < hd; d++) o[d] = 0.0;
+            for (int j = 0; j < n; j++)
+                for (int d = 0; d < hd; d++) o[d] += p[j] * vc[(size_t)j * ldkv + g + d];
+            for (int d = 0; d < hd; d++) out[(size_t)t * ldq + (size_t)h * hd + d] = (float)(o[d] / sum);
+        }
+    free(p);
+    free(o);
+}
+
+/* h[n] = silu(g) * u = g / (1 + exp(-g)) * u */
+static void ref_swiglu(float *h, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) h[i] = (float)((double)g[i] / (1.0 + exp(-(double)g[i])) * u[i]);
+}
+
+/* y[n] += x[n] */
+static void ref_add(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = y[i] + x[i];
+}
+
+/* x[T][C] = table[ids[t]][C] (ids host) */
+static void ref_embed(float *x, const float *table, const int32_t *ids, int T, int C) {
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) x[(size_t)t * C + c] = table[(size_t)ids[t] * C + c];
+}
+
+/* lse[T] (host) = log sum_v exp(logits[t][v]) */
+static void ref_logsumexp(const float *logits, int T, int V, double *lse) {
+    for (int t = 0; t < T; t++) {
+        const float *z = logits + (size_t)t * V;
+        double m = -INFINITY, s = 0.0;
+        for (int v = 0; v < V; v++)
+            if (z[v] > m) m = z[v];
+        for (int v = 0; v < V; v++) s += exp(z[v] - m);
+        lse[t] = m + log(s);
+    }
+}
+
+/* ------------------------------------------- defined in ref_backward.c
+ * (the table below checks these against backend.h; ref_backward.c checks its
+ * definitions the same way) */
+
+void mf_ref_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W, int T,
+                       int n_in, int n_out, int acc);
+void mf_ref_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rinv,
+                        int T, int C, int acc);
+void mf_ref_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, int T, int n_heads, int n_kv, int hd);
+void mf_ref_swiglu_bwd(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
+void mf_ref_embed_bwd(float *dE, const float *dx, const int32_t *ids, int T, int C, int V);
+double mf_ref_loss_ce(const float *logits, const int32_t *targets, int T, int V, double norm, float *dlogits);
+double mf_ref_loss_kl(const float *zs, const float *zt, int T, int V, float tau, double norm, float *dzs);
+double mf_ref_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,
+                           double norm, float *dzs);
+double mf_ref_loss_cosine(const float *a, const float *b, int T, int C, double norm, float *da);
+double mf_ref_loss_nmse(const float *a, const float *b, int T, int C, double norm, float *da);
+void mf_ref_fuse_weight(float *W_eff, const float *W, const float *P, const float *A, const float *B, const float *U,
+                        const float *V, int out, int in, int r, float *scratch);
+void mf_ref_fuse_weight_bwd(float *dA, float *dB, float *dU, float *dV, const float *G, const float *P, const float *A,
+                            const float *B, const float *U, const float *V, int out, int in, int r, float *scratch);
+double mf_ref_loss_kl_batch(const float *S, const float *Tt, int B, size_t n, double norm, float *dS);
+
+static const mf_backend REF = {
+    .name = "ref",
+    .is_host = 1,
+    .alloc = ref_alloc,
+    .free = ref_free,
+    .upload = ref_copy,
+    .download = ref_copy,
+    .copy = ref_copy,
+    .zero = ref_zero,
+    .sync = ref_sync,
+    .linear = ref_linear,
+    .rmsnorm = ref_rmsnorm,
+    .rope = ref_rope,
+    .attention = ref_attention,
+    .swiglu = ref_swiglu,
+    .add = ref_add,
+    .embed = ref_embed,
+    .logsumexp = ref_logsumexp,
+    .linear_bwd = mf_ref_linear_bwd,
+    .rmsnorm_bwd = mf_ref_rmsnorm_bwd,
+    .rope_bwd = ref_rope_bwd,
+    .attention_bwd = mf_ref_attention_bwd,
+    .swiglu_bwd = mf_ref_swiglu_bwd,
+    .embed_bwd = mf_ref_embed_bwd,
+    .loss_ce = mf_ref_loss_ce,
+    .loss_kl = mf_ref_loss_kl,
+    .loss_kl_topk = mf_ref_loss_kl_topk,
+    .loss_cosine = mf_ref_loss_cosine,
+    .loss_nmse = mf_ref_loss_nmse,
+    .fuse_weight = mf_ref_fuse_weight,
+    .fuse_weight_bwd = mf_ref_fuse_weight_bwd,
+    .loss_kl_batch = mf_ref_loss_kl_batch,
+};
+
+const mf_backend *mf_backend_ref(void) { return &REF; }
