@@ -11,8 +11,8 @@
  * gradients, optimizer state) is memory of that backend, allocated with
  * alloc() and moved with upload()/download()/copy(). A backend with is_host = 1
  * (cpu, ref) works on host memory: a memory-mapped weight file is used in
- * place, with no copy. Arguments documented as "host" (token ids, lse, rinv
- * of rmsnorm) are always host memory. All matrices row-major. */
+ * place, with no copy. Arguments documented as "host" (token ids, lse of
+ * logsumexp) are always host memory. All matrices row-major. */
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 
@@ -36,7 +36,7 @@ struct mf_backend {
     /* y[T][n_out] (=|+=) x[T][n_in] . W[n_out][n_in]^T (+ b[n_out]); accumulate adds into y */
     void (*linear)(float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out, int accumulate);
 
-    /* y[T][C] = x / rms(x) * w, rms over C with eps; rinv[T] (host, may be NULL) gets 1/rms per row */
+    /* y[T][C] = x / rms(x) * w, rms over C with eps; rinv[T] (backend memory, may be NULL) gets 1/rms per row */
     void (*rmsnorm)(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps);
 
     /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] */

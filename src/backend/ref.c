@@ -44,7 +44,7 @@ static void ref_linear(float *y, const float *x, const float *w, const float *b,
     }
 }
 
-/* y[T][C] = x[T][C] * r[t] * w[C], r[t] = 1 / sqrt(mean_i x[t][i]^2 + eps); rinv[T] (host, may be NULL) = r */
+/* y[T][C] = x[T][C] * r[t] * w[C], r[t] = 1 / sqrt(mean_i x[t][i]^2 + eps); rinv[T] (backend memory, may be NULL) = r */
 static void ref_rmsnorm(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps) {
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * C;
