@@ -4,7 +4,6 @@
 #   make run        set-up, build, evaluate the default model on 2 MPI ranks
 #   make bench      performance ratios (docs/performance.md)
 #   make asan       build bin/minifuse-asan and the tests under ASan/UBSan
-#   make CUDA=1     also build the CUDA backend (cuda/)
 
 CC      := mpicc
 PKGS    := hdf5-openmpi jansson libpcre2-8

@@ -29,6 +29,7 @@ typedef struct mf_coll {
     MPI_Comm gather;          /* bucket sums' second phase (mf_coll_buckets), else MPI_COMM_NULL */
     int rank, size;
     const mf_backend *be;     /* whose memory the float buffers are */
+    void *stream;             /* device implementations queue on it (NULL: the backend's default stream) */
 } mf_coll;
 
 /* A bucket sum in flight: exchange of pieces, local sum, all-gather. */

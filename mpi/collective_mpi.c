@@ -19,6 +19,7 @@ void mf_coll_init(mf_coll *c, MPI_Comm comm, const mf_backend *be) {
     c->comm = comm;
     c->gather = MPI_COMM_NULL;
     c->be = be;
+    c->stream = NULL;
     MPI_Comm_rank(comm, &c->rank);
     MPI_Comm_size(comm, &c->size);
 }

@@ -16,27 +16,42 @@ void mf_adamw_defaults(mf_adamw_opts *o) {
     *o = (mf_adamw_opts){.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .decay_1d = 0};
 }
 
+/* Moments in the memory of the parameters' backend (host memory for lists without one). */
+static float *state_buf(const mf_backend *be, size_t n) {
+    if (!be) return mf_calloc(n ? n : 1, sizeof(float));
+    float *p = be->alloc((n ? n : 1) * sizeof(float));
+    be->zero(p, (n ? n : 1) * sizeof(float));
+    return p;
+}
+
+static void state_free(const mf_backend *be, float *p) {
+    if (!p) return;
+    if (be) be->free(p);
+    else free(p);
+}
+
 void mf_adamw_init(mf_adamw *opt, const mf_params *ps, const mf_adamw_opts *o) {
     memset(opt, 0, sizeof *opt);
     if (o) opt->o = *o;
     else mf_adamw_defaults(&opt->o);
     opt->n = ps->n;
+    opt->be = ps->be;
     opt->numel = mf_calloc((size_t)ps->n + 1, sizeof *opt->numel);
     opt->m = mf_calloc((size_t)ps->n + 1, sizeof *opt->m);
     opt->v = mf_calloc((size_t)ps->n + 1, sizeof *opt->v);
     for (int i = 0; i < ps->n; i++) {
         size_t n = ps->p[i].numel;
         opt->numel[i] = n;
-        opt->m[i] = mf_calloc(n ? n : 1, sizeof(float));
-        opt->v[i] = mf_calloc(n ? n : 1, sizeof(float));
+        opt->m[i] = state_buf(opt->be, n);
+        opt->v[i] = state_buf(opt->be, n);
     }
 }
 
 void mf_adamw_free(mf_adamw *opt) {
     if (!opt) return;
     for (int i = 0; i < opt->n; i++) {
-        if (opt->m) free(opt->m[i]);
-        if (opt->v) free(opt->v[i]);
+        if (opt->m) state_free(opt->be, opt->m[i]);
+        if (opt->v) state_free(opt->be, opt->v[i]);
     }
     free(opt->m); free(opt->v); free(opt->numel);
     memset(opt, 0, sizeof *opt);

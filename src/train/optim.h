@@ -44,6 +44,7 @@ typedef struct mf_adamw {
     int64_t step;          /* updates done (torch's state['step']) */
     size_t *numel;         /* [n] */
     float **m, **v;        /* [n][numel] first and second moments */
+    const mf_backend *be;  /* whose memory m and v are (the parameter list's; NULL: host malloc) */
 } mf_adamw;
 
 void mf_adamw_defaults(mf_adamw_opts *o);
