@@ -45,11 +45,13 @@ static int bad_name(const char *n) {
     return len == 0 || len >= 128 || strchr(n, '/') || strcmp(n, ".") == 0 || strcmp(n, "..") == 0;
 }
 
-/* Read a float dataset of shape [ndim] (1 or 2 dims) in pieces of whole rows. */
-static herr_t read_rows(hid_t d, float *buf, int ndim, const int64_t *shape) {
+/* Read a float dataset of shape [ndim] (1 or 2 dims) in pieces of whole rows;
+ * on failure why gets HDF5's reason (taken before any other HDF5 call clears it). */
+static herr_t read_rows(hid_t d, float *buf, int ndim, const int64_t *shape, char why[256]) {
     hsize_t rows = (hsize_t)shape[0], cols = ndim == 2 ? (hsize_t)shape[1] : 1;
     hsize_t per = cols ? XFER_BYTES / sizeof(float) / cols : rows;
     if (per == 0) per = 1;
+    snprintf(why, 256, "HDF5 error");
     if (rows * cols == 0) return 0;
     hid_t fs = H5Dget_space(d);
     herr_t rc = fs < 0 ? -1 : 0;
@@ -59,6 +61,7 @@ static herr_t read_rows(hid_t d, float *buf, int ndim, const int64_t *shape) {
         hid_t ms = H5Screate_simple(1, &len, NULL);
         rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
         if (rc >= 0 && ms >= 0) rc = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols);
+        if (rc < 0 || ms < 0) mf_h5_read_reason(why);
         if (ms < 0) rc = -1;
         else H5Sclose(ms);
     }
@@ -494,8 +497,8 @@ static int read_tensor(mf_h5r *c, const char *group, const mf_param *p, float *b
     hsize_t dims[2] = {(hsize_t)p->shape[0], (hsize_t)p->shape[1]};
     hid_t d = mf_h5_open_ds(c, name, H5T_FLOAT, p->ndim, dims, 0);
     if (d < 0) return -1;
-    int rc = read_rows(d, buf, p->ndim, p->shape) < 0
-                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_read_reason(why)) : 0;
+    int rc = read_rows(d, buf, p->ndim, p->shape, why) < 0
+                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, why) : 0;
     H5Dclose(d);
     return rc;
 }

@@ -160,11 +160,12 @@ static int slab(const mf_tcache *c, hid_t ds, int64_t w, int n2, hid_t mtype, vo
     hid_t fs = H5Dget_space(ds), ms = H5Screate_simple(nd, count, NULL);
     int rc = fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ? -1 : 0;
     if (rc == 0) rc = (write ? H5Dwrite(ds, mtype, ms, fs, H5P_DEFAULT, buf) : H5Dread(ds, mtype, ms, fs, H5P_DEFAULT, buf)) < 0 ? -1 : 0;
+    char why[256];
+    if (rc) mf_h5_read_reason(why); /* before H5Sclose clears the error stack */
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
-    char why[256];
     if (rc) mf_err_set(err, "%s: teacher cache: cannot %s window %lld of %s: %s", c->path ? c->path : "?",
-                       write ? "write" : "read", (long long)w, what, mf_h5_read_reason(why));
+                       write ? "write" : "read", (long long)w, what, why);
     return rc;
 }
 
