@@ -7,19 +7,98 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util/err.h"
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
 
-/* Rank 0 creates OUT.tmp.<pid> and tells everyone its name. */
+#include "io/gguf.h"
+#include "util/err.h"
+#include "util/fsutil.h"
+#include "util/log.h"
+
+static void log_stale(const char *path) { mf_log("removed %s (left by a writer that is gone)", path); }
+
+/* Rank 0 takes OUT.lock (one writer per output), removes what dead writers
+ * left next to OUT, creates OUT.tmp.<host>.<pid>.<random> and tells everyone
+ * its name. */
 static void make_tmpdir(const char *out, MPI_Comm comm, int force, const char *who, char *tmpdir, size_t cap) {
     int rank;
     MPI_Comm_rank(comm, &rank);
     if (rank == 0) {
         struct stat sb;
         if (stat(out, &sb) == 0 && !force) mf_fatal("%s: %s already exists (use --force to replace it)", who, out);
-        snprintf(tmpdir, cap, "%s.tmp.%d", out, (int)getpid());
+        char lock[4300];
+        mf_err err;
+        snprintf(lock, sizeof lock, "%s.lock", out);
+        if (mf_lock_acquire(lock, out, &err) != 0) mf_fatal("%s: %s", who, err.msg);
+        char *d = mf_strdup(out), *b = mf_strdup(out), prefix[4200];
+        snprintf(prefix, sizeof prefix, "%s.", basename(b));
+        mf_clean_stale_tmps(dirname(d), prefix, log_stale);
+        free(d);
+        free(b);
+        char *t = mf_tmp_unique(out);
+        snprintf(tmpdir, cap, "%s", t);
+        free(t);
         if (mkdir(tmpdir, 0755) != 0) mf_fatal("%s: cannot create %s: %s", who, tmpdir, strerror(errno));
     }
     MPI_Bcast(tmpdir, (int)cap, MPI_CHAR, 0, comm);
+}
+
+/* Copy file src to dst (plain bytes). */
+static int copy_file(const char *src, const char *dst, mf_err *err) {
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return mf_err_set(err, "%s: %s", src, strerror(errno));
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int en = errno;
+        close(in);
+        return mf_err_set(err, "%s: %s", dst, strerror(en));
+    }
+    char buf[1 << 16];
+    ssize_t n;
+    int rc = 0;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) { rc = mf_err_set(err, "%s: %s", dst, strerror(errno)); break; }
+    if (n < 0 && rc == 0) rc = mf_err_set(err, "%s: %s", src, strerror(errno));
+    close(in);
+    if (close(out) != 0 && rc == 0) rc = mf_err_set(err, "%s: %s", dst, strerror(errno));
+    return rc;
+}
+
+/* Rank 0: when extra_json names a tokenizer ("minifuse": {"tokenizer": path}),
+ * put it inside the output - tokenizer.bin (a llama2.c file, copied) or
+ * tokenizer.gguf (the tokenizer.* keys of a GGUF model, without its weights) -
+ * and name it relative to the directory, so the output is self-contained and
+ * readers need not follow paths out of it. Returns the new extra JSON
+ * (malloc'ed), or NULL to keep extra_json. */
+static char *bring_tokenizer(const char *tmpdir, const char *extra_json, const char *who) {
+    if (!extra_json) return NULL;
+    json_t *x = json_loads(extra_json, 0, NULL), *mf = json_object_get(x, "minifuse");
+    json_t *tok = json_object_get(mf, "tokenizer");
+    if (!json_is_string(tok) || !json_string_length(tok)) {
+        json_decref(x);
+        return NULL;
+    }
+    const char *src = json_string_value(tok);
+    char magic[4] = {0}, dst[4400];
+    FILE *f = fopen(src, "rb");
+    if (!f) mf_fatal("%s: the tokenizer %s to put into the output: %s", who, src, strerror(errno));
+    size_t nm = fread(magic, 1, 4, f);
+    fclose(f);
+    mf_err err;
+    const char *name = nm == 4 && memcmp(magic, "GGUF", 4) == 0 ? "tokenizer.gguf" : "tokenizer.bin";
+    snprintf(dst, sizeof dst, "%s/%s", tmpdir, name);
+    if (name[10] == 'g') {
+        mf_gguf *g = mf_gguf_open(src, &err);
+        if (!g || mf_gguf_write_vocab(g, dst, &err) != 0) mf_fatal("%s: %s", who, err.msg);
+        mf_gguf_close(g);
+    } else if (copy_file(src, dst, &err) != 0) {
+        mf_fatal("%s: cannot copy the tokenizer into the output: %s", who, err.msg);
+    }
+    json_object_set_new(mf, "tokenizer", json_string(name));
+    char *s = json_dumps(x, JSON_COMPACT);
+    json_decref(x);
+    return s;
 }
 
 /* Rank 0: the index naming, for every tensor of every rank, the shard that holds it.
@@ -110,16 +189,18 @@ void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg
     char path[4600];
     if (rank == 0) {
         snprintf(path, sizeof path, "%s/config.json", tmpdir);
-        if (mf_hf_write_config(path, cfg, "float32", extra_json, &err) != 0) mf_fatal_err(&err);
+        char *extra = bring_tokenizer(tmpdir, extra_json, who);
+        if (mf_hf_write_config(path, cfg, "float32", extra ? extra : extra_json, &err) != 0) mf_fatal_err(&err);
+        free(extra);
         struct stat sb;
         if (force && stat(out, &sb) == 0) {
-            char old[4300];
-            snprintf(old, sizeof old, "%s.old.%d", out, (int)getpid());
+            /* the old output goes aside under a temporary name (cleaned up as stale if we die), then away:
+             * removed with unlinkat/rmdir (nftw), never through a shell */
+            char *old = mf_tmp_unique(out);
             if (rename(out, old) != 0) mf_fatal("%s: cannot move the old %s aside: %s", who, out, strerror(errno));
-            char cmd[8800];
-            snprintf(cmd, sizeof cmd, "rm -rf -- '%s'", old);
             if (rename(tmpdir, out) != 0) mf_fatal("%s: cannot rename %s to %s: %s", who, tmpdir, out, strerror(errno));
-            if (system(cmd) != 0) mf_fatal("%s: cannot remove %s", who, old);
+            if (mf_rmtree(old, &err) != 0) mf_fatal("%s: the new %s is in place, but the old one is not all gone: %s", who, out, err.msg);
+            free(old);
         } else if (rename(tmpdir, out) != 0) mf_fatal("%s: cannot rename %s to %s: %s", who, tmpdir, out, strerror(errno));
     }
     MPI_Barrier(comm);

@@ -3,7 +3,12 @@
  * Every rank passes the tensors it holds (in the output's names); each rank
  * with tensors writes its own safetensors shard(s) (at most 4 GiB each, numbered
  * in rank order), rank 0 writes the index and
- * config.json, all into OUT.tmp.<pid>, renamed to OUT when complete. Used by
+ * config.json, all into OUT.tmp.<host>.<pid>.<random>, renamed to OUT when
+ * complete. Rank 0 holds OUT.lock while it writes (a second writer of OUT is
+ * refused, naming the holder), removes what dead writers left next to OUT, and
+ * puts the tokenizer that extra_json names ("minifuse": {"tokenizer": path})
+ * into OUT (tokenizer.bin, or tokenizer.gguf: the GGUF's tokenizer keys only),
+ * named relative to it. --force replaces OUT without a shell (nftw). Used by
  * prune, distill and fuse. Errors abort all ranks. */
 #ifndef MF_HF_COLLECTIVE_H
 #define MF_HF_COLLECTIVE_H

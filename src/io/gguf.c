@@ -760,3 +760,31 @@ int mf_gguf_get_i32_array(const mf_gguf *g, const char *key, const int32_t **out
     *n = (size_t)kv->n;
     return 0;
 }
+
+/* ---- vocabulary-only copy ---- */
+
+int mf_gguf_write_vocab(const mf_gguf *g, const char *dst, mf_err *err) {
+    FILE *f = fopen(dst, "wb");
+    if (!f) return FAIL(err, "%s: cannot create: %s", dst, strerror(errno));
+    uint64_t n_kv = 0;
+    for (size_t i = 0; i < g->n_kv; i++)
+        n_kv += !strncmp(g->kvs[i].key, "tokenizer.", 10) || !strcmp(g->kvs[i].key, "general.architecture");
+    uint32_t version = 3;
+    uint64_t n_tensors = 0;
+    int ok = fwrite(GGUF_MAGIC, 1, 4, f) == 4 && fwrite(&version, 4, 1, f) == 1 && fwrite(&n_tensors, 8, 1, f) == 1 &&
+             fwrite(&n_kv, 8, 1, f) == 1;
+    for (size_t i = 0; ok && i < g->n_kv; i++) {
+        const gguf_kv *kv = &g->kvs[i];
+        if (strncmp(kv->key, "tokenizer.", 10) && strcmp(kv->key, "general.architecture")) continue;
+        uint64_t len = strlen(kv->key);
+        ok = fwrite(&len, 8, 1, f) == 1 && fwrite(kv->key, 1, (size_t)len, f) == len && fwrite(&kv->type, 4, 1, f) == 1 &&
+             fwrite(g->map + kv->raw_off, 1, kv->raw_len, f) == kv->raw_len;
+    }
+    int en = errno;
+    if (fclose(f) != 0 && ok) ok = 0, en = errno;
+    if (!ok) {
+        unlink(dst);
+        return FAIL(err, "%s: cannot write: %s", dst, strerror(en));
+    }
+    return 0;
+}

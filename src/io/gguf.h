@@ -99,4 +99,10 @@ int mf_gguf_get_f32_array(const mf_gguf *g, const char *key, const float **out, 
 /* INT32 arrays, or UINT32 arrays whose values all fit in int32. */
 int mf_gguf_get_i32_array(const mf_gguf *g, const char *key, const int32_t **out, size_t *n, mf_err *err);
 
+/* Write dst: a vocabulary-only GGUF v3 file (no tensors) holding the
+ * general.architecture key and every tokenizer.* key of g, copied verbatim -
+ * what mf_gguf_file_tokenizer reads. A model directory can carry its
+ * tokenizer this way without the weights of the model it came from. */
+int mf_gguf_write_vocab(const mf_gguf *g, const char *dst, mf_err *err);
+
 #endif

@@ -145,12 +145,19 @@ mf_tokenizer *mf_gguf_file_tokenizer(const char *path, mf_err *err) {
     if (mf_gguf_get_str(g, "tokenizer.ggml.model", &model, err) != 0) goto out;
     if (mf_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &n_tok, err) != 0) goto out;
     if (mf_gguf_has_key(g, "tokenizer.ggml.token_type") && mf_gguf_get_i32_array(g, "tokenizer.ggml.token_type", &types, &n_types, err) != 0) goto out;
+    /* counts from the file: bounded before they become ints (the vocabulary like mf_config_validate's) */
+    if (n_tok < 1 || n_tok > (1u << 24)) { mf_err_set(err, "%s: tokenizer.ggml.tokens has %zu entries (1..%u allowed)", path, n_tok, 1u << 24); goto out; }
     if (types && n_types != n_tok) { mf_err_set(err, "%s: tokenizer.ggml.token_type has %zu entries for %zu tokens", path, n_types, n_tok); goto out; }
     if (mf_gguf_has_key(g, "tokenizer.ggml.bos_token_id") && mf_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &bos, err) != 0) goto out;
     if (mf_gguf_has_key(g, "tokenizer.ggml.eos_token_id") && mf_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, err) != 0) goto out;
+    if ((bos != UINT32_MAX && bos >= n_tok) || (eos != UINT32_MAX && eos >= n_tok)) {
+        mf_err_set(err, "%s: tokenizer BOS id %u / EOS id %u outside the %zu tokens", path, bos, eos, n_tok);
+        goto out;
+    }
     if (strcmp(model, "gpt2") == 0) {
         if (mf_gguf_has_key(g, "tokenizer.ggml.pre") && mf_gguf_get_str(g, "tokenizer.ggml.pre", &pre, err) != 0) goto out;
         if (mf_gguf_get_str_array(g, "tokenizer.ggml.merges", &merges, &n_merges, err) != 0) goto out;
+        if (n_merges > (1u << 26)) { mf_err_set(err, "%s: tokenizer.ggml.merges has %zu entries (at most %u)", path, n_merges, 1u << 26); goto out; }
         t = mf_tok_new_gpt2(tokens, (int)n_tok, merges, (int)n_merges, types, pre, (int)bos, (int)eos, err);
     } else if (strcmp(model, "llama") == 0) {
         const float *scores;

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/fsutil.h"
+
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;
     char *buf = data;
@@ -65,18 +67,27 @@ void mf_h5_now_iso(char buf[32]) {
     strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-char *mf_h5_tmp_name(const char *path) {
-    size_t cap = strlen(path) + 5;
-    char *tmp = mf_malloc(cap);
-    snprintf(tmp, cap, "%s.tmp", path);
-    return tmp;
+char *mf_h5_tmp_name(const char *path) { return mf_tmp_unique(path); }
+
+char *mf_h5_tmp_name_comm(MPI_Comm comm, const char *path) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    char *mine = rank == 0 ? mf_tmp_unique(path) : NULL;
+    char *all = mf_h5_bcast_str(comm, mine);
+    free(mine);
+    return all;
 }
 
 int mf_h5_create_file(MPI_Comm comm, const char *path, const char *tmp, hid_t *file, mf_err *e) {
     char why[256];
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-    *file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* newest format: superblock 3, version-2 object headers, checksummed metadata */
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_obj_track_times(fcpl, 0); /* the root group too: same inputs, same bytes */
+    *file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     if (*file < 0) mf_err_set(e, "%s: cannot create %s: %s", path, tmp, mf_h5_reason(why));
     H5Pclose(fapl);
     if (mf_h5_agree(comm, *file < 0 ? -1 : 0, e) == 0) return 0;
@@ -97,11 +108,25 @@ int mf_h5_make_group(hid_t file, const char *path, const char *name, mf_err *e) 
     return 0;
 }
 
-hid_t mf_h5_make_ds(hid_t file, const char *path, const char *name, hid_t ftype, int nd, const hsize_t *dims,
-                    mf_err *e) {
+/* Elements per chunk: 1 MiB of float32. */
+#define CHUNK_ELEMS ((hsize_t)1 << 18)
+
+static hid_t make_ds(hid_t file, const char *path, const char *name, hid_t ftype, int nd, const hsize_t *dims,
+                     int chunked, mf_err *e) {
     char why[256];
     hid_t sp = H5Screate_simple(nd, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (chunked) {
+        /* from the innermost dimension out: whole rows while they fit */
+        hsize_t ch[H5S_MAX_RANK], left = CHUNK_ELEMS;
+        for (int i = nd - 1; i >= 0; i--) {
+            hsize_t c = dims[i] < left ? dims[i] : left;
+            ch[i] = c ? c : 1;
+            left = left / ch[i] ? left / ch[i] : 1;
+        }
+        H5Pset_chunk(dcpl, nd, ch);
+        H5Pset_fletcher32(dcpl);
+    }
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     H5Pset_obj_track_times(dcpl, 0); /* no timestamps: same inputs, same bytes */
@@ -110,6 +135,83 @@ hid_t mf_h5_make_ds(hid_t file, const char *path, const char *name, hid_t ftype,
     H5Pclose(dcpl);
     if (sp >= 0) H5Sclose(sp);
     return d;
+}
+
+hid_t mf_h5_make_ds(hid_t file, const char *path, const char *name, hid_t ftype, int nd, const hsize_t *dims,
+                    mf_err *e) {
+    return make_ds(file, path, name, ftype, nd, dims, 1, e);
+}
+
+hid_t mf_h5_make_ds_plain(hid_t file, const char *path, const char *name, hid_t ftype, int nd, const hsize_t *dims,
+                          mf_err *e) {
+    return make_ds(file, path, name, ftype, nd, dims, 0, e);
+}
+
+static hid_t coll_dxpl(void) {
+    hid_t dx = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
+    return dx;
+}
+
+/* Collective write of the selection [start, start+count) of d (rank nd) from
+ * buf, or of nothing when buf is NULL. */
+static int write_sel(hid_t d, hid_t mtype, const void *buf, int nd, const hsize_t *start, const hsize_t *count,
+                     hid_t dx) {
+    hid_t fs = H5Dget_space(d);
+    hsize_t one = 1, len = 1;
+    for (int i = 0; i < nd; i++) len *= count[i];
+    hid_t ms = H5Screate_simple(1, buf ? &len : &one, NULL);
+    int rc = fs < 0 || ms < 0 ? -1 : 0;
+    static const char dummy[16];
+    if (rc == 0 && buf) rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ? -1 : 0;
+    if (rc == 0 && !buf) rc = H5Sselect_none(fs) < 0 || H5Sselect_none(ms) < 0 ? -1 : 0;
+    if (rc == 0) rc = H5Dwrite(d, mtype, ms, fs, dx, buf ? buf : dummy) < 0 ? -1 : 0;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
+int mf_h5_write_coll(hid_t d, hid_t mtype, const void *buf, char why[256]) {
+    hid_t sp = d < 0 ? -1 : H5Dget_space(d);
+    int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK] = {0};
+    if (nd >= 1) H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (sp >= 0) H5Sclose(sp);
+    if (nd < 1) {
+        mf_h5_reason(why);
+        return -1;
+    }
+    hid_t dx = coll_dxpl();
+    int rc = write_sel(d, mtype, buf, nd, start, dims, dx);
+    H5Pclose(dx);
+    if (rc) mf_h5_reason(why);
+    return rc;
+}
+
+/* Bytes per collective transfer: MPI-IO counts are int, and HDF5 1.10 does not split. */
+#define XFER_BYTES ((size_t)256 << 20)
+
+int mf_h5_write_rows(hid_t d, const float *buf, int ndim, const int64_t *shape, char why[256]) {
+    hsize_t rows = (hsize_t)shape[0], cols = ndim == 2 ? (hsize_t)shape[1] : 1;
+    if (rows * cols == 0) return 0;
+    /* pieces of whole chunks: a filtered chunk is never written in part */
+    hsize_t chunk[2] = {1, 1};
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED) H5Pget_chunk(dcpl, ndim, chunk);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    hsize_t per = cols ? XFER_BYTES / sizeof(float) / cols : rows;
+    per = per / chunk[0] * chunk[0];
+    if (per == 0) per = chunk[0];
+    hid_t dx = coll_dxpl();
+    int rc = 0;
+    for (hsize_t r = 0; r < rows && rc == 0; r += per) {
+        hsize_t n = rows - r < per ? rows - r : per;
+        hsize_t start[2] = {r, 0}, count[2] = {n, cols};
+        rc = write_sel(d, H5T_NATIVE_FLOAT, buf ? buf + r * cols : NULL, ndim, start, count, dx);
+    }
+    H5Pclose(dx);
+    if (rc) mf_h5_reason(why);
+    return rc;
 }
 
 int mf_h5_attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, const void *val, char why[256]) {
@@ -122,11 +224,15 @@ int mf_h5_attr_write(hid_t loc, const char *name, hid_t ftype, hid_t mtype, cons
     return rc;
 }
 
+/* Fixed-length (stored in the checksummed object header, not the unchecked
+ * global heap that variable-length strings use), NUL-terminated. */
 int mf_h5_attr_str(hid_t loc, const char *name, const char *val, char why[256]) {
+    if (!val) val = "";
     hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_size(t, strlen(val) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
     H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = mf_h5_attr_write(loc, name, t, t, &val, why);
+    int rc = mf_h5_attr_write(loc, name, t, t, val, why);
     H5Tclose(t);
     return rc;
 }
@@ -189,16 +295,135 @@ int mf_h5_finish(int rc, const char *path, const char *tmp, int durable, mf_err 
 
 /* ---------------------------------------------------------------- reading */
 
+/* Bob Jenkins' lookup3 hashlittle(), as HDF5's H5_checksum_lookup3. */
+#define L3_ROT(x, k) (((x) << (k)) ^ ((x) >> (32 - (k))))
+#define L3_MIX(a, b, c)                                                                                               \
+    do {                                                                                                              \
+        a -= c; a ^= L3_ROT(c, 4); c += b;                                                                            \
+        b -= a; b ^= L3_ROT(a, 6); a += c;                                                                            \
+        c -= b; c ^= L3_ROT(b, 8); b += a;                                                                            \
+        a -= c; a ^= L3_ROT(c, 16); c += b;                                                                           \
+        b -= a; b ^= L3_ROT(a, 19); a += c;                                                                           \
+        c -= b; c ^= L3_ROT(b, 4); b += a;                                                                            \
+    } while (0)
+#define L3_FINAL(a, b, c)                                                                                             \
+    do {                                                                                                              \
+        c ^= b; c -= L3_ROT(b, 14);                                                                                   \
+        a ^= c; a -= L3_ROT(c, 11);                                                                                   \
+        b ^= a; b -= L3_ROT(a, 25);                                                                                   \
+        c ^= b; c -= L3_ROT(b, 16);                                                                                   \
+        a ^= c; a -= L3_ROT(c, 4);                                                                                    \
+        b ^= a; b -= L3_ROT(a, 14);                                                                                   \
+        c ^= b; c -= L3_ROT(b, 24);                                                                                   \
+    } while (0)
+
+uint32_t mf_h5_lookup3(const void *key, size_t length, uint32_t initval) {
+    const uint8_t *k = key;
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeef + (uint32_t)length + initval;
+    while (length > 12) {
+        a += k[0] | (uint32_t)k[1] << 8 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 24;
+        b += k[4] | (uint32_t)k[5] << 8 | (uint32_t)k[6] << 16 | (uint32_t)k[7] << 24;
+        c += k[8] | (uint32_t)k[9] << 8 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 24;
+        L3_MIX(a, b, c);
+        length -= 12;
+        k += 12;
+    }
+    switch (length) {
+    case 12: c += (uint32_t)k[11] << 24; /* fall through */
+    case 11: c += (uint32_t)k[10] << 16; /* fall through */
+    case 10: c += (uint32_t)k[9] << 8;   /* fall through */
+    case 9: c += k[8];                   /* fall through */
+    case 8: b += (uint32_t)k[7] << 24;   /* fall through */
+    case 7: b += (uint32_t)k[6] << 16;   /* fall through */
+    case 6: b += (uint32_t)k[5] << 8;    /* fall through */
+    case 5: b += k[4];                   /* fall through */
+    case 4: a += (uint32_t)k[3] << 24;   /* fall through */
+    case 3: a += (uint32_t)k[2] << 16;   /* fall through */
+    case 2: a += (uint32_t)k[1] << 8;    /* fall through */
+    case 1: a += k[0]; break;
+    case 0: return c;
+    }
+    L3_FINAL(a, b, c);
+    return c;
+}
+
+static const uint8_t H5_SIG[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+static uint64_t le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+int mf_h5_check_file(const char *path, mf_err *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mf_err_set(err, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int en = errno;
+        close(fd);
+        return mf_err_set(err, "%s: %s", path, strerror(en));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mf_err_set(err, "%s: not a regular file", path);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    enum { SB_LEN = 48 }; /* superblock 2/3 with 8-byte offsets */
+    uint8_t sb[SB_LEN];
+    ssize_t got = pread(fd, sb, SB_LEN, 0);
+    int rc = 0;
+    if (got < 8 || memcmp(sb, H5_SIG, 8) != 0) {
+        /* HDF5 would also look after a user block, at 512, 1024, 2048, ... */
+        uint64_t at = 0;
+        for (uint64_t off = 512; off + 8 <= size && !at; off *= 2) {
+            uint8_t s8[8];
+            if (pread(fd, s8, 8, (off_t)off) == 8 && memcmp(s8, H5_SIG, 8) == 0) at = off;
+        }
+        if (at) rc = mf_err_set(err, "%s: HDF5 file with a %llu-byte user block: not a file minifuse writes", path,
+                                (unsigned long long)at);
+        else rc = mf_err_set(err, "%s: not an HDF5 file (no HDF5 signature)%s", path, size == 0 ? " (empty file)" : "");
+    } else if (got < 9) {
+        rc = mf_err_set(err, "%s: truncated HDF5 file (%llu bytes)", path, (unsigned long long)size);
+    } else if (sb[8] != 2 && sb[8] != 3) {
+        rc = mf_err_set(err, "%s: HDF5 superblock version %u: minifuse reads only files in HDF5's newest format "
+                        "(superblock 2 or 3, checksummed metadata), as it writes them; an older minifuse or "
+                        "another tool wrote this one", path, sb[8]);
+    } else if (got < SB_LEN) {
+        rc = mf_err_set(err, "%s: truncated HDF5 file (%llu bytes, shorter than its superblock)", path,
+                        (unsigned long long)size);
+    } else if (sb[9] != 8 || sb[10] != 8) {
+        rc = mf_err_set(err, "%s: HDF5 superblock with %u-byte offsets and %u-byte lengths: not a file minifuse "
+                        "writes", path, sb[9], sb[10]);
+    } else {
+        uint32_t want = (uint32_t)sb[44] | (uint32_t)sb[45] << 8 | (uint32_t)sb[46] << 16 | (uint32_t)sb[47] << 24;
+        uint64_t base = le64(sb + 12), eof = le64(sb + 28);
+        if (mf_h5_lookup3(sb, 44, 0) != want)
+            rc = mf_err_set(err, "%s: HDF5 superblock checksum mismatch (damaged file)", path);
+        else if (sb[11] != 0)
+            rc = mf_err_set(err, "%s: HDF5 file was not closed cleanly (file-consistency flags 0x%02x: its writer "
+                            "died or still has it open)", path, sb[11]);
+        else if (base != 0)
+            rc = mf_err_set(err, "%s: HDF5 base address %llu: not a file minifuse writes", path,
+                            (unsigned long long)base);
+        else if (eof > size)
+            rc = mf_err_set(err, "%s: truncated HDF5 file: its superblock says %llu bytes, the file has %llu", path,
+                            (unsigned long long)eof, (unsigned long long)size);
+    }
+    close(fd);
+    return rc;
+}
+
 hid_t mf_h5_open_read(const char *path, mf_err *err) {
     char why[256];
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    struct stat st;
-    if (stat(path, &st) != 0) return mf_err_set(err, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return mf_err_set(err, "%s: not a regular file", path);
-    htri_t is = H5Fis_hdf5(path);
-    if (is == 0) return mf_err_set(err, "%s: not an HDF5 file (no HDF5 signature)", path);
-    hid_t f = is < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (corrupt or truncated?): %s", path, mf_h5_reason(why));
+    if (mf_h5_check_file(path, err)) return -1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_sec2(fapl);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (damaged file?): %s", path, mf_h5_reason(why));
     return f;
 }
 
@@ -209,7 +434,10 @@ int mf_h5_path_exists(hid_t file, const char *name) {
         if (*p != '/' && *p != 0) continue;
         char c = *p;
         *p = 0;
-        if (H5Lexists(file, buf, H5P_DEFAULT) <= 0) return 0;
+        H5L_info_t li;
+        if (H5Lexists(file, buf, H5P_DEFAULT) <= 0 || H5Lget_info(file, buf, &li, H5P_DEFAULT) < 0 ||
+            li.type != H5L_TYPE_HARD)
+            return 0;
         *p = c;
         if (!c) return 1;
     }
@@ -251,11 +479,11 @@ int mf_h5_get_str(const mf_h5r *c, const char *name, int required, char **out) {
     hid_t ft = H5Aget_type(a), mt = H5Tcopy(ft);
     size_t n = H5Tget_size(ft);
     rc = 0;
-    if (H5Tis_variable_str(ft) > 0) {
-        char *p = NULL;
-        if (H5Aread(a, mt, &p) < 0) rc = -1, mf_h5_reason(why);
-        else *out = mf_strdup(p ? p : "");
-        if (p) H5free_memory(p);
+    if (H5Tis_variable_str(ft) != 0) {
+        /* variable-length strings live in the global heap, which has no checksum */
+        rc = -1;
+        snprintf(why, sizeof why, "a variable-length string (minifuse writes fixed-length strings; a file from "
+                 "another tool?)");
     } else if (n > 0 && n <= (1u << 24)) {
         *out = mf_calloc(n + 1, 1);
         if (H5Aread(a, mt, *out) < 0) rc = -1, mf_h5_reason(why);
@@ -303,8 +531,55 @@ static void shape_str(char *buf, size_t n, int nd, const hsize_t *d, int any0) {
     if (len < n) snprintf(buf + len, n - len, "]");
 }
 
+/* The dataset's storage is one minifuse can read safely (see mf_h5_open_ds). */
+static int check_storage(const mf_h5r *c, const char *name, hid_t d, int nd, const hsize_t *dims) {
+    hid_t dcpl = H5Dget_create_plist(d), t = H5Dget_type(d);
+    size_t tsize = t >= 0 ? H5Tget_size(t) : 0;
+    if (t >= 0) H5Tclose(t);
+    if (dcpl < 0) return mf_err_set(c->e, "%s: dataset '%s': cannot read its storage properties", c->path, name);
+    int rc = 0, fletcher = 0, deflate = 0;
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    if (lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED && lay != H5D_COMPACT)
+        rc = mf_err_set(c->e, "%s: dataset '%s' has %s storage: not a layout minifuse writes", c->path, name,
+                        lay == H5D_VIRTUAL ? "virtual" : "unknown");
+    else if (H5Pget_external_count(dcpl) != 0)
+        rc = mf_err_set(c->e, "%s: dataset '%s' keeps its data in external files: refused", c->path, name);
+    int nf = rc ? 0 : H5Pget_nfilters(dcpl);
+    if (nf < 0 || nf > 8) rc = mf_err_set(c->e, "%s: dataset '%s': bad filter pipeline", c->path, name);
+    for (int i = 0; i < nf && rc == 0; i++) {
+        unsigned flags = 0;
+        size_t ne = 0;
+        char fname[64] = "";
+        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ne, NULL, sizeof fname, fname, NULL);
+        if (id == H5Z_FILTER_FLETCHER32) fletcher = 1;
+        else if (id == H5Z_FILTER_DEFLATE) deflate = 1;
+        else if (id != H5Z_FILTER_SHUFFLE)
+            rc = mf_err_set(c->e, "%s: dataset '%s' uses HDF5 filter %d: only Fletcher-32, deflate and shuffle are "
+                            "read", c->path, name, (int)id);
+    }
+    H5Pclose(dcpl);
+    if (rc) return rc;
+    if (!fletcher && !c->no_checksum)
+        return mf_err_set(c->e, "%s: dataset '%s' has no Fletcher-32 checksum (minifuse writes one on every dataset; "
+                          "rewrite the file with fletcher32=True)", c->path, name);
+    /* bytes the shape needs, checked */
+    uint64_t need = tsize;
+    for (int i = 0; i < nd; i++)
+        if (mf_mul_u64(need, dims[i], &need))
+            return mf_err_set(c->e, "%s: dataset '%s': its shape overflows a byte count", c->path, name);
+    if (need == 0) return 0;
+    hsize_t have = H5Dget_storage_size(d);
+    uint64_t cap = deflate ? (have > UINT64_MAX / 1100 ? UINT64_MAX : (uint64_t)have * 1100 + 65536) : have;
+    if (need > cap)
+        return mf_err_set(c->e, "%s: dataset '%s' needs %llu bytes but holds %llu in the file (damaged or forged "
+                          "sizes)", c->path, name, (unsigned long long)need, (unsigned long long)have);
+    return 0;
+}
+
 hid_t mf_h5_open_ds(const mf_h5r *c, const char *name, H5T_class_t cls, int nd, hsize_t *dims, int any0) {
     char why[256];
+    if (!mf_h5_path_exists(c->file, name))
+        return mf_err_set(c->e, "%s: missing dataset '%s'", c->path, name), -1;
     hid_t d = H5Dopen2(c->file, name, H5P_DEFAULT);
     if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '%s': %s", c->path, name, mf_h5_reason(why)), -1;
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
@@ -323,10 +598,17 @@ hid_t mf_h5_open_ds(const mf_h5r *c, const char *name, H5T_class_t cls, int nd, 
         shape_str(s1, sizeof s1, gnd < 0 ? 0 : gnd > H5S_MAX_RANK ? H5S_MAX_RANK : gnd, gd, 0);
         shape_str(s2, sizeof s2, nd, dims, any0);
         mf_err_set(c->e, "%s: dataset '%s' has shape %s, expected %s", c->path, name, s1, s2);
-    } else {
+    } else if (check_storage(c, name, d, nd, gd) == 0) {
         for (int i = 0; i < nd; i++) dims[i] = gd[i];
         return d;
     }
     H5Dclose(d);
     return -1;
+}
+
+const char *mf_h5_read_reason(char why[256]) {
+    mf_h5_reason(why);
+    if (strstr(why, "checksum") || strstr(why, "Fletcher") || strstr(why, "fletcher") || strstr(why, "filter"))
+        snprintf(why, 256, "data checksum (Fletcher-32) mismatch: the file is damaged");
+    return why;
 }

@@ -7,6 +7,9 @@
 #include "io/safetensors.h"
 #include "io/source.h"
 
+#include <limits.h>
+#include <stdlib.h>
+
 /* Integer field: default `def` when absent or null; -1 with err if not an integer. */
 static int get_int(json_t *root, const char *path, const char *key, int def, int *out, mf_err *err) {
     json_t *v = json_object_get(root, key);
@@ -66,7 +69,9 @@ static int parse_rope(json_t *root, const char *path, mf_config *c, mf_err *err)
     return 0;
 }
 
-static int parse_config(const char *path, mf_config *c, int *tie_flag, char **tok_ref, mf_err *err) {
+int mf_hf_parse_config(const char *path, mf_config *c, int *tie_flag, char **tok_ref, mf_err *err) {
+    *tok_ref = NULL;
+    *tie_flag = -1;
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (!root) return mf_err_set(err, "%s: bad JSON: %s (line %d)", path, jerr.text, jerr.line);
@@ -104,6 +109,18 @@ out:
     return rc;
 }
 
+int mf_hf_resolve_inside(const char *dir, const char *ref, char *out, size_t cap) {
+    char rdir[PATH_MAX], joined[8200], rref[PATH_MAX];
+    if (!ref[0] || !realpath(dir, rdir)) return -1;
+    if (ref[0] == '/') snprintf(joined, sizeof joined, "%s", ref);
+    else snprintf(joined, sizeof joined, "%s/%s", rdir, ref);
+    if (!realpath(joined, rref)) return -1;
+    size_t n = strlen(rdir);
+    if (strncmp(rref, rdir, n) != 0 || (rref[n] != '/' && !(n == 1 && rdir[0] == '/'))) return -1;
+    snprintf(out, cap, "%s", rref);
+    return 0;
+}
+
 static int hf_lookup(const mf_source *s, const char *name, mf_raw_tensor *raw) {
     const mf_st_tensor *t = mf_st_find(s->impl, name);
     if (!t || t->ndim > 4) return -1;
@@ -124,7 +141,14 @@ int mf_hf_open(mf_source *s, const char *dir, mf_err *err) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     int tie_flag = -1;
     s->format = MF_FMT_HF;
-    if (parse_config(path, &s->cfg, &tie_flag, &s->tokenizer_ref, err) != 0) return -1;
+    char *ref = NULL;
+    if (mf_hf_parse_config(path, &s->cfg, &tie_flag, &ref, err) != 0) return -1;
+    if (ref) { /* an untrusted config names a file: only inside the model directory */
+        char real[4096];
+        if (mf_hf_resolve_inside(dir, ref, real, sizeof real) == 0) s->tokenizer_ref = mf_strdup(real);
+        else s->tokenizer_refused = mf_strdup(ref);
+        free(ref);
+    }
     mf_safetensors *st = mf_st_open_dir(dir, err);
     if (!st) return -1;
     s->impl = st;

@@ -7,6 +7,7 @@
  *   w2 [L][dim][hidden], w3 [L][hidden][dim], rms_final [dim],
  *   freq_cis_real [seq][hd/2], freq_cis_imag [seq][hd/2], (wcls [vocab][dim]).
  * q/k rows are in interleaved RoPE order; rope_theta 10000, eps 1e-5. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,7 +128,8 @@ int mf_llama2c_open(mf_source *s, const char *path, mf_err *err) {
     c->n_heads = h[3];
     c->n_kv_heads = h[4];
     c->tied_embeddings = h[5] > 0;
-    c->vocab_size = h[5] > 0 ? h[5] : -h[5];
+    /* negative: untied classifier; INT32_MIN has no positive counterpart */
+    c->vocab_size = h[5] > 0 ? h[5] : h[5] == INT32_MIN ? 0 : -h[5];
     c->max_seq_len = h[6];
     c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
     c->norm_eps = 1e-5f;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "io/h5util.h"
+#include "util/fsutil.h"
 #include "version.h"
 
 /* ---------------------------------------------------------------- common */
@@ -196,7 +197,7 @@ static int share(wctx *w, const char *path, const mf_rankings_meta *meta, const 
     w->metrics = (unsigned)nums[10];
     w->n_mi_iter = (int)nums[11];
     w->ppl_full = ppl_full;
-    w->tmp = mf_h5_tmp_name(w->path);
+    w->tmp = mf_h5_tmp_name_comm(w->comm, w->path);
 
     /* ranges and width metrics of every rank */
     int mine[3] = {l0, l1, (int)have};
@@ -341,31 +342,45 @@ static int create_all(wctx *w, mf_err *e) {
     return 0;
 }
 
-static int write_ds(wctx *w, hid_t d, hid_t mtype, const void *buf, const char *what, mf_err *e) {
+/* Collective: dataset d (when it exists) written by the rank whose buf is
+ * non-NULL. After a failure the rank still takes part in the rest. */
+static int write_ds(wctx *w, hid_t d, hid_t mtype, const void *buf, const char *what, int rc, mf_err *e) {
     char why[256];
-    if (d < 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) return 0;
-    return mf_err_set(e, "%s: cannot write %s: %s", w->path, what, mf_h5_reason(why));
+    if (d < 0) return rc;
+    if (mf_h5_write_coll(d, mtype, rc ? NULL : buf, why) != 0 && rc == 0)
+        rc = mf_err_set(e, "%s: cannot write %s: %s", w->path, what, why);
+    return rc;
 }
 
-/* Each rank writes its layers (independent transfers); rank 0 the rest. */
+/* The rank that holds layer l. */
+static int owner_of(const wctx *w, int l) {
+    for (int r = 0; r < w->size; r++)
+        if (w->ranges[2 * r] <= l && l < w->ranges[2 * r + 1]) return r;
+    return -1;
+}
+
+/* Collective (filtered datasets are written collectively): every rank goes
+ * through every dataset; each layer's owner writes it, rank 0 the rest. */
 static int write_data(wctx *w, int l0, int l1, const mf_layer_scores *mine, const mf_depth_scores *d, mf_err *e) {
     char what[128];
-    for (int l = l0; l < l1; l++)
+    int rc = 0;
+    for (int l = 0; l < w->m.n_layers; l++) {
+        int me = owner_of(w, l) == w->rank && l >= l0 && l < l1;
         for (int k = 0; k < N_WIDTH; k++) {
             snprintf(what, sizeof what, "layer %d %s", l, metric_names[k]);
-            if (write_ds(w, w->lay[(size_t)l * N_WIDTH + k], H5T_NATIVE_DOUBLE, layer_field(&mine[l - l0], k), what, e))
-                return -1;
+            rc = write_ds(w, w->lay[(size_t)l * N_WIDTH + k], H5T_NATIVE_DOUBLE,
+                          me ? layer_field(&mine[l - l0], k) : NULL, what, rc, e);
         }
-    if (w->rank != 0) return 0;
-    if (write_ds(w, w->bi, H5T_NATIVE_DOUBLE, d ? d->bi : NULL, "/depth/bi", e) ||
-        write_ds(w, w->obi, H5T_NATIVE_INT, w->order_bi, "/orders/bi", e) ||
-        write_ds(w, w->ppl, H5T_NATIVE_DOUBLE, d ? d->ppl : NULL, "/depth/ppl", e) ||
-        write_ds(w, w->oppl, H5T_NATIVE_INT, w->order_ppl, "/orders/ppl", e) ||
-        write_ds(w, w->mi, H5T_NATIVE_DOUBLE, d ? d->mi : NULL, "/depth/mi", e) ||
-        write_ds(w, w->omi, H5T_NATIVE_INT, d ? d->mi_order : NULL, "/orders/mi", e) ||
-        write_ds(w, w->emb_ds, H5T_NATIVE_DOUBLE, w->emb, "/width/emb", e))
-        return -1;
-    return 0;
+    }
+    int r0 = w->rank == 0;
+    rc = write_ds(w, w->bi, H5T_NATIVE_DOUBLE, r0 && d ? d->bi : NULL, "/depth/bi", rc, e);
+    rc = write_ds(w, w->obi, H5T_NATIVE_INT, r0 ? w->order_bi : NULL, "/orders/bi", rc, e);
+    rc = write_ds(w, w->ppl, H5T_NATIVE_DOUBLE, r0 && d ? d->ppl : NULL, "/depth/ppl", rc, e);
+    rc = write_ds(w, w->oppl, H5T_NATIVE_INT, r0 ? w->order_ppl : NULL, "/orders/ppl", rc, e);
+    rc = write_ds(w, w->mi, H5T_NATIVE_DOUBLE, r0 && d ? d->mi : NULL, "/depth/mi", rc, e);
+    rc = write_ds(w, w->omi, H5T_NATIVE_INT, r0 && d ? d->mi_order : NULL, "/orders/mi", rc, e);
+    rc = write_ds(w, w->emb_ds, H5T_NATIVE_DOUBLE, r0 ? w->emb : NULL, "/width/emb", rc, e);
+    return rc;
 }
 
 /* Close every object and the file (collective, same order on all ranks). */
@@ -434,18 +449,33 @@ static int get_int(mf_h5r *c, const char *name, int64_t lo, int64_t hi, int *out
 }
 
 /* Read dataset `name` of class cls and rank nd into a new buffer (memory type
- * mtype, elem bytes each). dims[i] > 0 must match; 0 takes the file's size. */
-static void *read_ds(mf_h5r *c, const char *name, H5T_class_t cls, hid_t mtype, size_t elem, int nd, hsize_t *dims) {
+ * mtype, elem bytes each). dims[i] > 0 must match; 0 takes the file's size,
+ * which must be in [1, max_any]. Nothing is allocated before the shape and
+ * the bytes stored for it are checked. */
+static void *read_ds(mf_h5r *c, const char *name, H5T_class_t cls, hid_t mtype, size_t elem, int nd, hsize_t *dims,
+                     hsize_t max_any) {
     char why[256];
-    if (!mf_h5_path_exists(c->file, name))
-        return mf_err_set(c->e, "%s: missing dataset '%s'", c->path, name), NULL;
+    int any[4] = {0};
+    for (int i = 0; i < nd; i++) any[i] = dims[i] == 0;
     hid_t d = mf_h5_open_ds(c, name, cls, nd, dims, 1);
     if (d < 0) return NULL;
-    size_t n = 1;
-    for (int i = 0; i < nd; i++) n *= (size_t)dims[i];
-    void *buf = mf_malloc(n * elem);
+    size_t n = elem;
+    for (int i = 0; i < nd; i++) {
+        if (any[i] && (dims[i] < 1 || dims[i] > max_any)) {
+            mf_err_set(c->e, "%s: dataset '%s' has %llu entries in dimension %d, expected 1..%llu", c->path, name,
+                       (unsigned long long)dims[i], i, (unsigned long long)max_any);
+            H5Dclose(d);
+            return NULL;
+        }
+        if (mf_mul_size(n, (size_t)dims[i], &n)) {
+            mf_err_set(c->e, "%s: dataset '%s': its shape overflows a byte count", c->path, name);
+            H5Dclose(d);
+            return NULL;
+        }
+    }
+    void *buf = mf_malloc(n ? n : 1);
     if (H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_reason(why));
+        mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_read_reason(why));
         free(buf);
         buf = NULL;
     }
@@ -514,7 +544,7 @@ static int read_layers(mf_h5r *c, mf_rankings *r) {
             snprintf(name, sizeof name, "%s/%s", g, metric_names[k]);
             hsize_t n = width_len(m, k);
             double **dst = layer_field_ref(&r->layers[l], k);
-            if (!(*dst = read_ds(c, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &n))) return -1;
+            if (!(*dst = read_ds(c, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &n, 0))) return -1;
         }
     return 0;
 }
@@ -522,7 +552,7 @@ static int read_layers(mf_h5r *c, mf_rankings *r) {
 /* An int32 order dataset of length n whose entries are distinct layer indices. */
 static int *read_order(mf_h5r *c, const char *name, int n, int n_layers) {
     hsize_t d = (hsize_t)n;
-    int *o = read_ds(c, name, H5T_INTEGER, H5T_NATIVE_INT, sizeof(int), 1, &d);
+    int *o = read_ds(c, name, H5T_INTEGER, H5T_NATIVE_INT, sizeof(int), 1, &d, 0);
     if (!o) return NULL;
     char *seen = mf_calloc((size_t)n_layers, 1);
     for (int i = 0; i < n; i++) {
@@ -540,7 +570,7 @@ static int *read_order(mf_h5r *c, const char *name, int n, int n_layers) {
 
 static int read_ppl_full(mf_h5r *c, double *out) {
     char why[256];
-    hid_t d = H5Dopen2(c->file, "/depth/ppl", H5P_DEFAULT);
+    hid_t d = mf_h5_path_exists(c->file, "/depth/ppl") ? H5Dopen2(c->file, "/depth/ppl", H5P_DEFAULT) : -1;
     htri_t ex = d < 0 ? -1 : H5Aexists(d, "ppl_full");
     hid_t a = ex > 0 ? H5Aopen(d, "ppl_full", H5P_DEFAULT) : -1;
     hid_t t = a >= 0 ? H5Aget_type(a) : -1;
@@ -561,51 +591,60 @@ static int read_depth(mf_h5r *c, mf_rankings *r) {
     hsize_t nl = (hsize_t)n;
     mf_depth_scores *d = &r->depth;
     if (r->metrics & MF_RK_BI) {
-        if (!(d->bi = read_ds(c, "/depth/bi", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &nl)) ||
+        if (!(d->bi = read_ds(c, "/depth/bi", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &nl, 0)) ||
             !(r->order_bi = read_order(c, "/orders/bi", n, n)))
             return -1;
     }
     if (r->metrics & MF_RK_PPL) {
-        if (!(d->ppl = read_ds(c, "/depth/ppl", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &nl)) ||
+        if (!(d->ppl = read_ds(c, "/depth/ppl", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &nl, 0)) ||
             read_ppl_full(c, &d->ppl_full) || !(r->order_ppl = read_order(c, "/orders/ppl", n, n)))
             return -1;
     }
     if (r->metrics & MF_RK_MI) {
         hsize_t dims[2] = {0, nl};
-        if (!(d->mi = read_ds(c, "/depth/mi", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 2, dims))) return -1;
-        if (dims[0] < 1 || dims[0] > nl)
-            return mf_err_set(c->e, "%s: dataset '/depth/mi' has %llu iterations, expected 1..%d", c->path,
-                              (unsigned long long)dims[0], n);
+        if (!(d->mi = read_ds(c, "/depth/mi", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 2, dims, nl))) return -1;
         d->n_mi_iter = (int)dims[0];
         if (!(d->mi_order = read_order(c, "/orders/mi", d->n_mi_iter, n))) return -1;
     }
     return 0;
 }
 
-static int read_all(mf_h5r *c, mf_rankings *r) {
-    if (read_meta(c, r) || read_metrics(c, r) || read_layers(c, r) || read_depth(c, r)) return -1;
+/* Everything after the root attributes. */
+static int read_data(mf_h5r *c, mf_rankings *r) {
+    if (read_metrics(c, r) || read_layers(c, r) || read_depth(c, r)) return -1;
     if ((r->metrics & MF_RK_EMB_ATTN_NORM) && (r->metrics & MF_RK_EMB_MLP_NORM)) {
         hsize_t dim = (hsize_t)r->meta.hidden_size;
-        if (!(r->width_emb = read_ds(c, "/width/emb", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &dim)))
+        if (!(r->width_emb = read_ds(c, "/width/emb", H5T_FLOAT, H5T_NATIVE_DOUBLE, sizeof(double), 1, &dim, 0)))
             return -1;
     }
     return 0;
 }
 
-int mf_rankings_read(const char *path, mf_rankings *out, mf_err *err) {
+/* Read path; with cfg, its shape is checked against the model before any
+ * dataset is read (so nothing is sized by the file alone). */
+static int read_file(const char *path, const mf_config *cfg, const char *sha, mf_rankings *out, mf_err *err) {
     memset(out, 0, sizeof *out);
     hid_t f = mf_h5_open_read(path, err);
     if (f < 0) return -1;
     mf_err e = {{0}};
     mf_h5r c = {.path = path, .file = f, .e = &e};
     out->path = mf_strdup(path);
-    int rc = read_all(&c, out);
+    int rc = read_meta(&c, out);
+    if (rc == 0 && cfg) rc = mf_rankings_check_model(out, cfg, sha, &e);
+    if (rc == 0) rc = read_data(&c, out);
     H5Fclose(f);
     if (rc) {
         mf_rankings_free(out);
         mf_err_set(err, "%s", e.msg);
     }
     return rc;
+}
+
+int mf_rankings_read(const char *path, mf_rankings *out, mf_err *err) { return read_file(path, NULL, NULL, out, err); }
+
+int mf_rankings_read_model(const char *path, const mf_config *cfg, const char *model_sha256, mf_rankings *out,
+                           mf_err *err) {
+    return read_file(path, cfg, model_sha256, out, err);
 }
 
 void mf_rankings_free(mf_rankings *r) {

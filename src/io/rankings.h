@@ -92,6 +92,11 @@ int mf_rankings_write(const char *path, MPI_Comm comm, const mf_rankings_meta *m
  * file and the attribute or dataset at fault. out is zeroed first; on error
  * nothing needs freeing. */
 int mf_rankings_read(const char *path, mf_rankings *out, mf_err *err);
+/* The same for a given model: the file's model shape (and model_sha256, when
+ * both are known) must match cfg, checked as by mf_rankings_check_model
+ * before any dataset is read, so no buffer is sized by the file alone. */
+int mf_rankings_read_model(const char *path, const mf_config *cfg, const char *model_sha256, mf_rankings *out,
+                           mf_err *err);
 void mf_rankings_free(mf_rankings *r);
 
 /* Check that r was computed on a model of shape c (and, when both are known,

@@ -50,8 +50,9 @@ static int parse_entry(const char *path, const char *name, json_t *v, const unsi
         if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > ((json_int_t)1 << 40))
             return mf_err_set(err, "%s: tensor '%s': bad shape entry %zu", path, name, i);
         t->shape[i] = json_integer_value(d);
-        numel *= (uint64_t)t->shape[i];
-        if (numel > ((uint64_t)1 << 46)) return mf_err_set(err, "%s: tensor '%s': shape too large", path, name);
+        /* checked: [2^40, 2^40, 2^40] must not wrap to a small (or zero) count */
+        if (__builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel) || numel > ((uint64_t)1 << 46))
+            return mf_err_set(err, "%s: tensor '%s': shape too large", path, name);
     }
     json_t *jb = json_array_get(joff, 0), *je = json_array_get(joff, 1);
     if (!json_is_integer(jb) || !json_is_integer(je) || json_integer_value(jb) < 0 ||

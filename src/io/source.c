@@ -52,6 +52,7 @@ void mf_source_close(mf_source *s) {
     if (!s) return;
     if (s->close) s->close(s);
     free(s->tokenizer_ref);
+    free(s->tokenizer_refused);
     free(s->path);
     free(s);
 }
@@ -163,7 +164,10 @@ int mf_source_tokenizer_path(const mf_source *s, const char *tok_path, char *out
 mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err) {
     char path[4400];
     if (mf_source_tokenizer_path(s, tok_path, path, sizeof path) != 0) {
-        mf_err_set(err, "%s: no tokenizer found (give --tokenizer tokenizer.bin or a GGUF file)", s->path);
+        if (s->tokenizer_refused)
+            mf_err_set(err, "%s: config.json names the tokenizer '%.512s', which is not a file inside the model "
+                       "directory: not followed (give it with --tokenizer if you trust it)", s->path, s->tokenizer_refused);
+        else mf_err_set(err, "%s: no tokenizer found (give --tokenizer tokenizer.bin or a GGUF file)", s->path);
         return NULL;
     }
     if (has_gguf_magic(path)) return mf_gguf_file_tokenizer(path, err);

@@ -39,8 +39,10 @@ struct mf_source {
     void *impl;
     /* 0 and *raw filled if the tensor exists, -1 otherwise (no error set). */
     int (*lookup)(const mf_source *s, const char *name, mf_raw_tensor *raw);
-    char *tokenizer_ref; /* HF config.json "minifuse": {"tokenizer": path} of a pruned model, or NULL */
+    char *tokenizer_ref; /* HF config.json "minifuse": {"tokenizer": path} of a pruned model, resolved inside
+                            the model directory, or NULL */
     void (*close)(mf_source *s);
+    char *tokenizer_refused; /* such a path that leads out of the model directory (not followed), or NULL */
 };
 
 mf_source *mf_source_open(const char *path, mf_err *err);
@@ -55,10 +57,21 @@ float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64
 /* The tokenizer: from tok_path when given (llama2.c tokenizer.bin or a GGUF
  * file), else the one inside the model (GGUF) or next to it (tokenizer.bin,
  * tok*.bin in a HF directory or beside a llama2.c checkpoint), else the one a
- * pruned model's config.json names ("minifuse": {"tokenizer": path}). */
+ * pruned model's config.json names ("minifuse": {"tokenizer": path}), which
+ * is resolved relative to the model directory and must stay inside it (a
+ * path that leaves it - absolute, "..", a symlink out - is refused with an
+ * error naming it; give such a tokenizer with tok_path, --tokenizer). */
 mf_tokenizer *mf_source_load_tokenizer(const mf_source *s, const char *tok_path, mf_err *err);
 /* The path that mf_source_load_tokenizer would read; -1 if none. */
 int mf_source_tokenizer_path(const mf_source *s, const char *tok_path, char *out, size_t cap);
+
+/* HF config.json only: the model shape, tie_word_embeddings (1, 0, -1 when
+ * absent) and the raw "minifuse": {"tokenizer"} string (malloc'ed, or NULL). */
+int mf_hf_parse_config(const char *path, mf_config *c, int *tie_flag, char **tok_ref, mf_err *err);
+/* The tokenizer path ref (from config.json of model directory dir) resolved
+ * relative to dir: 0 and the real path in out when it stays inside dir, -1
+ * otherwise (missing, or it leads out of dir). */
+int mf_hf_resolve_inside(const char *dir, const char *ref, char *out, size_t cap);
 
 /* Format openers (one file each). */
 int mf_hf_open(mf_source *s, const char *dir, mf_err *err);

@@ -160,6 +160,11 @@ mf_tokenizer *mf_tok_load_llama2c(const char *path, int vocab_size, mf_err *err)
     unsigned char *d = NULL;
     size_t size = 0;
     if (read_file(path, &d, &size, err)) return NULL;
+    if (size < 4 || (size - 4) / 8 < (size_t)vocab_size) { /* each token takes >= 8 bytes: before allocating for them */
+        mf_err_set(err, "%s: %zu bytes cannot hold %d tokens (vocab size from the model header)", path, size, vocab_size);
+        free(d);
+        return NULL;
+    }
     mf_tokenizer *t = sp_alloc(vocab_size);
     if (parse_llama2c(path, d, size, vocab_size, t, err)) {
         free(d);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "io/h5util.h"
+#include "util/fsutil.h"
+#include "util/log.h"
 #include "version.h"
 
 /* Bytes per HDF5 transfer: MPI-IO counts are int, and HDF5 1.10 does not split. */
@@ -43,11 +45,13 @@ static int bad_name(const char *n) {
     return len == 0 || len >= 128 || strchr(n, '/') || strcmp(n, ".") == 0 || strcmp(n, "..") == 0;
 }
 
-/* Transfer a float dataset of shape [ndim] (1 or 2 dims) in pieces of whole rows. */
-static herr_t xfer(hid_t d, int write, float *buf, int ndim, const int64_t *shape) {
+/* Read a float dataset of shape [ndim] (1 or 2 dims) in pieces of whole rows;
+ * on failure why gets HDF5's reason (taken before any other HDF5 call clears it). */
+static herr_t read_rows(hid_t d, float *buf, int ndim, const int64_t *shape, char why[256]) {
     hsize_t rows = (hsize_t)shape[0], cols = ndim == 2 ? (hsize_t)shape[1] : 1;
     hsize_t per = cols ? XFER_BYTES / sizeof(float) / cols : rows;
     if (per == 0) per = 1;
+    snprintf(why, 256, "HDF5 error");
     if (rows * cols == 0) return 0;
     hid_t fs = H5Dget_space(d);
     herr_t rc = fs < 0 ? -1 : 0;
@@ -56,9 +60,8 @@ static herr_t xfer(hid_t d, int write, float *buf, int ndim, const int64_t *shap
         hsize_t start[2] = {r, 0}, count[2] = {n, cols}, len = n * cols;
         hid_t ms = H5Screate_simple(1, &len, NULL);
         rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        if (rc >= 0 && ms >= 0)
-            rc = write ? H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols)
-                       : H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols);
+        if (rc >= 0 && ms >= 0) rc = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, buf + r * cols);
+        if (rc < 0 || ms < 0) mf_h5_read_reason(why);
         if (ms < 0) rc = -1;
         else H5Sclose(ms);
     }
@@ -146,7 +149,7 @@ static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_t
     size_t cap = strlen(d) + 64;
     w->path = mf_malloc(cap);
     mf_ckpt_path(d, n.step, w->path, cap);
-    w->tmp = mf_h5_tmp_name(w->path);
+    w->tmp = mf_h5_tmp_name_comm(w->comm, w->path);
 }
 
 /* Every rank's replica index and RNG; rows of /rng from the lowest rank of
@@ -319,20 +322,25 @@ static int create_all(wctx *w, mf_err *e) {
     return (w->rng_ds = mf_h5_make_ds(w->file, w->path, "/rng", H5T_STD_U64LE, 2, rd, e)) < 0 ? -1 : 0;
 }
 
-/* Replica 0: this rank's tensors and moments; rank 0: the RNG table. */
+/* Collective (filtered datasets are written collectively): every rank goes
+ * through every dataset of the file in the same order; the rank of replica 0
+ * that holds a tensor writes it, the others take part with empty selections;
+ * rank 0 writes the RNG table. After a failure a rank still takes part. */
 static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err *e) {
     char why[256];
-    for (int i = 0; w->my_first >= 0 && i < ps->n; i++) {
-        const mf_param *p = &ps->p[i];
-        float *src[3] = {p->data, opt->m[i], opt->v[i]};
-        for (int g = 0; g < (opt->m[i] ? 3 : 1); g++)
-            if (xfer(w->ds[3 * (w->my_first + i) + g], 1, src[g], p->ndim, p->shape) < 0)
-                return mf_err_set(e, "%s: cannot write dataset '/%s/%s': %s", w->path, group_of[g], p->name,
-                                  mf_h5_reason(why));
+    int rc = 0;
+    for (int j = 0; j < w->n_wr; j++) {
+        const trec *t = &w->all[w->wr[j]];
+        int i = w->my_first >= 0 ? j - w->my_first : -1, mine = i >= 0 && i < ps->n && t->rank == w->rank;
+        float *src[3] = {NULL, NULL, NULL};
+        if (mine) src[0] = ps->p[i].data, src[1] = opt->m[i], src[2] = opt->v[i];
+        for (int g = 0; g < (t->moments ? 3 : 1); g++)
+            if (mf_h5_write_rows(w->ds[3 * j + g], rc ? NULL : src[g], t->ndim, t->shape, why) < 0 && rc == 0)
+                rc = mf_err_set(e, "%s: cannot write dataset '/%s/%s': %s", w->path, group_of[g], t->name, why);
     }
-    if (w->rank == 0 && H5Dwrite(w->rng_ds, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, w->rng) < 0)
-        return mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, mf_h5_reason(why));
-    return 0;
+    if (mf_h5_write_coll(w->rng_ds, H5T_NATIVE_UINT64, w->rank == 0 && !rc ? w->rng : NULL, why) < 0 && rc == 0)
+        rc = mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, why);
+    return rc;
 }
 
 /* Flush everything, then the completion marker (collective). */
@@ -415,6 +423,20 @@ static int prune(const char *dir, int keep, const char *just, mf_err *e) {
     return rc;
 }
 
+static void log_stale(const char *path) { mf_log("checkpoint: removed %s (a temporary left by a dead writer)", path); }
+
+/* Rank 0, before the first write into dir: the directory's lock (one writer
+ * at a time) and the temporaries of dead writers removed. */
+static int claim_dir(const char *dir, mf_err *e) {
+    size_t len = strlen(dir) + 32;
+    char *lock = mf_malloc(len);
+    snprintf(lock, len, "%s/%s", dir, MF_CKPT_LOCK);
+    int rc = mf_lock_acquire(lock, dir, e);
+    free(lock);
+    if (rc == 0) mf_clean_stale_tmps(dir, "ckpt-", log_stale);
+    return rc;
+}
+
 static void wctx_free(wctx *w) {
     free(w->dir); free(w->path); free(w->tmp); free(w->rng); free(w->all); free(w->wr); free(w->ds);
     for (int i = 0; i < N_STR; i++) free(w->s[i]);
@@ -424,8 +446,10 @@ static void wctx_free(wctx *w) {
 static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, int keep, mf_err *e) {
     w->ds = mf_malloc(sizeof(hid_t) * 3 * ((size_t)w->n_wr + 1));
     for (int i = 0; i < 3 * w->n_wr; i++) w->ds[i] = H5I_INVALID_HID;
+    int rc = w->rank == 0 ? claim_dir(w->dir, e) : 0;
+    if (mf_h5_agree(w->comm, rc, e)) return -1;
     if (mf_h5_create_file(w->comm, w->path, w->tmp, &w->file, e)) return -1;
-    int rc = mf_h5_agree(w->comm, create_all(w, e), e);
+    rc = mf_h5_agree(w->comm, create_all(w, e), e);
     if (rc == 0) rc = mf_h5_agree(w->comm, write_data(w, ps, opt, e), e);
     if (rc == 0) rc = mf_h5_agree(w->comm, mark_complete(w, e), e);
     int crc = close_all(w, e);
@@ -473,8 +497,8 @@ static int read_tensor(mf_h5r *c, const char *group, const mf_param *p, float *b
     hsize_t dims[2] = {(hsize_t)p->shape[0], (hsize_t)p->shape[1]};
     hid_t d = mf_h5_open_ds(c, name, H5T_FLOAT, p->ndim, dims, 0);
     if (d < 0) return -1;
-    int rc = xfer(d, 0, buf, p->ndim, p->shape) < 0
-                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, mf_h5_reason(why)) : 0;
+    int rc = read_rows(d, buf, p->ndim, p->shape, why) < 0
+                 ? mf_err_set(c->e, "%s: cannot read dataset '%s': %s", c->path, name, why) : 0;
     H5Dclose(d);
     return rc;
 }
@@ -502,7 +526,7 @@ static int check_format(mf_h5r *c) {
 static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
     char why[256];
     if (!mf_h5_path_exists(c->file, "/rng")) return mf_err_set(c->e, "%s: missing dataset '/rng'", c->path);
-    hid_t d = H5Dopen2(c->file, "/rng", H5P_DEFAULT);
+    hid_t d = H5Dopen2(c->file, "/rng", H5P_DEFAULT); /* shape first; then opened again with every check */
     if (d < 0) return mf_err_set(c->e, "%s: cannot open dataset '/rng': %s", c->path, mf_h5_reason(why));
     hid_t sp = H5Dget_space(d);
     hsize_t dims[2] = {0, 0};
@@ -516,7 +540,7 @@ static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
     m->n_rng = (int)dims[0];
     m->rng_all = mf_calloc(dims[0], sizeof *m->rng_all);
     int rc = H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->rng_all) < 0
-                 ? mf_err_set(c->e, "%s: cannot read dataset '/rng': %s", c->path, mf_h5_reason(why)) : 0;
+                 ? mf_err_set(c->e, "%s: cannot read dataset '/rng': %s", c->path, mf_h5_read_reason(why)) : 0;
     H5Dclose(d);
     if (rc == 0 && replica >= 0 && replica < m->n_rng) {
         m->rng = m->rng_all[replica];
@@ -590,11 +614,9 @@ void mf_train_meta_free(mf_train_meta *m) {
 
 /* Opens as HDF5 and is a complete checkpoint of this format. */
 static int is_complete(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || H5Fis_hdf5(path) <= 0) return 0;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return 0;
     mf_err e;
+    hid_t f = mf_h5_open_read(path, &e);
+    if (f < 0) return 0;
     mf_h5r c = {.path = path, .file = f, .e = &e};
     int ok = check_format(&c) == 0;
     H5Fclose(f);
@@ -607,6 +629,7 @@ int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err
     ckpt_ent *v;
     int n;
     if (!dir || !dir[0]) return mf_err_set(err, "checkpoint: no directory given");
+    mf_clean_stale_tmps(dir, "ckpt-", log_stale);
     if (list_ckpts(dir, &v, &n, &e)) return mf_err_set(err, "%s", e.msg);
     int found = 1;
     for (int i = 0; i < n && found; i++)

@@ -9,9 +9,13 @@
  *
  * Writing is collective over all ranks (pipeline stages x data-parallel
  * replicas): the ranks of replica 0 write the tensors they own, the others take
- * part in the collective HDF5 calls only. The file is written as NAME.tmp and
- * renamed when complete; older complete checkpoints beyond keep_last are
- * deleted. Reading is per rank (serial HDF5) and by name, so a checkpoint
+ * part in the collective HDF5 calls only. The file is written under a unique
+ * temporary name (NAME.tmp.<host>.<pid>.<random>) and renamed when complete;
+ * older complete checkpoints beyond keep_last are deleted. The first write
+ * takes DIR/.minifuse.lock (held until the process ends: a second job writing
+ * the same directory is refused, naming the holder) and removes temporaries
+ * whose writer is dead. Files are HDF5's newest format with Fletcher-32 on
+ * every dataset; a damaged file is an error naming it, never a crash. Reading is per rank (serial HDF5) and by name, so a checkpoint
  * written by one pipeline split can be read by another. */
 #ifndef MF_CHECKPOINT_H
 #define MF_CHECKPOINT_H
@@ -25,6 +29,8 @@
 
 #define MF_CKPT_FORMAT "minifuse-train-checkpoint"
 #define MF_CKPT_VERSION 1
+/* The lock file in a checkpoint directory: one writer at a time. */
+#define MF_CKPT_LOCK ".minifuse.lock"
 
 typedef struct mf_train_meta {
     int64_t step;        /* optimizer updates done */
