@@ -105,7 +105,9 @@ static void build_teacher_cache(trainer *t) {
     int T = t->o.ctx, K = t->o.topk, V = t->teacher.model->cfg.vocab_size;
     mf_err err;
     mf_tcache c;
-    if (mf_tcache_create(t->o.tcache_path, t->world, K, T, t->n_windows, t->o.teacher, t->o.text, &c, &err) != 0) mf_fatal_err(&err);
+    if (mf_tcache_create_v(t->o.tcache_path, t->world, K, T, t->n_windows, V, t->o.teacher, t->teacher_sha, t->o.text,
+                           t->text_sha, &c, &err) != 0)
+        mf_fatal_err(&err);
     int32_t *in = mf_malloc((size_t)T * sizeof *in), *ids = mf_malloc((size_t)T * K * sizeof *ids);
     float *vals = mf_malloc((size_t)T * K * sizeof *vals), *zbuf = NULL;
     size_t zcap = 0;
@@ -126,16 +128,24 @@ static void build_teacher_cache(trainer *t) {
     free(in); free(ids); free(vals); free(zbuf);
 }
 
+/* The cache is keyed on the SHA-256 of the teacher and of the text: another
+ * teacher, text or vocabulary rebuilds it (never a silent reuse). */
+static int open_cache(trainer *t, mf_err *err) {
+    return mf_tcache_open_v(t->o.tcache_path, t->o.topk, t->o.ctx, t->n_windows, t->teacher.model->cfg.vocab_size,
+                            t->teacher_sha, t->text_sha, &t->tc, err);
+}
+
 void mf_distill_topk_open(trainer *t) {
     mf_err err;
-    int rc = mf_tcache_open(t->o.tcache_path, t->o.topk, t->o.ctx, t->n_windows, &t->tc, &err);
+    if (mf_tcache_key(t->world, t->o.teacher, t->o.text, t->teacher_sha, t->text_sha, &err) != 0) mf_fatal_err(&err);
+    int rc = open_cache(t, &err);
     if (rc < 0) mf_fatal_err(&err);
     int any = mf_coll_any(&t->c_world, rc == 1);
     if (rc == 0 && (any || !t->student.pipe.last)) mf_tcache_close(&t->tc);
     if (any) {
         if (t->wrank == 0) mf_log("teacher top-%d cache %s: computing it once", t->o.topk, t->o.tcache_path);
         build_teacher_cache(t);
-        if (t->student.pipe.last && mf_tcache_open(t->o.tcache_path, t->o.topk, t->o.ctx, t->n_windows, &t->tc, &err) != 0)
+        if (t->student.pipe.last && open_cache(t, &err) != 0)
             mf_fatal("%s: cannot reopen the teacher cache just written", t->o.tcache_path);
     } else if (t->wrank == 0) mf_log("teacher top-%d cache %s: reusing it (no teacher forward)", t->o.topk, t->o.tcache_path);
     if (t->student.pipe.last) {

@@ -47,6 +47,7 @@ typedef struct trainer {
     FILE *logf;
     hidden_map hm;
     mf_tcache tc;                /* last stage, --teacher-topk: the teacher's top-K logits per window */
+    char teacher_sha[65], text_sha[65]; /* the cache's key */
     int32_t *tk_ids;             /* [T][K] */
     float *tk_logits;            /* [T][K] */
 } trainer;
