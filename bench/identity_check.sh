@@ -83,7 +83,7 @@ for dirpath, dirs, files in sorted(os.walk(root)):
     dirs.sort()
     for fn in sorted(files):
         p = os.path.join(dirpath, fn); rel = os.path.relpath(p, root)
-        if fn == "digest.txt" or fn.endswith(".jsonl") or ".ckpt" in rel: continue
+        if fn == "digest.txt" or fn.endswith((".jsonl", ".lock")) or ".ckpt" in rel: continue
         if fn.endswith(".h5"): d = h5digest(p)
         elif fn.endswith(".json"):  # paths inside name the output directory: compare them relative to it
             d = hashlib.sha256(open(p, "rb").read().replace(os.path.abspath(root).encode(), b"OUT")).hexdigest()

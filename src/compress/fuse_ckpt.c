@@ -154,11 +154,16 @@ static int json_row(json_t *row, double *out, int n) {
 }
 
 /* Returns 1 when the checkpoint is mid-iteration (the window must be rebuilt and its state read). */
-int mf_fuser_resume_state(fuser *f, const char *path) {
-    mf_err err;
+int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err) {
     mf_params none = {0};
     mf_train_meta meta = {0};
-    if (mf_ckpt_read(path, 0, &none, NULL, &meta, &err) != 0) mf_fatal_err(&err);
+    /* a previous attempt may have read part of another checkpoint */
+    memset(f->removed, 0, (size_t)f->L0);
+    memset(f->touched, 0, (size_t)f->L0);
+    memset(f->rec, 0, (size_t)f->o.drop * sizeof *f->rec);
+    f->it = 0;
+    f->step = 0;
+    if (mf_ckpt_read(path, 0, &none, NULL, &meta, err) != 0) return -1;
     /* --drop-layers may grow: the first iterations of a longer run are the same */
     static const char *const free_keys[] = {"drop_layers", NULL};
     set_options(f);
@@ -205,9 +210,15 @@ int mf_fuser_resume_state(fuser *f, const char *path) {
     }
     f->gstep = meta.step;
     f->tokens = meta.tokens;
+    int64_t steps = (int64_t)f->o.epochs * (f->o.samples / f->o.batch);
+    if (f->gstep < 0 || f->tokens < 0 || f->tokens > (f->gstep + 1) * (int64_t)f->o.batch * f->T)
+        mf_fatal("%s: progress out of range (step %lld, %lld tokens)", path, (long long)f->gstep, (long long)f->tokens);
     if (training) {
         f->pick = (int)json_integer_value(json_object_get(j, "block"));
         f->step = json_integer_value(json_object_get(j, "step"));
+        if (f->step < 0 || f->step > steps)
+            mf_fatal("%s: step %lld of block %d is outside this run's 0..%lld steps per block", path, (long long)f->step,
+                     f->pick, (long long)steps);
         if (f->pick < 0 || f->pick >= f->L0 || f->removed[f->pick]) mf_fatal("%s: block %d cannot be removed", path, f->pick);
         if (f->o.blocks && f->o.blocks[f->it] != f->pick)
             mf_fatal("%s: the checkpoint is removing block %d as number %d, --blocks %s names block %d there", path, f->pick,
@@ -218,9 +229,10 @@ int mf_fuser_resume_state(fuser *f, const char *path) {
     /* the changed blocks this rank owns */
     mf_params v;
     frozen_view(f, &v);
-    if (mf_ckpt_read(path, 0, &v, NULL, NULL, &err) != 0) mf_fatal_err(&err);
+    int rc = mf_ckpt_read(path, 0, &v, NULL, NULL, err);
+    if (rc == 0) rc = mf_params_check_finite(&v, path, err);
     free(v.p);
-    return training;
+    return rc != 0 ? -2 : training;
 }
 
 void mf_fuser_resume_window(fuser *f, const char *path) {

@@ -52,8 +52,12 @@ typedef struct fuser {
 void mf_fuser_start_window(fuser *f);
 /* fuse_ckpt.c */
 void mf_fuser_save(fuser *f, int training);
-/* Read the progress of checkpoint path; 1 when it is mid-iteration (then call mf_fuser_resume_window). */
-int mf_fuser_resume_state(fuser *f, const char *path);
+/* Read the progress and the changed blocks of checkpoint path: 1 when it is
+ * mid-iteration (then call mf_fuser_resume_window), 0 after a fold, -1 when it
+ * cannot be read (err set; f is reset by the next attempt), -2 when it failed
+ * after some weights were read (the model must be loaded again). A checkpoint
+ * of another run is fatal. */
+int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err);
 void mf_fuser_resume_window(fuser *f, const char *path);
 
 #endif

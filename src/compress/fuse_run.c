@@ -345,6 +345,15 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
 
 /* ----------------------------------------------------------------- set-up */
 
+/* The model as in the file (again, after a failed resume attempt), writable. */
+static void open_model(fuser *f) {
+    const mf_backend *be = mf_backend_get(f->o.backend);
+    if (!be) mf_fatal("fuse: --backend '%s' is not one of %s", f->o.backend, mf_backend_names());
+    if (f->st.model) mf_stage_close(&f->st);
+    mf_stage_open(&f->st, f->o.model, f->comm, be, f->o.ctx, f->o.ctx);
+    mf_model_make_layers_writable(f->st.model);
+}
+
 static void setup(fuser *f, MPI_Comm comm, size_t n) {
     mf_fuse_opts *o = &f->o;
     f->comm = comm;
@@ -352,12 +361,9 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
     MPI_Comm_size(f->comm, &f->size);
     if (n < (size_t)o->samples * o->ctx)
         mf_fatal("fuse: %s has %zu tokens, fewer than --samples %d x --ctx %d", o->text, n, o->samples, o->ctx);
-    const mf_backend *be = mf_backend_get(o->backend);
-    if (!be) mf_fatal("fuse: --backend '%s' is not one of %s", o->backend, mf_backend_names());
-    mf_stage_open(&f->st, o->model, f->comm, be, o->ctx, o->ctx);
-    mf_coll_init(&f->coll, f->comm, be);
+    open_model(f);
+    mf_coll_init(&f->coll, f->comm, f->st.model->be);
     mf_stage_log_layout(&f->st, "fuse");
-    mf_model_make_layers_writable(f->st.model);
     f->L0 = f->st.model->cfg.n_layers;
     f->T = o->ctx;
     f->D = f->st.model->cfg.dim;
@@ -408,6 +414,31 @@ static void teardown(fuser *f) {
     mf_stage_close(&f->st);
 }
 
+/* The newest checkpoint every rank can read (an unreadable or damaged one is
+ * skipped with a message and the previous one tried). 1: resumed inside an
+ * iteration, 0: after a fold or nothing to resume. */
+static int resume(fuser *f, char *path, size_t cap) {
+    char **cand;
+    int n = mf_run_candidates(&f->run, &cand), mid = 0, i;
+    if (n == 0 && f->rank == 0) mf_log("resume: no checkpoint in %s, starting fresh", f->o.ckpt_dir);
+    for (i = 0; i < n; i++) {
+        mf_err err;
+        int rc = mf_fuser_resume_state(f, cand[i], &err);
+        int touched = mf_coll_any(&f->coll, rc == -2); /* some rank read weights of a damaged checkpoint */
+        if (!mf_run_read_ok(&f->run, cand[i], rc < 0, &err)) {
+            if (touched) open_model(f);
+            continue;
+        }
+        mid = rc;
+        snprintf(path, cap, "%s", cand[i]);
+        if (f->rank == 0) mf_log("resumed from %s: %d blocks removed%s", path, f->it, mid ? ", inside an iteration" : "");
+        break;
+    }
+    if (n > 0 && i == n) mf_run_no_readable(&f->run, n);
+    mf_run_candidates_free(cand, n);
+    return mid;
+}
+
 int mf_fuse_loss_parse(const char *s) {
     if (strcmp(s, "kl-batch") == 0) return MF_FUSE_LOSS_KL_BATCH;
     if (strcmp(s, "nmse") == 0) return MF_FUSE_LOSS_NMSE;
@@ -428,14 +459,7 @@ void mf_fuse_run(const mf_fuse_opts *o, MPI_Comm comm, const int32_t *ids, size_
     if (mf_source_tokenizer_path(f.st.src, o->tokenizer, tok, sizeof tok) == 0 && realpath(tok, tok_abs)) tok_ref = tok_abs;
     int mid = 0;
     char ckpt[4400] = "";
-    if (o->resume) {
-        if (mf_run_latest(&f.run, ckpt, sizeof ckpt) == 1) {
-            if (f.rank == 0) mf_log("resume: no checkpoint in %s, starting fresh", o->ckpt_dir);
-        } else {
-            mid = mf_fuser_resume_state(&f, ckpt);
-            if (f.rank == 0) mf_log("resumed from %s: %d blocks removed%s", ckpt, f.it, mid ? ", inside an iteration" : "");
-        }
-    }
+    if (o->resume) mid = resume(&f, ckpt, sizeof ckpt);
     double t0 = mf_now();
     int stopped = fuse_loop(&f, mid, ckpt);
     memset(res, 0, sizeof *res);

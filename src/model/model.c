@@ -5,11 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/vec.h"
+
 /* Fetch one tensor; remember converted copies so mf_model_free can release them. */
 static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t d0, int64_t d1, mf_err *err) {
     int64_t shape[2] = {d0, d1};
     int owned;
     float *p = mf_source_get(src, name, d1 ? 2 : 1, shape, &owned, err);
+    long bad = p ? mf_first_nonfinite(p, (size_t)d0 * (size_t)(d1 ? d1 : 1)) : -1;
+    if (bad >= 0) {
+        mf_err_set(err, "%s: tensor %s has a non-finite value (%g at element %ld): the model file is damaged",
+                   src->path, name, (double)p[bad], bad);
+        if (owned) free(p);
+        return NULL;
+    }
     if (p && !m->be->is_host) { /* a device backend: upload once; host backends use the map in place */
         size_t bytes = (size_t)d0 * (size_t)(d1 ? d1 : 1) * sizeof(float);
         float *d = m->be->alloc(bytes);

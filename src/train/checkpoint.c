@@ -641,6 +641,28 @@ int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err
     return found;
 }
 
+int mf_ckpt_list_complete(const char *dir, char ***paths, int *n_out, mf_err *err) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    mf_err e = {{0}};
+    ckpt_ent *v;
+    int n;
+    *paths = NULL;
+    *n_out = 0;
+    if (!dir || !dir[0]) return mf_err_set(err, "checkpoint: no directory given");
+    mf_clean_stale_tmps(dir, "ckpt-", log_stale);
+    if (list_ckpts(dir, &v, &n, &e)) return mf_err_set(err, "%s", e.msg);
+    *paths = mf_calloc((size_t)n + 1, sizeof **paths);
+    for (int i = 0; i < n; i++)
+        if (is_complete(v[i].path)) {
+            size_t len = strlen(v[i].path) + 1;
+            (*paths)[*n_out] = mf_malloc(len);
+            memcpy((*paths)[(*n_out)++], v[i].path, len);
+        }
+        else mf_log("checkpoint %s: not a complete checkpoint, skipped", v[i].path);
+    free_ents(v, n);
+    return 0;
+}
+
 /* ----------------------------------------------------------------- resume: same options */
 
 static int key_is_free(const char *key, const char *const *free_keys) {

@@ -70,6 +70,11 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
  * 0: found (path in path_out), 1: none, -1: error (dir unreadable). */
 int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err);
 
+/* Every complete checkpoint of dir, newest first (paths malloc'ed, as the
+ * array; *n may be 0). Files that do not open or are incomplete are logged
+ * and left out. 0, or -1 (dir unreadable). */
+int mf_ckpt_list_complete(const char *dir, char ***paths, int *n, mf_err *err);
+
 /* Read into this rank's tensors (ps: data; opt: m, v and step, may be NULL)
  * and meta (may be NULL; free with mf_train_meta_free), by name. Every tensor
  * of ps must be in the file with its shape; tensors of other ranks are not

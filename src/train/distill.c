@@ -182,20 +182,47 @@ static void save_checkpoint(trainer *t) {
     ckpt_view_free(t, &v, &o);
 }
 
+/* A checkpoint's progress must be one this run can reach: its step within the
+ * run, its data position the one that step implies. */
+static int check_progress(const trainer *t, const char *path, const mf_train_meta *m, mf_err *err) {
+    if (m->step < 0 || m->step > t->steps)
+        return mf_err_set(err, "%s: step %lld is outside this run's 0..%lld steps", path, (long long)m->step, (long long)t->steps);
+    if (m->data_pos != m->step * t->o.batch)
+        return mf_err_set(err, "%s: data position %lld does not match step %lld x --batch %d", path, (long long)m->data_pos,
+                          (long long)m->step, t->o.batch);
+    if (m->tokens != m->step * (int64_t)t->o.batch * t->o.ctx)
+        return mf_err_set(err, "%s: %lld tokens seen does not match step %lld", path, (long long)m->tokens, (long long)m->step);
+    return 0;
+}
+
+/* The newest checkpoint every rank can read: its weights, moments and progress
+ * (refused: other options; skipped with a message: unreadable, damaged, out of
+ * range or non-finite, then the previous one is tried). */
 static void resume(trainer *t) {
-    char path[4400];
-    if (mf_run_latest(&t->run, path, sizeof path) == 1) {
+    char **cand;
+    int n = mf_run_candidates(&t->run, &cand);
+    if (n == 0) {
         if (t->wrank == 0) mf_log("resume: no checkpoint in %s, starting fresh", t->o.ckpt_dir);
+        mf_run_candidates_free(cand, n);
         return;
     }
-    mf_err err;
-    mf_train_meta meta = {0};
-    if (mf_ckpt_read(path, t->replica, &t->ps, &t->opt, &meta, &err) != 0) mf_fatal_err(&err);
-    mf_run_check_options(&t->run, path, meta.options_json, NULL);
-    t->step = meta.step;
-    t->data_pos = meta.data_pos;
-    if (t->wrank == 0) mf_log("resumed from %s at step %lld", path, (long long)t->step);
-    mf_train_meta_free(&meta);
+    int i;
+    for (i = 0; i < n; i++) {
+        mf_err err;
+        mf_train_meta meta = {0};
+        int rc = mf_ckpt_read(cand[i], t->replica, &t->ps, &t->opt, &meta, &err);
+        if (rc == 0) rc = check_progress(t, cand[i], &meta, &err);
+        if (rc == 0) rc = mf_params_check_finite(&t->ps, cand[i], &err);
+        if (!mf_run_read_ok(&t->run, cand[i], rc, &err)) { mf_train_meta_free(&meta); continue; }
+        mf_run_check_options(&t->run, cand[i], meta.options_json, NULL);
+        t->step = meta.step;
+        t->data_pos = meta.data_pos;
+        if (t->wrank == 0) mf_log("resumed from %s at step %lld", cand[i], (long long)t->step);
+        mf_train_meta_free(&meta);
+        break;
+    }
+    if (i == n) mf_run_no_readable(&t->run, n);
+    mf_run_candidates_free(cand, n);
 }
 
 /* ----------------------------------------------------------------- output */
@@ -238,6 +265,19 @@ static void log_step(trainer *t, double loss, double gnorm, double lr, double se
     mf_log("step %lld/%lld loss %.5f lr %.3g grad-norm %.4f %.0f tokens/s", (long long)t->step, (long long)t->steps, loss, lr, gnorm, tps);
 }
 
+/* After the update: every weight finite on every rank, or the job stops before
+ * anything is written. */
+static void check_weights(trainer *t) {
+    mf_err err;
+    char where[64];
+    snprintf(where, sizeof where, "distill: step %lld", (long long)t->step + 1);
+    int bad = mf_params_check_finite(&t->ps, where, &err) != 0;
+    if (mf_coll_any(&t->c_world, bad)) {
+        if (bad) mf_fatal("%s; stopping before a checkpoint is written", err.msg);
+        mf_fatal("distill: step %lld: another rank found a non-finite weight; stopping", (long long)t->step + 1);
+    }
+}
+
 /* One optimizer step over this replica's `per` windows. GPipe schedule: the
  * forwards of all windows stream through the stages (several micro-batches in
  * flight), then their backwards stream back; gradients accumulate in window
@@ -268,10 +308,14 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     mf_pipe_flush(&t->student.pipe);
     reduce_grads(t);
     double gnorm = grad_norm(t);
+    loss = mf_coll_sum_f64(&t->c_world, loss);
+    if (!isfinite(loss) || !isfinite(gnorm)) /* the same values on every rank: all stop here */
+        mf_fatal("distill: step %lld: the loss is %g and the gradient norm %g; stopping before the weights are updated "
+                 "(the last checkpoint is intact; try a lower --lr or --clip)", (long long)t->step + 1, loss, gnorm);
     float clip = mf_clip_factor(gnorm, t->o.clip);
     double lr = mf_lr_at(&t->sched, t->step);
     mf_adamw_step(&t->opt, &t->ps, lr, clip);
-    loss = mf_coll_sum_f64(&t->c_world, loss);
+    check_weights(t);
     t->step++;
     t->data_pos += t->o.batch;
     log_step(t, loss, gnorm, lr, mf_now() - t0);

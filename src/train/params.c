@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/vec.h"
+
 /* Copy a weight into memory the model owns (it may point into a read-only map). */
 static float *own(mf_model *m, float *w, size_t n) {
     for (int i = 0; i < m->n_owned; i++)
@@ -121,6 +123,18 @@ double mf_params_grad_sq(const mf_params *ps) {
     for (int i = 0; i < ps->n; i++)
         for (size_t j = 0; j < ps->p[i].numel; j++) s += (double)ps->p[i].grad[j] * ps->p[i].grad[j];
     return s;
+}
+
+int mf_params_check_finite(const mf_params *ps, const char *where, mf_err *err) {
+    for (int i = 0; i < ps->n; i++) {
+        const mf_param *p = &ps->p[i];
+        if (!p->data) continue;
+        long k = mf_first_nonfinite(p->data, p->numel);
+        if (k >= 0)
+            return mf_err_set(err, "%s: tensor %s has a non-finite value (%g at element %ld)", where, p->name,
+                              (double)p->data[k], k);
+    }
+    return 0;
 }
 
 mf_param *mf_params_find(mf_params *ps, const char *name) {

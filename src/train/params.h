@@ -57,5 +57,8 @@ int mf_params_layer_range(const mf_params *ps, int l, size_t *off, size_t *n);
 /* Sum of squared gradient entries, in double, in list order. */
 double mf_params_grad_sq(const mf_params *ps);
 mf_param *mf_params_find(mf_params *ps, const char *name);
+/* 0 if every value of every tensor (host memory) is finite; else -1 with err
+ * naming `where` (a file, "step 12"), the tensor, the element and the value. */
+int mf_params_check_finite(const mf_params *ps, const char *where, mf_err *err);
 
 #endif

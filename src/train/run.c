@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "train/optim.h"
+#include "util/err.h"
 #include "util/log.h"
 
 static volatile sig_atomic_t g_stop;
@@ -50,21 +51,46 @@ void mf_run_set_options(mf_run *r, const char *fmt, ...) {
     if (n < 0 || (size_t)n >= sizeof r->options) mf_fatal("%s: internal: the options fingerprint is too long", r->what);
 }
 
-int mf_run_latest(const mf_run *r, char *path, size_t cap) {
-    int rc = 1;
-    char msg[sizeof(((mf_err *)0)->msg)] = "";
-    if (r->world.rank == 0) {
-        mf_err err;
-        rc = mf_ckpt_find_latest(r->ckpt_dir, path, cap, &err);
-        if (rc < 0) snprintf(msg, sizeof msg, "%s", err.msg);
-    }
+int mf_run_candidates(const mf_run *r, char ***paths) {
+    int n = 0, rc = 0;
+    mf_err err = {{0}};
+    *paths = NULL;
+    if (r->world.rank == 0) rc = mf_ckpt_list_complete(r->ckpt_dir, paths, &n, &err);
     mf_coll_bcast(&r->world, &rc, sizeof rc, 0);
-    if (rc < 0) {
-        mf_coll_bcast(&r->world, msg, sizeof msg, 0);
-        mf_fatal("%s", msg);
+    if (rc != 0) {
+        mf_coll_bcast(&r->world, err.msg, sizeof err.msg, 0);
+        mf_fatal("%s", err.msg);
     }
-    if (rc == 0) mf_coll_bcast(&r->world, path, cap, 0);
-    return rc;
+    mf_coll_bcast(&r->world, &n, sizeof n, 0);
+    if (r->world.rank != 0) *paths = mf_calloc((size_t)n + 1, sizeof **paths);
+    for (int i = 0; i < n; i++) {
+        int len = r->world.rank == 0 ? (int)strlen((*paths)[i]) + 1 : 0;
+        mf_coll_bcast(&r->world, &len, sizeof len, 0);
+        if (r->world.rank != 0) (*paths)[i] = mf_malloc((size_t)len);
+        mf_coll_bcast(&r->world, (*paths)[i], (size_t)len, 0);
+    }
+    return n;
+}
+
+void mf_run_candidates_free(char **paths, int n) {
+    for (int i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+}
+
+int mf_run_read_ok(const mf_run *r, const char *path, int rc, const mf_err *err) {
+    int bad = mf_coll_max_int(&r->world, rc != 0 ? r->world.rank + 1 : 0); /* the highest failing rank, +1 */
+    if (!bad) return 1;
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", rc != 0 ? err->msg : "");
+    mf_coll_bcast(&r->world, msg, sizeof msg, bad - 1);
+    if (r->world.rank == 0)
+        mf_log("%s: cannot resume from %s (rank %d: %s); trying the previous checkpoint", r->what, path, bad - 1, msg);
+    return 0;
+}
+
+void mf_run_no_readable(const mf_run *r, int n) {
+    mf_fatal("%s: none of the %d complete checkpoints in %s could be read (see the messages above); "
+             "start afresh without --resume or restore a checkpoint", r->what, n, r->ckpt_dir);
 }
 
 void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys) {

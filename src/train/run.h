@@ -41,9 +41,16 @@ int mf_run_ckpt_due(const mf_run *r, int64_t step);
 
 /* printf-style options fingerprint (a JSON object). */
 void mf_run_set_options(mf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Collective: the newest complete checkpoint of the directory, chosen by rank 0
- * and broadcast. 0: found (path), 1: none. Errors are fatal. */
-int mf_run_latest(const mf_run *r, char *path, size_t cap);
+/* Collective: the complete checkpoints of the directory, newest first, as rank
+ * 0 lists them (every rank gets the same list; free with mf_run_candidates_free).
+ * A resume tries them in order: the first that every rank reads is used. */
+int mf_run_candidates(const mf_run *r, char ***paths);
+void mf_run_candidates_free(char **paths, int n);
+/* Collective: did every rank read `path` (its rc == 0)? If not, rank 0 logs
+ * the first failing rank's reason and that the previous checkpoint comes next. */
+int mf_run_read_ok(const mf_run *r, const char *path, int rc, const mf_err *err);
+/* After every candidate failed (n > 0): fatal, naming the directory. */
+void mf_run_no_readable(const mf_run *r, int n) __attribute__((noreturn));
 /* The checkpoint's options (stored) against this run's; keys in free_keys
  * (NULL-terminated, may be NULL) may differ. A difference is fatal, naming the option. */
 void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys);

@@ -9,4 +9,18 @@ static inline int mf_argmax(const float *x, int n) {
     return b;
 }
 
+/* Index of the first NaN or infinity of x[0..n), -1 if every value is finite
+ * (a NaN or Inf makes the sum of x*0 NaN: a fast pass, then a search). */
+#include <math.h>
+#include <stddef.h>
+static inline long mf_first_nonfinite(const float *x, size_t n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (size_t i = 0; i < n; i++) acc += x[i] * 0.0f;
+    if (acc == 0.0f) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (long)i;
+    return -1;
+}
+
 #endif
