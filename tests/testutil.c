@@ -76,11 +76,18 @@ int tu_run(const char *cmd, char **out, char **err_out) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+const char *tu_bin(void) {
+    const char *b = getenv("MINIFUSE_BIN");
+    if (!b || !*b) return "bin/minifuse";
+    cr_assert(access(b, X_OK) == 0, "MINIFUSE_BIN=%s is not an executable (make asan builds bin/minifuse-asan)", b);
+    return b;
+}
+
 const char *tu_mpirun(int P) {
     char *p = next_slot();
     snprintf(p, 4096,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-             "MINIFUSE_QUIET=1 mpirun --oversubscribe --bind-to none -np %d bin/minifuse", P);
+             "MINIFUSE_QUIET=1 mpirun --oversubscribe --bind-to none -np %d %s", P, tu_bin());
     return p;
 }
 

@@ -14,7 +14,11 @@ const char *tu_tmpdir(void);
 /* Run a shell command; capture stdout (and stderr when err_out) into a
  * malloc'ed string; returns the exit status. */
 int tu_run(const char *cmd, char **out, char **err_out);
-/* "mpirun ... -np P bin/minifuse" prefix (1 OpenMP thread per rank). */
+/* The program the tests run: $MINIFUSE_BIN when set (tests/run_all.sh sets
+ * bin/minifuse-asan to run the command-line cases under ASan/UBSan), else
+ * bin/minifuse. */
+const char *tu_bin(void);
+/* "mpirun ... -np P <tu_bin()>" prefix (1 OpenMP thread per rank). */
 const char *tu_mpirun(int P);
 
 /* Logits [n][V] (malloc'ed) of ids through the whole model at `path`, in one process. */
