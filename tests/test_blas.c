@@ -118,6 +118,21 @@ Test(blas, own_check_runs_with_variable_unset, .timeout = 120) {
     free(err);
 }
 
+/* score --json records the core too. */
+Test(blas, score_json_records_core, .timeout = 120) {
+    char cmd[8192], *out, *err;
+    snprintf(cmd, sizeof cmd, "%s score --model %s --text %s --out %s/r.h5 --samples 2 --ctx 64 --metrics bi --json", tu_mpirun(2),
+             tu_shared(STORIES), tu_shared(TINY), tu_tmpdir());
+    cr_assert_eq(tu_run(cmd, &out, &err), 0, "%s", err);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert(j, "not JSON: %s", out);
+    cr_expect_str_eq(jstr(j, "blas_core"), mf_blas_core());
+    cr_expect(json_is_true(json_object_get(j, "blas_ranks_agree")), "%s", out);
+    cr_expect_eq(json_integer_value(json_object_get(j, "blas_threads")), 1);
+    json_decref(j);
+    free(out); free(err);
+}
+
 /* The restart itself, on any CPU: pretend OpenBLAS picked its generic Prescott kernels. */
 Test(blas, restart_when_openblas_picks_generic, .timeout = 120) {
     mf_cpu_features f;
