@@ -100,8 +100,8 @@ int tu_interrupt(const char *cmd, const char *trigger, const char *out, const ch
     size_t n = strlen(cmd) + strlen(trigger) + strlen(out) + 2 * strlen(pattern) + 1024;
     char *sh = malloc(n);
     snprintf(sh, n,
-             "%s & pid=$!; while [ ! -e '%s' ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; "
-             "if [ ! -e '%s' ]; then echo NO-TRIGGER; wait $pid; exit 97; fi; "
+             "%s & pid=$!; while [ ! -s '%s' ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; "
+             "if [ ! -s '%s' ]; then echo NO-TRIGGER; wait $pid; exit 97; fi; "
              "if [ -e '%s' ]; then echo OUT-EXISTED; fi; "
              "for p in $(pgrep -f '%s'); do case $(cat /proc/$p/comm 2>/dev/null) in minifuse*|mpirun) kill -%d $p;; esac; done; "
              "wait $pid",

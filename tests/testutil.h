@@ -33,7 +33,7 @@ char *tu_path_in(const char *dir, const char *name);
 int tu_exists(const char *path);
 
 /* Interrupt a run: start `cmd` (a tu_mpirun or bin/minifuse command) in the background,
- * wait until `trigger` exists (a checkpoint, a log), check that `out` (the run's
+ * wait until `trigger` exists and is not empty (a checkpoint, a log), check that `out` (the run's
  * output) does not exist yet, then send `sig` (9 or 15) to its processes whose command
  * line contains `pattern` (minifuse and mpirun only) and wait. Fails the test when the
  * run ended before the trigger appeared or had already written `out` when the signal was
