@@ -69,3 +69,8 @@ void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap) {
     snprintf(out, cap, "%zu tokens, fnv1a %016llx", n,
              (unsigned long long)mf_fnv1a64(ids, n * sizeof *ids, MF_FNV1A64_SEED));
 }
+
+void mf_cli_check_ctx(const mf_config *c, int ctx, const char *model_path) {
+    mf_err err;
+    if (mf_config_check_ctx(c, ctx, model_path, &err) != 0) mf_fatal_err(&err);
+}

@@ -15,6 +15,11 @@ int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, cons
  * (FNV-1a 64 of the ids), so --resume can refuse another text or tokenizer. */
 void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap);
 
+/* End the job (all ranks agree: every rank has the config) when `ctx` tokens are more
+ * than the model's sliding window (mf_config_check_ctx): minifuse has no sliding-window
+ * attention. */
+void mf_cli_check_ctx(const mf_config *c, int ctx, const char *model_path);
+
 /* Write `bytes` to path atomically (temp name, then rename). */
 int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *err);
 

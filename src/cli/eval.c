@@ -102,9 +102,11 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
     if (!be) mf_fatal("eval: --backend '%s' is not available", o->backend);
     mf_stage m, r;
     mf_stage_open(&m, o->model, comm, be, o->ctx, o->ctx);
+    mf_cli_check_ctx(&m.model->cfg, o->ctx, o->model);
     mf_stage_log_layout(&m, "model");
     if (o->ref) {
         mf_stage_open(&r, o->ref, comm, be, o->ctx, o->ctx);
+        mf_cli_check_ctx(&r.model->cfg, o->ctx, o->ref);
         if (r.model->cfg.vocab_size != m.model->cfg.vocab_size)
             mf_fatal("eval: --ref-model %s has vocabulary %d, model has %d", o->ref, r.model->cfg.vocab_size, m.model->cfg.vocab_size);
         mf_stage_log_layout(&r, "ref");

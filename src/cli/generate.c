@@ -142,6 +142,7 @@ int mf_cmd_generate(int argc, char **argv) {
 
     mf_stage s;
     mf_stage_open(&s, model, MPI_COMM_WORLD, be, (int)n_prompt, steps);
+    mf_cli_check_ctx(&s.model->cfg, steps, model);
     int V = s.model->cfg.vocab_size, root = s.pipe.size - 1;
     sampler sm = {temp, topp, seed, mf_malloc((size_t)V * sizeof(float)), mf_malloc((size_t)V * sizeof(struct pi))};
     float *row = mf_malloc((size_t)V * sizeof *row);

@@ -24,6 +24,7 @@ int mf_cmd_logits(int argc, char **argv) {
     if (!be) mf_fatal("logits: --backend '%s' is not available", backend);
     mf_stage s;
     mf_stage_open(&s, model, MPI_COMM_WORLD, be, n, n);
+    mf_cli_check_ctx(&s.model->cfg, n, model);
     int V = s.model->cfg.vocab_size;
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V) mf_fatal("logits: --ids entry %d (%d) is outside the vocabulary of %d", i, ids[i], V);

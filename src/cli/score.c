@@ -177,6 +177,7 @@ int mf_cmd_score(int argc, char **argv) {
         mf_fatal("score: %s has %zu tokens, fewer than --samples %d x --ctx %d", o.text, n, o.samples, o.ctx);
     mf_stage st;
     mf_stage_open(&st, o.model, MPI_COMM_WORLD, mf_backend_cpu(), o.ctx, o.ctx);
+    mf_cli_check_ctx(&st.model->cfg, o.ctx, o.model);
     mf_stage_log_layout(&st, "score");
     int L = st.model->cfg.n_layers;
     if (o.mi_iters < 0) o.mi_iters = (L + 3) / 4;
