@@ -125,6 +125,30 @@ Test(engine, stories260K_greedy_golden, .timeout = 120) {
     json_decref(got); json_decref(want); free(out); free(err);
 }
 
+/* Sampling: llama2.c's documented stories260K sample (doc/stories260K.md, `run -t 1.0 -p 0.9
+ * -s 133742`; tests/golden/llama2c/README.md), exactly, on 1 and 2 ranks. run.c generates 256
+ * tokens after BOS: 257 positions in minifuse's count (--steps counts the prompt). */
+Test(engine, stories260K_top_p_sample_matches_llama2c, .timeout = 120) {
+    size_t len;
+    char *want = tu_read("tests/golden/llama2c/stories260K_t1.0_p0.9_s133742.txt", &len);
+    cr_assert(want, "golden sample missing");
+    for (int P = 1; P <= 2; P++) {
+        char cmd[4096], *out, *err;
+        snprintf(cmd, sizeof cmd, "%s generate --model %s --temp 1.0 --top-p 0.9 --seed 133742 --steps 257 --json", tu_mpirun(P),
+                 tu_shared("llm_assets/models/stories260K/stories260K.bin"));
+        cr_assert_eq(tu_run(cmd, &out, &err), 0, "generate failed: %s", err);
+        json_t *j = json_loads(out, 0, NULL);
+        cr_assert(j, "not JSON: %.200s", out);
+        const char *got = json_string_value(json_object_get(j, "text"));
+        cr_assert(got, "no text: %.200s", out);
+        size_t k = 0;
+        while (got[k] && got[k] == want[k]) k++;
+        cr_expect(strcmp(got, want) == 0, "P=%d: the sample differs from llama2.c's at byte %zu: ...%.40s", P, k, got + k);
+        json_decref(j); free(out); free(err);
+    }
+    free(want);
+}
+
 /* eval --json on P ranks; returns the parsed object. */
 static json_t *run_eval(int P, const char *model, const char *text, const char *extra) {
     char cmd[8192];
