@@ -663,6 +663,33 @@ Test(fuse, sigterm_checkpoints_exits_and_resumes_identically, .timeout = 300) {
     free(log);
 }
 
+/* A fused model is a plain Hugging Face directory: transformers loads it (no missing or
+ * unexpected weight) and gives minifuse's logits (tests/check_hf_load.py). Needs torch and
+ * transformers (bash bench/setup_torch.sh, or TORCH_PY=python-with-both): skipped, and named
+ * as skipped by tests/run_all.sh, where they are not installed. */
+Test(fuse, fused_model_loads_in_transformers, .timeout = 600) {
+    char py[4200], cmd[16384], *out, *err;
+    const char *tp = getenv("TORCH_PY");
+    snprintf(py, sizeof py, "%s", tp && *tp ? tp : tu_cache("torch-venv/bin/python"));
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, transformers'", py);
+    if (access(py, X_OK) != 0 || tu_run(cmd, NULL, NULL) != 0)
+        cr_skip_test("torch + transformers are not installed (%s; bash bench/setup_torch.sh or TORCH_PY=...)", py);
+    const char *dir = tu_tmpdir();
+    fuse_run(dir, "f", 2, "--drop-layers 1");
+    const char *ids = "1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426";
+    snprintf(cmd, sizeof cmd, "%s logits --model %s/f --ids %s --out %s/ours.f32", tu_mpirun(2), dir, ids, dir);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
+    free(err);
+    char sp[256];
+    snprintf(sp, sizeof sp, "%s", ids);
+    for (char *c = sp; *c; c++) if (*c == ',') *c = ' ';
+    snprintf(cmd, sizeof cmd, "'%s' tests/check_hf_load.py %s/f %s --out %s/tf.f32 --compare %s/ours.f32 --tol 1e-4", py, dir, sp, dir, dir);
+    int rc = tu_run(cmd, &out, &err);
+    cr_log_info("%s", out);
+    cr_expect_eq(rc, 0, "transformers on the fused model:\n%s%s", out, err);
+    free(out); free(err);
+}
+
 Test(fuse, bad_options, .timeout = 120) {
     const char *dir = tu_tmpdir();
     struct { const char *args, *want; } cases[] = {
