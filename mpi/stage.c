@@ -11,6 +11,7 @@ void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backen
     memset(s, 0, sizeof *s);
     s->src = mf_source_open(path, &err);
     if (!s->src) mf_fatal_err(&err);
+    if (mf_config_check_ctx(&s->src->cfg, max_ctx, path, &err) != 0) mf_fatal_err(&err); /* e.g. a sliding window */
     if (mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err) != 0) mf_fatal_err(&err);
     s->pipe.be = be;
     s->model = mf_model_load(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, &err);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend/cpu_blas.h"
+#include "cli/args.h"
 #include "cli/common.h"
 #include "util/err.h"
 #include "version.h"
@@ -29,7 +30,8 @@ static void usage(void) {
     printf("minifuse %s - compress Llama-family models on HPC clusters\n\n"
            "usage: [mpirun -np P] bin/minifuse <command> [options]\n\ncommands:\n", MF_VERSION);
     for (int i = 0; i < N_COMMANDS; i++) printf("  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
-    printf("\n'minifuse <command> --help' describes a command's options.\n");
+    printf("\n'minifuse <command> --help' describes a command's options.\n\n");
+    mf_args_env_help();
 }
 
 int main(int argc, char **argv) {
@@ -37,6 +39,7 @@ int main(int argc, char **argv) {
     int provided, rank;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    mf_blas_check_ranks(MPI_COMM_WORLD); /* every rank's core in one line (even quiet); a warning when they differ */
     mf_blas_log_core(rank);
     int rc = 0;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

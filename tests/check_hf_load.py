@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """check_hf_load.py - load a model directory written by minifuse (mf_hf_write_dir)
-with Hugging Face transformers and write its logits; run by hand, not by the test suite.
+with Hugging Face transformers and write its logits. Run by tests/test_fuse.c
+(fuse/fused_model_loads_in_transformers, when torch and transformers are installed)
+and by tests/gen_pruned_smollm2_golden.sh.
 
   /root/oracle-venv/bin/python tests/check_hf_load.py DIR ID [ID ...] [--out logits.f32] [--compare ours.f32] [--tol 1e-4]
 

@@ -46,7 +46,7 @@ from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig,
 N_IDS = 12
 VOCAB = 96
 STD = 0.1
-TOL = 1e-4
+TOL = 5e-6  # float32 against transformers float32: at most 1.43e-6 measured (2026-12, Zen kernels)
 
 
 def repo_root():

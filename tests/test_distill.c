@@ -1,8 +1,9 @@
 /* test_distill.c - distillation end to end on stories260K (teacher: 5 layers,
  * student: block 2 removed): the loss falls and the student's perplexity
  * recovers; any pipeline/data-parallel layout gives the same result within
- * reduction noise; a run killed with SIGKILL and resumed ends with bit-identical
- * weights; SIGTERM writes a checkpoint and exits cleanly; bad options fail. */
+ * reduction noise; a run killed with SIGKILL mid-run (asserted) and resumed ends
+ * with bit-identical weights; SIGTERM mid-run writes a checkpoint, exits cleanly,
+ * and the resumed run ends with the bytes of an uninterrupted one; bad options fail. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -86,34 +87,36 @@ Test(distill, recovers_and_layouts_agree, .timeout = 600) {
     json_decref(a); json_decref(b); json_decref(c);
 }
 
-/* SIGKILL after a checkpoint, resume: bit-identical weights to an uninterrupted run. */
+/* Kill-and-resume runs: 40960 tokens = 20 steps of 8 x 256 tokens (0.3 s each on 2 ranks), so that
+ * a signal sent at step 6 or earlier lands with more than a dozen steps to go. */
+#define LONG_TOKENS 40960
+#define LONG_STEPS 20
+
+/* SIGKILL after a checkpoint, mid-run; resume: bit-identical weights to an uninterrupted run. */
 Test(distill, kill_and_resume_bit_identical, .timeout = 600) {
     const char *dir = tu_tmpdir(), *student = make_student(dir);
-    distill(dir, student, "ref", 2, 1, "");
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/k --tokens 20480 --batch 8 --lr 1e-3 "
-             "--checkpoint-every 3 & while [ ! -e %s/k.ckpt/ckpt-00000006.h5 ]; do sleep 0.05; done; "
-             "for p in $(pgrep -f '%s/k --tokens'); do case $(cat /proc/$p/comm) in minifuse|mpirun) kill -9 $p;; esac; done; "
-             "wait; true",
-             tu_mpirun(2), tu_shared(STORIES), student, tu_shared(TINY), dir, dir, dir);
-    cr_assert_eq(tu_run(cmd, NULL, NULL), 0);
-    char path[4400];
-    snprintf(path, sizeof path, "%s/k", dir);
-    cr_assert(access(path, F_OK) != 0, "the killed run must not have finished");
-    distill(dir, student, "k", 2, 1, "--checkpoint-every 3 --resume");
-    for (int s = 1; s <= 2; s++) {
-        char a[4400], b[4400];
-        snprintf(a, sizeof a, "%s/ref/model-0000%d-of-00002.safetensors", dir, s);
-        snprintf(b, sizeof b, "%s/k/model-0000%d-of-00002.safetensors", dir, s);
-        size_t na, nb;
-        char *x = tu_read(a, &na), *y = tu_read(b, &nb);
-        cr_assert(x && y, "missing %s or %s", a, b);
-        cr_expect(na == nb && memcmp(x, y, na) == 0, "resumed weights differ from the uninterrupted run (%s)", b);
-        free(x); free(y);
-    }
+    distill(dir, student, "ref", 2, 1, "--tokens 40960");
+    cr_assert_eq(tu_last_step(tu_path_in(dir, "ref.train.jsonl")), LONG_STEPS);
+    char cmd[16384], trig[4400], out[4400], ck[4400], why[9000];
+    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/k --tokens %d --batch 8 --lr 1e-3 --checkpoint-every 3",
+             tu_mpirun(2), tu_shared(STORIES), student, tu_shared(TINY), dir, LONG_TOKENS);
+    snprintf(trig, sizeof trig, "%s/k.ckpt/ckpt-00000006.h5", dir);
+    snprintf(out, sizeof out, "%s/k", dir);
+    snprintf(ck, sizeof ck, "%s/k --tokens", dir);
+    tu_interrupt(cmd, trig, out, ck, 9, NULL);
+    /* it died mid-run: no output, its newest checkpoint and its log end before the last step */
+    cr_assert(access(out, F_OK) != 0, "the killed run must not have finished");
+    snprintf(ck, sizeof ck, "%s/k.ckpt", dir);
+    long newest = tu_newest_ckpt(ck), logged = tu_last_step(tu_path_in(dir, "k.train.jsonl"));
+    cr_assert(newest >= 6 && newest < LONG_STEPS && logged < LONG_STEPS, "the kill did not land mid-run: newest checkpoint %ld, "
+              "last logged step %ld of %d", newest, logged, LONG_STEPS);
+    distill(dir, student, "k", 2, 1, "--tokens 40960 --checkpoint-every 3 --resume");
+    cr_expect_eq(tu_last_step(tu_path_in(dir, "k.train.jsonl")), LONG_STEPS);
+    snprintf(ck, sizeof ck, "%s/ref", dir);
+    cr_expect(tu_same_weights(ck, out, why, sizeof why), "resumed weights differ from the uninterrupted run: %s", why);
     /* resuming with an option that changes the result is refused, naming it; another layout is not */
-    char *err, extra[4400];
-    snprintf(extra, sizeof extra, "--lr 2e-3 --checkpoint-dir %s/k.ckpt --resume", dir);
+    char *err, extra[4400], path[4400];
+    snprintf(extra, sizeof extra, "--tokens 40960 --lr 2e-3 --checkpoint-dir %s/k.ckpt --resume", dir);
     cr_expect_neq(distill_try(dir, student, "o", 2, 1, extra, &err), 0, "resume with another --lr must fail");
     cr_expect(strstr(err, "--lr 0.002 differs from the checkpoint's 0.001"), "%s", err);
     free(err);
@@ -121,25 +124,32 @@ Test(distill, kill_and_resume_bit_identical, .timeout = 600) {
     cr_expect(access(path, F_OK) != 0, "a refused resume must not write %s", path);
 }
 
-/* SIGTERM: checkpoint at the end of the step, exit 0, resumable. */
-Test(distill, sigterm_checkpoints_and_exits, .timeout = 300) {
+/* SIGTERM mid-run: checkpoint at the end of the step, exit 0; --resume at the same layout
+ * finishes with the bytes of an uninterrupted run. */
+Test(distill, sigterm_checkpoints_exits_and_resumes_identically, .timeout = 600) {
     const char *dir = tu_tmpdir(), *student = make_student(dir);
-    char cmd[16384], *err;
-    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 bin/minifuse distill "
-             "--teacher %s --student %s --text %s --out %s/t --tokens 409600 --batch 8 --lr 1e-3 & pid=$!; "
-             "while [ ! -s %s/t.train.jsonl ]; do sleep 0.05; done; kill -TERM $pid; wait $pid",
-             tu_shared(STORIES), student, tu_shared(TINY), dir, dir);
-    int rc = tu_run(cmd, NULL, &err);
+    char cmd[16384], trig[4400], out[4400], ck[4400], why[9000], *err;
+    /* a singleton (no mpirun): the signal goes to the program itself */
+    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 %s distill "
+             "--teacher %s --student %s --text %s --out %s/t --tokens %d --batch 8 --lr 1e-3",
+             tu_bin(), tu_shared(STORIES), student, tu_shared(TINY), dir, LONG_TOKENS);
+    snprintf(trig, sizeof trig, "%s/t.train.jsonl", dir);
+    snprintf(out, sizeof out, "%s/t", dir);
+    snprintf(ck, sizeof ck, "%s/t --tokens", dir);
+    int rc = tu_interrupt(cmd, trig, out, ck, 15, &err);
     cr_expect_eq(rc, 0, "SIGTERM should end the run cleanly: %s", err);
     cr_expect(strstr(err, "checkpoint written"), "stderr: %s", err);
     free(err);
-    char ck[4400];
+    cr_assert(access(out, F_OK) != 0, "no output after SIGTERM");
     snprintf(ck, sizeof ck, "%s/t.ckpt", dir);
-    char *ls;
-    snprintf(cmd, sizeof cmd, "ls %s", ck);
-    tu_run(cmd, &ls, NULL);
-    cr_expect(strstr(ls, "ckpt-"), "no checkpoint in %s: %s", ck, ls);
-    free(ls);
+    long newest = tu_newest_ckpt(ck);
+    cr_assert(newest >= 1 && newest < LONG_STEPS, "SIGTERM should checkpoint mid-run: newest checkpoint %ld of %d steps", newest, LONG_STEPS);
+    distill(dir, student, "t", 1, 1, "--tokens 40960 --resume");
+    distill(dir, student, "ref", 1, 1, "--tokens 40960");
+    cr_expect_eq(tu_last_step(tu_path_in(dir, "t.train.jsonl")), LONG_STEPS);
+    snprintf(ck, sizeof ck, "%s/ref", dir);
+    cr_expect(tu_same_weights(ck, out, why, sizeof why), "resumed after SIGTERM at step %ld: weights differ from the uninterrupted "
+              "run: %s", newest, why);
 }
 
 Test(distill, bad_options, .timeout = 120) {

@@ -31,7 +31,9 @@ static void check_stories_logits(const char *model) {
     cr_assert(want && len == (size_t)n * V * 4, "golden logits size");
     double maxd = 0;
     for (size_t i = 0; i < (size_t)n * V; i++) maxd = fmax(maxd, fabs((double)got[i] - want[i]));
-    cr_expect(maxd < 1e-4, "%s: max |logit - golden| = %g (want < 1e-4)", model, maxd);
+    /* achieved 2.43e-5 (Zen and Haswell kernels alike, float32 against the float64 numpy golden) */
+    cr_log_info("%s: max |logit - golden| = %.3g", model, maxd);
+    cr_expect(maxd < 6e-5, "%s: max |logit - golden| = %g (want < 6e-5)", model, maxd);
     free(got); free(want); free(ids); json_decref(ref);
 }
 
@@ -123,6 +125,30 @@ Test(engine, stories260K_greedy_golden, .timeout = 120) {
     json_decref(got); json_decref(want); free(out); free(err);
 }
 
+/* Sampling: llama2.c's documented stories260K sample (doc/stories260K.md, `run -t 1.0 -p 0.9
+ * -s 133742`; tests/golden/llama2c/README.md), exactly, on 1 and 2 ranks. run.c generates 256
+ * tokens after BOS: 257 positions in minifuse's count (--steps counts the prompt). */
+Test(engine, stories260K_top_p_sample_matches_llama2c, .timeout = 120) {
+    size_t len;
+    char *want = tu_read("tests/golden/llama2c/stories260K_t1.0_p0.9_s133742.txt", &len);
+    cr_assert(want, "golden sample missing");
+    for (int P = 1; P <= 2; P++) {
+        char cmd[4096], *out, *err;
+        snprintf(cmd, sizeof cmd, "%s generate --model %s --temp 1.0 --top-p 0.9 --seed 133742 --steps 257 --json", tu_mpirun(P),
+                 tu_shared("llm_assets/models/stories260K/stories260K.bin"));
+        cr_assert_eq(tu_run(cmd, &out, &err), 0, "generate failed: %s", err);
+        json_t *j = json_loads(out, 0, NULL);
+        cr_assert(j, "not JSON: %.200s", out);
+        const char *got = json_string_value(json_object_get(j, "text"));
+        cr_assert(got, "no text: %.200s", out);
+        size_t k = 0;
+        while (got[k] && got[k] == want[k]) k++;
+        cr_expect(strcmp(got, want) == 0, "P=%d: the sample differs from llama2.c's at byte %zu: ...%.40s", P, k, got + k);
+        json_decref(j); free(out); free(err);
+    }
+    free(want);
+}
+
 /* eval --json on P ranks; returns the parsed object. */
 static json_t *run_eval(int P, const char *model, const char *text, const char *extra) {
     char cmd[8192];
@@ -137,17 +163,24 @@ static json_t *run_eval(int P, const char *model, const char *text, const char *
     return j;
 }
 
-static void check_ppl(const char *text, double want) {
+/* Mean NLL of 200 windows x 256 tokens against the reference of llm_assets/README.md (an
+ * independent float64 numpy forward), which is rounded to 4 decimals (half a unit: 5e-5). Achieved:
+ * 1.0e-5 to 4.3e-5 (all within the rounding); asserted: 1e-4, i.e. perplexity within 0.01 %. */
+static void check_ppl(const char *text, double want_nll) {
     const char *model = tu_shared("llm_assets/models/stories260K/stories260K.bin");
     json_t *j = run_eval(2, model, tu_shared(text), "--ctx 256 --max-windows 200");
-    double ppl = json_real_value(json_object_get(j, "ppl"));
+    double nll = json_real_value(json_object_get(j, "mean_nll")), ppl = json_real_value(json_object_get(j, "ppl"));
     cr_expect_eq(json_integer_value(json_object_get(j, "tokens")), 51200);
-    cr_expect(fabs(ppl / want - 1) < 0.005, "%s: ppl %.3f, reference %.3f (tolerance 0.5%%)", text, ppl, want);
+    cr_log_info("%s: mean NLL %.7f, reference %.4f (|d| %.2g)", text, nll, want_nll, fabs(nll - want_nll));
+    cr_expect(fabs(nll - want_nll) < 1e-4, "%s: mean NLL %.7f, reference %.4f (tolerance 1e-4)", text, nll, want_nll);
+    cr_expect(fabs(ppl / exp(nll) - 1) < 1e-12, "ppl %.10g is not exp(mean NLL %.10g)", ppl, nll);
     json_decref(j);
 }
 
-Test(engine, stories260K_ppl_wikitext2, .timeout = 300) { check_ppl("llm_assets/text/wikitext2_raw_test.txt", 174.5); }
-Test(engine, stories260K_ppl_tinystories, .timeout = 300) { check_ppl("llm_assets/text/tinystories_train_first2MiB.txt", 8.11); }
+Test(engine, stories260K_ppl_wikitext2, .timeout = 300) { check_ppl("llm_assets/text/wikitext2_raw_test.txt", 5.1619); }
+Test(engine, stories260K_ppl_tinystories, .timeout = 300) { check_ppl("llm_assets/text/tinystories_train_first2MiB.txt", 2.0926); }
+Test(engine, stories260K_ppl_tinyshakespeare, .timeout = 300) { check_ppl("llm_assets/text/tinyshakespeare_input.txt", 4.8448); }
+Test(engine, stories260K_ppl_wikitext2_tokenized, .timeout = 300) { check_ppl("llm_assets/text/wikitext2_test.txt", 5.5365); }
 
 /* SmolLM2 perplexity protocol against transformers on the first 16 KiB of WikiText-2,
  * and bit-identical results (and KL = 0 against itself) for P = 1, 2, 3. */

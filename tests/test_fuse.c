@@ -8,7 +8,8 @@
  * the gradients of A, B, U, V and the norm scales pass central differences.
  * Command: the same result for P = 1, 2, 3; the first Macro Influence equals
  * `score`'s; the fused model beats plain removal of the same block; killed
- * with SIGKILL and resumed, identical weights; bad options fail in one line. */
+ * with SIGKILL mid-run (asserted) and resumed, identical weights; SIGTERM
+ * mid-run, resumed: the bytes of an uninterrupted run; bad options fail in one line. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <math.h>
@@ -524,36 +525,46 @@ Test(fuse, fused_block_beats_plain_removal, .timeout = 300) {
     json_decref(sum);
 }
 
+/* Kill-and-resume runs: 40 epochs x 2 steps per block (about 30 ms a step on 2 ranks), so that a
+ * signal sent early in the second block lands with most of it to go. Checkpoint numbers are
+ * global: block 1 has steps 1..80 and its fold is 81; block 2 steps 82..161, fold 162. */
+#define LONG_EPOCHS "--epochs 40"
+#define LONG_LAST 162
+
 Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
     const char *dir = tu_tmpdir();
-    fuse_run(dir, "ref", 2, "--checkpoint-every 2 --resume"); /* --resume on a first start: no checkpoint directory yet */
-    char cmd[16384];
-    /* steps per block: 3 epochs x 2 = 6; checkpoints (global numbering) 2, 4, 7 (fold), 9, 11, 14 (fold): kill at 9 */
-    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/k --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
-             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-every 2 & while [ ! -e %s/k.ckpt/ckpt-00000009.h5 ]; do sleep 0.02; done; "
-             "for p in $(pgrep -f '%s/k --drop-layers'); do case $(cat /proc/$p/comm) in minifuse|mpirun) kill -9 $p;; esac; done; "
-             "wait; true", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir, dir, dir);
-    cr_assert_eq(tu_run(cmd, NULL, NULL), 0);
-    char a[4400], b[4400];
-    snprintf(a, sizeof a, "%s/k", dir);
-    cr_assert(access(a, F_OK) != 0, "the killed run must not have finished");
-    fuse_run(dir, "k", 2, "--checkpoint-every 2 --resume");
-    for (int s = 1; s <= 2; s++) {
-        snprintf(a, sizeof a, "%s/ref/model-0000%d-of-00002.safetensors", dir, s);
-        snprintf(b, sizeof b, "%s/k/model-0000%d-of-00002.safetensors", dir, s);
-        cr_expect(same_file(a, b), "resumed weights differ from the uninterrupted run (%s)", b);
-    }
+    /* --resume on a first start: no checkpoint directory yet */
+    fuse_run(dir, "ref", 2, LONG_EPOCHS " --checkpoint-every 2 --resume");
+    char cmd[16384], trig[4400], out[4400], pat[4400], ck[4400], why[9000];
+    snprintf(ck, sizeof ck, "%s/ref.ckpt", dir);
+    cr_assert_eq(tu_newest_ckpt(ck), LONG_LAST, "the uninterrupted run's last checkpoint (the second fold)");
+    /* with --checkpoint-every 2: ..., 78, 81 (fold), 83, 85, ...: kill at 85, early in block 2 */
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/k --drop-layers 2 --samples 16 " LONG_EPOCHS " --rank 8 "
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128 --checkpoint-every 2", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+    snprintf(trig, sizeof trig, "%s/k.ckpt/ckpt-00000085.h5", dir);
+    snprintf(out, sizeof out, "%s/k", dir);
+    snprintf(pat, sizeof pat, "%s/k --drop-layers", dir);
+    tu_interrupt(cmd, trig, out, pat, 9, NULL);
+    cr_assert(access(out, F_OK) != 0, "the killed run must not have finished");
+    snprintf(ck, sizeof ck, "%s/k.ckpt", dir);
+    long newest = tu_newest_ckpt(ck);
+    cr_assert(newest >= 85 && newest < LONG_LAST - 10, "the kill did not land early in block 2: newest checkpoint %ld", newest);
+    fuse_run(dir, "k", 2, LONG_EPOCHS " --checkpoint-every 2 --resume");
+    snprintf(ck, sizeof ck, "%s/ref", dir);
+    cr_expect(tu_same_weights(ck, out, why, sizeof why), "resumed weights differ from the uninterrupted run: %s", why);
     /* killed after the first fold (only fold checkpoints), resumed with 3 ranks: same model within noise */
-    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/f --drop-layers 2 --samples 16 --epochs 3 --rank 8 "
-             "--lr 1e-2 --lr-base 1e-3 --ctx 128 & while [ ! -e %s/f.ckpt/ckpt-00000007.h5 ]; do sleep 0.02; done; "
-             "for p in $(pgrep -f '%s/f --drop-layers'); do case $(cat /proc/$p/comm) in minifuse|mpirun) kill -9 $p;; esac; done; "
-             "wait; true", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir, dir, dir);
-    cr_assert_eq(tu_run(cmd, NULL, NULL), 0);
-    snprintf(a, sizeof a, "%s/f", dir);
-    cr_assert(access(a, F_OK) != 0, "the killed run must not have finished");
-    fuse_run(dir, "f", 3, "--resume");
-    snprintf(b, sizeof b, "%s/ref", dir);
-    double pr = ppl(b), pf = ppl(a);
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/f --drop-layers 2 --samples 16 " LONG_EPOCHS " --rank 8 "
+             "--lr 1e-2 --lr-base 1e-3 --ctx 128", tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+    snprintf(trig, sizeof trig, "%s/f.ckpt/ckpt-00000081.h5", dir);
+    snprintf(out, sizeof out, "%s/f", dir);
+    snprintf(pat, sizeof pat, "%s/f --drop-layers", dir);
+    tu_interrupt(cmd, trig, out, pat, 9, NULL);
+    cr_assert(access(out, F_OK) != 0, "the killed run must not have finished");
+    snprintf(ck, sizeof ck, "%s/f.ckpt", dir);
+    cr_assert_eq(tu_newest_ckpt(ck), 81, "killed during block 2: only the first fold's checkpoint");
+    fuse_run(dir, "f", 3, LONG_EPOCHS " --resume");
+    snprintf(ck, sizeof ck, "%s/ref", dir);
+    double pr = ppl(ck), pf = ppl(out);
     cr_expect(fabs(pr / pf - 1) < 1e-3, "resumed with another layout: ppl %.5f vs %.5f", pf, pr);
 }
 
@@ -596,33 +607,45 @@ Test(fuse, resume_checks_options_and_extends, .timeout = 300) {
     }
 }
 
-/* SIGTERM: checkpoint at the end of the step, exit 0; --resume finishes the job. */
-Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
+/* SIGTERM mid-run: checkpoint at the end of the step, exit 0; --resume at the same layout finishes
+ * the job with the bytes of an uninterrupted run. */
+Test(fuse, sigterm_checkpoints_exits_and_resumes_identically, .timeout = 300) {
     const char *dir = tu_tmpdir();
-    char cmd[16384], *err;
-    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 bin/minifuse fuse "
-             "--model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 & pid=$!; "
-             "while [ ! -s %s/t.fuse.jsonl ]; do sleep 0.05; done; kill -TERM $pid; wait $pid",
-             tu_shared(STORIES), tu_shared(TINY), dir, dir);
-    int rc = tu_run(cmd, NULL, &err);
+    char cmd[16384], trig[4400], out[4400], pat[4400], ck[4400], why[9000], *err;
+    /* a singleton (no mpirun): the signal goes to the program itself */
+    snprintf(cmd, sizeof cmd, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 %s fuse "
+             "--model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128",
+             tu_bin(), tu_shared(STORIES), tu_shared(TINY), dir);
+    snprintf(trig, sizeof trig, "%s/t.fuse.jsonl", dir);
+    snprintf(out, sizeof out, "%s/t", dir);
+    snprintf(pat, sizeof pat, "%s/t --drop-layers", dir);
+    int rc = tu_interrupt(cmd, trig, out, pat, 15, &err);
     cr_expect_eq(rc, 0, "SIGTERM should end the run cleanly: %s", err);
     cr_expect(strstr(err, "checkpoint written"), "stderr: %s", err);
     free(err);
-    char path[4400];
-    snprintf(path, sizeof path, "%s/t", dir);
-    cr_expect(access(path, F_OK) != 0, "no output after SIGTERM");
+    cr_assert(access(out, F_OK) != 0, "no output after SIGTERM");
+    char logp[4400];
+    snprintf(logp, sizeof logp, "%s/t.fuse.jsonl", dir);
+    long stopped = tu_last_step(logp);
+    cr_assert(stopped >= 1 && stopped < 80, "SIGTERM should stop the block mid-run: last logged step %ld of 80", stopped);
     snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/t --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128 --resume --json",
-             tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir);
+             tu_mpirun(1), tu_shared(STORIES), tu_shared(TINY), dir);
     char *sum_s;
     cr_expect_eq(tu_run(cmd, &sum_s, &err), 0, "resume after SIGTERM: %s", err);
     free(err);
     json_t *sum = json_loads(sum_s, 0, NULL);
     cr_assert(sum, "--json summary: %s", sum_s);
     json_t *it0 = json_array_get(json_object_get(sum, "iterations"), 0);
-    cr_expect(access(path, F_OK) == 0, "the resumed run writes %s", path);
+    cr_expect(access(out, F_OK) == 0, "the resumed run writes %s", out);
+    /* the same bytes as an uninterrupted run at the same layout */
+    snprintf(cmd, sizeof cmd, "%s fuse --model %s --text %s --out %s/ref --drop-layers 1 --samples 16 --epochs 40 --rank 8 --ctx 128",
+             tu_mpirun(1), tu_shared(STORIES), tu_shared(TINY), dir);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "uninterrupted run: %s", err);
+    free(err);
+    snprintf(ck, sizeof ck, "%s/ref", dir);
+    cr_expect(tu_same_weights(ck, out, why, sizeof why), "resumed after SIGTERM at step %ld: weights differ from the uninterrupted run: %s",
+              stopped, why);
     /* it continued inside the iteration: the appended log does not start again at step 1 */
-    char logp[4400];
-    snprintf(logp, sizeof logp, "%s/t.fuse.jsonl", dir);
     size_t len;
     char *log = tu_read(logp, &len);
     cr_assert(log, "no log %s", logp);
@@ -638,6 +661,33 @@ Test(fuse, sigterm_checkpoints_and_exits, .timeout = 300) {
     cr_expect_eq(json_integer_value(json_object_get(it0, "window_blocks")), 5, "summary after resume: %s", sum_s);
     json_decref(first); json_decref(sum); free(sum_s);
     free(log);
+}
+
+/* A fused model is a plain Hugging Face directory: transformers loads it (no missing or
+ * unexpected weight) and gives minifuse's logits (tests/check_hf_load.py). Needs torch and
+ * transformers (bash bench/setup_torch.sh, or TORCH_PY=python-with-both): skipped, and named
+ * as skipped by tests/run_all.sh, where they are not installed. */
+Test(fuse, fused_model_loads_in_transformers, .timeout = 600) {
+    char py[4200], cmd[16384], *out, *err;
+    const char *tp = getenv("TORCH_PY");
+    snprintf(py, sizeof py, "%s", tp && *tp ? tp : tu_cache("torch-venv/bin/python"));
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import torch, transformers'", py);
+    if (access(py, X_OK) != 0 || tu_run(cmd, NULL, NULL) != 0)
+        cr_skip_test("torch + transformers are not installed (%s; bash bench/setup_torch.sh or TORCH_PY=...)", py);
+    const char *dir = tu_tmpdir();
+    fuse_run(dir, "f", 2, "--drop-layers 1");
+    const char *ids = "1,403,407,261,378,432,383,286,261,376,298,315,421,395,317,426";
+    snprintf(cmd, sizeof cmd, "%s logits --model %s/f --ids %s --out %s/ours.f32", tu_mpirun(2), dir, ids, dir);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
+    free(err);
+    char sp[256];
+    snprintf(sp, sizeof sp, "%s", ids);
+    for (char *c = sp; *c; c++) if (*c == ',') *c = ' ';
+    snprintf(cmd, sizeof cmd, "'%s' tests/check_hf_load.py %s/f %s --out %s/tf.f32 --compare %s/ours.f32 --tol 5e-5", py, dir, sp, dir, dir);
+    int rc = tu_run(cmd, &out, &err);
+    cr_log_info("%s", out);
+    cr_expect_eq(rc, 0, "transformers on the fused model:\n%s%s", out, err);
+    free(out); free(err);
 }
 
 Test(fuse, bad_options, .timeout = 120) {

@@ -15,7 +15,7 @@
 #include "testutil.h"
 
 #define GOLDEN "tests/golden/importance/stories260K.json"
-#define REL_TOL 1e-4 /* float32 forward vs float64 reference */
+#define REL_TOL 2.5e-5 /* float32 forward vs float64 reference: at most 8.0e-6 achieved (variance aggregations) */
 
 TestSuite(importance, .timeout = 300);
 

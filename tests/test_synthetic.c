@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/source.h"
 #include "model/model.h"
@@ -197,4 +198,70 @@ Test(synthetic, sharded_index_names_two_files) {
     }
     cr_expect(first && other, "index.json maps every tensor to one file");
     json_decref(idx);
+}
+
+/* A copy of a synthetic case directory with config.json keys replaced (JSON values). */
+static const char *copy_with(const char *name, const char *key1, const char *val1, const char *key2, const char *val2) {
+    const char *dir = tu_tmpdir();
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cp " SYN_DIR "/%s/config.json " SYN_DIR "/%s/model.safetensors %s/", name, name, dir);
+    cr_assert_eq(tu_run(cmd, NULL, NULL), 0, "%s", cmd);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_t *cfg = json_load_file(p, 0, NULL);
+    cr_assert(cfg);
+    json_object_set_new(cfg, key1, json_loads(val1, JSON_DECODE_ANY, NULL));
+    if (key2) json_object_set_new(cfg, key2, json_loads(val2, JSON_DECODE_ANY, NULL));
+    cr_assert_eq(json_dump_file(cfg, p, JSON_INDENT(2)), 0);
+    json_decref(cfg);
+    return dir;
+}
+
+/* minifuse has no sliding-window attention: a context longer than a Mistral model's
+ * sliding_window is refused (and a Qwen2 one only with use_sliding_window true); within the
+ * window full causal attention is exact, so the logits equal the unwindowed model's; the window
+ * survives a rewrite (prune). */
+Test(synthetic, sliding_window_refused_beyond_window, .timeout = 120) {
+    const char *win = copy_with("mistral_bf16", "sliding_window", "8", NULL, NULL);
+    char cmd[16384], *err, out[4300];
+    const char *ids9 = "1,5,9,13,17,21,25,29,33", *ids8 = "1,5,9,13,17,21,25,29";
+    snprintf(out, sizeof out, "%s/l.f32", win);
+    snprintf(cmd, sizeof cmd, "%s logits --model %s --ids %s --out %s", tu_mpirun(2), win, ids9, out);
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "9 tokens through a model with sliding_window 8 must be refused");
+    cr_expect(strstr(err, "sliding_window 8 is smaller than the context of 9 tokens"), "%s", err);
+    cr_expect(access(out, F_OK) != 0, "a refused run must not write %s", out);
+    free(err);
+    /* 8 tokens: allowed, and the same logits as without a window */
+    snprintf(cmd, sizeof cmd, "%s logits --model %s --ids %s --out %s && %s logits --model " SYN_DIR "/mistral_bf16 --ids %s --out %s.ref",
+             tu_mpirun(2), win, ids8, out, tu_mpirun(1), ids8, out);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "cmp %s %s.ref", out, out);
+    cr_expect_eq(tu_run(cmd, NULL, NULL), 0, "within the window the logits must equal the unwindowed model's");
+    /* the window is kept when minifuse writes the model again */
+    snprintf(cmd, sizeof cmd, "%s prune --model %s --out %s/pruned --drop-list 0", tu_mpirun(1), win, win);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "%s", err);
+    free(err);
+    snprintf(out, sizeof out, "%s/pruned/config.json", win);
+    json_t *cfg = json_load_file(out, 0, NULL);
+    cr_assert(cfg);
+    cr_expect_eq(json_integer_value(json_object_get(cfg, "sliding_window")), 8, "the pruned config lost sliding_window");
+    json_decref(cfg);
+    /* Qwen2: sliding_window counts only with use_sliding_window */
+    const char *q_off = copy_with("qwen2_bias", "sliding_window", "4", "use_sliding_window", "false");
+    const char *q_on = copy_with("qwen2_bias", "sliding_window", "4", "use_sliding_window", "true");
+    snprintf(cmd, sizeof cmd, "%s logits --model %s --ids %s --out %s/l.f32", tu_mpirun(1), q_off, ids8, q_off);
+    cr_expect_eq(tu_run(cmd, NULL, &err), 0, "use_sliding_window false: no window: %s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%s logits --model %s --ids %s --out %s/l.f32", tu_mpirun(1), q_on, ids8, q_on);
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "use_sliding_window true, window 4, 8 tokens must be refused");
+    cr_expect(strstr(err, "sliding_window 4 is smaller than the context of 8 tokens"), "%s", err);
+    free(err);
+    mf_config c = {0};
+    mf_err e;
+    c.sliding_window = 16;
+    cr_expect_eq(mf_config_check_ctx(&c, 16, "m", &e), 0);
+    cr_expect_neq(mf_config_check_ctx(&c, 17, "m", &e), 0);
+    c.sliding_window = 0;
+    cr_expect_eq(mf_config_check_ctx(&c, 1 << 20, "m", &e), 0);
 }

@@ -5,6 +5,7 @@
 #include "model/model.h"
 
 #include <criterion/criterion.h>
+#include <glob.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,16 +73,93 @@ int tu_run(const char *cmd, char **out, char **err_out) {
     char *es = e ? slurp(e) : strdup("");
     if (e) fclose(e);
     unlink(errfile);
+    /* under bin/minifuse-asan (MINIFUSE_BIN) a sanitizer report fails the test even when the
+     * command was expected to fail */
+    cr_expect(!strstr(es, "ERROR: AddressSanitizer") && !strstr(es, "ERROR: LeakSanitizer") && !strstr(es, ": runtime error: "),
+              "sanitizer report from: %s\n%s", cmd, es);
     if (err_out) *err_out = es; else free(es);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+const char *tu_bin(void) {
+    const char *b = getenv("MINIFUSE_BIN");
+    if (!b || !*b) return "bin/minifuse";
+    cr_assert(access(b, X_OK) == 0, "MINIFUSE_BIN=%s is not an executable (make asan builds bin/minifuse-asan)", b);
+    return b;
 }
 
 const char *tu_mpirun(int P) {
     char *p = next_slot();
     snprintf(p, 4096,
              "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
-             "MINIFUSE_QUIET=1 mpirun --oversubscribe --bind-to none -np %d bin/minifuse", P);
+             "MINIFUSE_QUIET=1 mpirun --oversubscribe --bind-to none -np %d %s", P, tu_bin());
     return p;
+}
+
+int tu_interrupt(const char *cmd, const char *trigger, const char *out, const char *pattern, int sig, char **err_out) {
+    size_t n = strlen(cmd) + strlen(trigger) + strlen(out) + 2 * strlen(pattern) + 1024;
+    char *sh = malloc(n);
+    snprintf(sh, n,
+             "%s & pid=$!; while [ ! -s '%s' ] && kill -0 $pid 2>/dev/null; do sleep 0.01; done; "
+             "if [ ! -s '%s' ]; then echo NO-TRIGGER; wait $pid; exit 97; fi; "
+             "if [ -e '%s' ]; then echo OUT-EXISTED; fi; "
+             "for p in $(pgrep -f '%s'); do case $(cat /proc/$p/comm 2>/dev/null) in minifuse*|mpirun) kill -%d $p;; esac; done; "
+             "wait $pid",
+             cmd, trigger, trigger, out, pattern, sig);
+    char *o;
+    int rc = tu_run(sh, &o, err_out);
+    cr_assert(!strstr(o, "NO-TRIGGER"), "the run ended before %s appeared: %s", trigger, cmd);
+    cr_assert(!strstr(o, "OUT-EXISTED"), "the run had already written %s when the signal was sent: the signal must land mid-run", out);
+    free(o);
+    free(sh);
+    return rc;
+}
+
+long tu_newest_ckpt(const char *dir) { /* a checkpoint gets its final name only when complete (.tmp before) */
+    char pat[4200];
+    glob_t g;
+    long best = -1;
+    snprintf(pat, sizeof pat, "%s/ckpt-*.h5", dir);
+    if (glob(pat, 0, NULL, &g) != 0) return -1;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        long step;
+        char tail;
+        if (sscanf(strrchr(g.gl_pathv[i], '/') + 1, "ckpt-%ld.h%c", &step, &tail) == 2 && step > best) best = step;
+    }
+    globfree(&g);
+    return best;
+}
+
+long tu_last_step(const char *jsonl) {
+    size_t len;
+    char *s = tu_read(jsonl, &len);
+    if (!s) return -1;
+    long step = -1;
+    for (char *q = s; (q = strstr(q, "\"step\":")); q++) step = atol(q + 7);
+    free(s);
+    return step;
+}
+
+int tu_same_weights(const char *a, const char *b, char *why, size_t n) {
+    char pat[4200];
+    glob_t ga, gb;
+    snprintf(pat, sizeof pat, "%s/*.safetensors", a);
+    int ra = glob(pat, 0, NULL, &ga);
+    snprintf(pat, sizeof pat, "%s/*.safetensors", b);
+    int rb = glob(pat, 0, NULL, &gb);
+    int same = ra == 0 && rb == 0 && ga.gl_pathc == gb.gl_pathc;
+    if (!same) snprintf(why, n, "%s has %zu safetensors files, %s %zu", a, ra ? 0 : ga.gl_pathc, b, rb ? 0 : gb.gl_pathc);
+    for (size_t i = 0; same && i < ga.gl_pathc; i++) {
+        size_t na = 0, nb = 0;
+        char *x = tu_read(ga.gl_pathv[i], &na), *y = tu_read(gb.gl_pathv[i], &nb);
+        const char *fa = strrchr(ga.gl_pathv[i], '/'), *fb = strrchr(gb.gl_pathv[i], '/');
+        if (strcmp(fa, fb) != 0) { same = 0; snprintf(why, n, "%s vs %s", ga.gl_pathv[i], gb.gl_pathv[i]); }
+        else if (!x || !y || na != nb || memcmp(x, y, na) != 0) { same = 0; snprintf(why, n, "%s differs from %s", gb.gl_pathv[i], ga.gl_pathv[i]); }
+        free(x); free(y);
+    }
+    if (ra == 0) globfree(&ga);
+    if (rb == 0) globfree(&gb);
+    return same;
 }
 
 void *tu_read(const char *path, size_t *len) {

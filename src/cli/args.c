@@ -16,6 +16,19 @@ void mf_args_usage(const char *cmd, const char *summary, const mf_opt *opts, int
         printf("  %-22s %s%s\n", left, opts[i].help, opts[i].required ? " (required)" : "");
     }
     printf("  %-22s %s\n", "--help", "show this help");
+    printf("\n");
+    mf_args_env_help();
+}
+
+void mf_args_env_help(void) {
+    printf("environment:\n"
+           "  OPENBLAS_CORETYPE=NAME  the OpenBLAS kernels to run (Haswell, SkylakeX, Zen, ...); kept as given\n"
+           "  MINIFUSE_BLAS_AUTO=0    keep OpenBLAS's own kernel choice: by default, when OpenBLAS picked a\n"
+           "                          generic core (Prescott, ...) on a CPU with AVX2 or AVX-512, minifuse\n"
+           "                          sets OPENBLAS_CORETYPE and restarts itself before MPI starts\n"
+           "  MINIFUSE_QUIET=1        no progress lines (the OpenBLAS core line and warnings still print)\n"
+           "The core every rank runs is logged and compared (a warning when ranks differ); the last bits of\n"
+           "results depend on it and on the thread count.\n");
 }
 
 static int set_value(const char *cmd, const mf_opt *o, const char *v, mf_err *err) {

@@ -18,6 +18,8 @@ typedef struct mf_opt {
  * --help was printed, -1 with err naming the option on a bad option. */
 int mf_args_parse(const char *cmd, const char *summary, const mf_opt *opts, int n_opts, int argc, char **argv, mf_err *err);
 void mf_args_usage(const char *cmd, const char *summary, const mf_opt *opts, int n_opts);
+/* The environment variables every command reads (printed at the end of every --help). */
+void mf_args_env_help(void);
 
 /* mf_args_parse for commands: ends the job with a one-line error on a bad
  * option; returns 1 when --help was printed (the command then returns 0). */

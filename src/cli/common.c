@@ -75,3 +75,4 @@ void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap) {
     snprintf(out, cap, "%zu tokens, fnv1a %016llx", n,
              (unsigned long long)mf_fnv1a64(ids, n * sizeof *ids, MF_FNV1A64_SEED));
 }
+

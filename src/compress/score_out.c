@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_blas.h"
 #include "io/rankings.h"
 #include "util/log.h"
 #include "util/sha256.h"
@@ -134,6 +135,7 @@ void mf_score_print(const mf_score_result *r, int json) {
     if (json) {
         json_t *j = json_object();
         json_object_set_new(j, "seconds", json_real(r->seconds));
+        mf_blas_json(j); /* the kernels change the last bits: part of the result's provenance */
         json_object_set_new(j, "samples", json_integer(r->opts_samples));
         json_object_set_new(j, "ctx", json_integer(r->opts_ctx));
         json_object_set_new(j, "forward_equivalents_per_window", json_real(r->fwd_equiv_total));

@@ -104,6 +104,7 @@ static int gguf_config(const mf_gguf *g, mf_config *c, mf_err *err) {
         arch_f32(g, arch, "attention.layer_norm_rms_epsilon", -1, &c->norm_eps, err) ||
         arch_f32(g, arch, "rope.freq_base", 10000, &c->rope_theta, err))
         return -1;
+    if (arch_u32(g, arch, "attention.sliding_window", 0, &c->sliding_window, err)) return -1;
     int hd = c->n_heads > 0 ? c->dim / c->n_heads : 0;
     if (arch_u32(g, arch, "attention.key_length", hd, &c->head_dim, err)) return -1;
     const mf_gguf_tensor *emb = mf_gguf_find_tensor(g, "token_embd.weight");

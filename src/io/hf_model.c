@@ -101,6 +101,10 @@ int mf_hf_parse_config(const char *path, mf_config *c, int *tie_flag, char **tok
         goto out;
     }
     if (parse_rope(root, path, c, err)) goto out;
+    /* Mistral: sliding_window (null = none); Qwen2: only with use_sliding_window true */
+    if (c->arch == MF_ARCH_MISTRAL || (c->arch == MF_ARCH_QWEN2 && json_is_true(json_object_get(root, "use_sliding_window"))))
+        if (get_int(root, path, "sliding_window", 0, &c->sliding_window, err)) goto out;
+    if (c->sliding_window < 0) { mf_err_set(err, "%s: \"sliding_window\" must not be negative", path); goto out; }
     json_t *tok = json_object_get(json_object_get(root, "minifuse"), "tokenizer"); /* written by prune */
     if (json_is_string(tok) && json_string_length(tok) > 0) *tok_ref = mf_strdup(json_string_value(tok));
     rc = 0;

@@ -302,8 +302,9 @@ static json_t *config_json(const mf_config *c, const char *torch_dtype) {
     json_object_set_new(o, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (c->arch != MF_ARCH_QWEN2) json_object_set_new(o, "attention_bias", json_boolean(c->qkv_bias));
     json_object_set_new(o, "mlp_bias", json_false());
-    if (c->arch != MF_ARCH_LLAMA) json_object_set_new(o, "sliding_window", json_null());
-    if (c->arch == MF_ARCH_QWEN2) json_object_set_new(o, "use_sliding_window", json_false());
+    if (c->arch != MF_ARCH_LLAMA)
+        json_object_set_new(o, "sliding_window", c->sliding_window > 0 ? json_integer(c->sliding_window) : json_null());
+    if (c->arch == MF_ARCH_QWEN2) json_object_set_new(o, "use_sliding_window", json_boolean(c->sliding_window > 0));
     json_object_set_new(o, "hidden_act", json_string("silu"));
     json_object_set_new(o, "bos_token_id", json_integer(c->bos_id));
     json_object_set_new(o, "eos_token_id", c->eos_id >= 0 ? json_integer(c->eos_id) : json_null());

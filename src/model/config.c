@@ -47,6 +47,14 @@ int mf_config_validate(const mf_config *c, const char *what, mf_err *err) {
     return 0;
 }
 
+int mf_config_check_ctx(const mf_config *c, int ctx, const char *what, mf_err *err) {
+    if (c->sliding_window > 0 && ctx > c->sliding_window)
+        return mf_err_set(err, "%s: sliding_window %d is smaller than the context of %d tokens; minifuse runs full causal "
+                          "attention, which differs from this model's beyond %d tokens (use a context of at most %d)",
+                          what, c->sliding_window, ctx, c->sliding_window, c->sliding_window);
+    return 0;
+}
+
 int64_t mf_config_layer_params(const mf_config *c) {
     int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t attn = (int64_t)c->dim * (q + 2 * kv) + q * c->dim + (c->qkv_bias ? q + 2 * kv : 0);

@@ -30,6 +30,10 @@ typedef struct mf_config {
     int rope_orig_ctx;
     int bos_id, eos_id;
     int no_bos_prompt; /* GGUF tokenizer.ggml.add_bos_token = false: generate does not prepend BOS to a prompt */
+    /* Attention window in tokens: Mistral's sliding_window, Qwen2's when use_sliding_window
+     * is true, GGUF <arch>.attention.sliding_window; 0 = none. minifuse runs full causal
+     * attention, which equals the windowed one only for contexts up to the window. */
+    int sliding_window;
 } mf_config;
 
 const char *mf_arch_name(mf_arch a);
@@ -38,6 +42,12 @@ int mf_arch_parse(const char *name, mf_arch *out);
 
 /* Check sizes are positive and consistent; the message names `what` (a file). */
 int mf_config_validate(const mf_config *c, const char *what, mf_err *err);
+
+/* Refuse a context the model cannot run exactly: ctx tokens (one window, a prompt plus
+ * generated tokens, ...) longer than the model's sliding_window (minifuse has no
+ * sliding-window attention, so positions past the window would attend to tokens the
+ * model never sees). 0, or -1 with err naming `what` (the model), the window and ctx. */
+int mf_config_check_ctx(const mf_config *c, int ctx, const char *what, mf_err *err);
 
 /* Parameter counts. */
 int64_t mf_config_layer_params(const mf_config *c);

@@ -18,17 +18,28 @@ static void rank_info(int *rank, int *size) {
     }
 }
 
-void mf_log(const char *fmt, ...) {
-    if (getenv("MINIFUSE_QUIET")) return;
+static void vlog(const char *fmt, va_list ap) {
     int rank, size;
     rank_info(&rank, &size);
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     fprintf(stderr, "[minifuse r%d/%d] %s\n", rank, size, msg);
     fflush(stderr);
+}
+
+void mf_log(const char *fmt, ...) {
+    if (getenv("MINIFUSE_QUIET")) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(fmt, ap);
+    va_end(ap);
+}
+
+void mf_log_always(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(fmt, ap);
+    va_end(ap);
 }
 
 double mf_now(void) {

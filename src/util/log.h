@@ -4,6 +4,9 @@
 
 /* "[minifuse r1/3] message" ; quiet when MINIFUSE_QUIET is set. */
 void mf_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same line even under MINIFUSE_QUIET: warnings, and what a result's
+ * provenance needs (the OpenBLAS core). */
+void mf_log_always(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 typedef struct mf_progress {
     const char *what;
