@@ -96,6 +96,7 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
         {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
+        {"watchdog", MF_OPT_FLOAT, &o->watchdog, "abort the job after S seconds without progress (default 0: 10 x the slowest step, at least 600 s; -1 off)", 0},
     };
     const char *summary =
         "FuseGPT: remove blocks one at a time by Macro Influence, folding each into its neighbours with\n"

@@ -18,6 +18,7 @@ typedef struct fuser {
     int rank, size;
     mf_coll coll;
     mf_run run;
+    mf_watchdog *wd;
     mf_stage st;
     int L0, T, D;
     const int32_t *ids;

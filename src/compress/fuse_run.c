@@ -75,6 +75,7 @@ static void window_data(fuser *f) {
     float *xbuf = NULL;
     size_t xcap = 0;
     for (int s = 0; s < N; s++) {
+        mf_watchdog_kick(f->wd, "window inputs");
         in[0] = f->st.model->cfg.bos_id;
         memcpy(in + 1, f->ids + (size_t)s * T, (size_t)(T - 1) * sizeof *in);
         if (!mf_stage_forward_ex(&f->st, in, T, 0, MF_TAG_REF, skip, 0)) continue;
@@ -266,9 +267,14 @@ static int train_window(fuser *f) {
     mf_fuse_iter *r = &f->rec[f->it];
     int stop = 0;
     while (f->step < f->steps) {
+        char phase[96];
+        snprintf(phase, sizeof phase, "block %d step %lld", f->pick, (long long)f->step + 1);
+        mf_watchdog_kick(f->wd, phase);
         double t0 = mf_now();
         double loss = train_step(f, batch, dS);
         r->sec_train += mf_now() - t0;
+        mf_watchdog_step_time(f->wd, mf_now() - t0);
+        mf_watchdog_kick(f->wd, "checkpoint or stop agreement");
         if (f->step == 1 || r->loss_first == 0) r->loss_first = loss;
         r->loss_last = loss;
         int any = mf_run_stop_agreed(&f->run);
@@ -301,7 +307,7 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
                 f->pick = f->o.blocks[f->it];
             } else {
                 double t0 = mf_now();
-                int stopped = mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row, mf_run_stop_flag());
+                int stopped = mf_macro_influence(&f->st, f->ids, f->o.mi_samples, f->T, f->removed, row, mf_run_stop_flag(), f->wd);
                 r->sec_mi += mf_now() - t0;
                 if (stopped) {
                     if (f->rank == 0)
@@ -394,6 +400,7 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
         f->dSall = mf_malloc((size_t)o->batch * nx * sizeof(float));
     }
     mf_run_init(&f->run, "fuse", f->comm, o->ckpt_dir, o->ckpt_every, o->keep);
+    f->wd = mf_watchdog_start("fuse", f->rank, o->watchdog);
     if (f->rank == 0) {
         f->logf = fopen(o->log, o->resume ? "a" : "w");
         if (!f->logf) mf_fatal("fuse: cannot write --log %s: %s", o->log, strerror(errno));
@@ -404,6 +411,7 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
 }
 
 static void teardown(fuser *f) {
+    mf_watchdog_stop(f->wd);
     if (f->logf) fclose(f->logf);
     for (int k = 0; k < f->n_own; k++) { free(f->X[k]); free(f->Tg[k]); }
     for (int k = 0; k < f->n_slots; k++) { free(f->xin[k]); free(f->tin[k]); }
@@ -462,6 +470,7 @@ void mf_fuse_run(const mf_fuse_opts *o, MPI_Comm comm, const int32_t *ids, size_
     if (o->resume) mid = resume(&f, ckpt, sizeof ckpt);
     double t0 = mf_now();
     int stopped = fuse_loop(&f, mid, ckpt);
+    mf_watchdog_disarm(f.wd);
     memset(res, 0, sizeof *res);
     res->seconds = mf_now() - t0;
     if (!stopped) write_output(&f, tok_ref);

@@ -43,6 +43,7 @@ typedef struct mf_fuse_opts {
     int *blocks;               /* removal order given, no MI (NULL: by MI) */
     int drop, window, rank, samples, mi_samples, epochs, ctx, batch, ckpt_every, keep, resume, recompute, force;
     float lr, lr_base;
+    float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
     unsigned long long seed;
     int loss;                  /* MF_FUSE_LOSS_* */
 } mf_fuse_opts;

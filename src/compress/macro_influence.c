@@ -47,7 +47,7 @@ void mf_mi_finish(const mf_mi_acc *a, const unsigned char *skip, double *mi) {
 }
 
 int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi,
-                       const volatile sig_atomic_t *stop) {
+                       const volatile sig_atomic_t *stop, mf_watchdog *wd) {
     const mf_config *c = &st->model->cfg;
     int L = c->n_layers, D = c->dim;
     mf_coll coll;
@@ -62,6 +62,7 @@ int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const 
     mf_progress prog;
     mf_progress_start(&prog, "macro influence", nwin);
     for (int w = 0; w < nwin; w++) {
+        mf_watchdog_kick(wd, "macro influence");
         in[0] = c->bos_id;
         memcpy(in + 1, ids + (size_t)w * T, (size_t)(T - 1) * sizeof *in);
         st->st->hooks = &imp.hooks;

@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include "stage.h"
+#include "train/run.h"
 
 /* Running sums of one MI pass (meaningful on the last rank). */
 typedef struct mf_mi_acc {
@@ -45,9 +46,9 @@ void mf_mi_finish(const mf_mi_acc *a, const unsigned char *skip, double *mi);
  * is bos + ids[w*T .. w*T+T-2] (as score). skip[n_layers]: blocks already
  * removed. mi[n_layers] on every rank (NaN for skipped blocks). stop (may be
  * NULL): polled after each window, the ranks agree; when set anywhere, the
- * pass stops and returns 1 (mi unset). */
+ * pass stops and returns 1 (mi unset). wd (may be NULL): kicked every window. */
 int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const unsigned char *skip, double *mi,
-                       const volatile sig_atomic_t *stop);
+                       const volatile sig_atomic_t *stop, mf_watchdog *wd);
 
 /* The surviving block with the smallest MI (lowest index on ties), -1 if none. */
 int mf_mi_argmin(const double *mi, const unsigned char *skip, int n);

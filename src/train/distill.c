@@ -329,7 +329,13 @@ static void train(trainer *t) {
     mf_progress prog;
     mf_progress_start(&prog, "distill", (long)t->steps);
     while (t->step < t->steps) {
+        char phase[64];
+        snprintf(phase, sizeof phase, "step %lld", (long long)t->step + 1);
+        mf_watchdog_kick(t->wd, phase);
+        double t0 = mf_now();
         train_step(t, teacher_logits, in);
+        mf_watchdog_step_time(t->wd, mf_now() - t0);
+        mf_watchdog_kick(t->wd, "checkpoint or stop agreement");
         int sig = mf_run_stop_agreed(&t->run);
         if (mf_run_ckpt_due(&t->run, t->step) || sig) save_checkpoint(t);
         if (sig) {
@@ -338,6 +344,7 @@ static void train(trainer *t) {
         }
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
     }
+    mf_watchdog_disarm(t->wd);
     if (teacher_logits) be->free(teacher_logits);
     free(in);
 }
@@ -410,6 +417,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     mf_epochs_init(&t->order, o->seed, 0, t->n_windows);
     t->x = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
     mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
+    t->wd = mf_watchdog_start("distill", t->wrank, o->watchdog);
     set_options(t);
     if (t->wrank == 0) {
         t->logf = fopen(o->log, o->resume ? "a" : "w");
@@ -427,6 +435,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
 }
 
 static void teardown(trainer *t) {
+    mf_watchdog_stop(t->wd);
     if (t->logf) fclose(t->logf);
     free(t->x);
     mf_epochs_free(&t->order);

@@ -29,6 +29,7 @@ typedef struct mf_distill_opts {
     unsigned long long tokens, seed;
     int ctx, batch, dp, warmup, ckpt_every, keep, resume, recompute, force;
     float lr, min_lr, wd, clip, temp, kl, ce, hidden;
+    float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
     const char *hidden_loss, *tcache_path;
     int topk;
 } mf_distill_opts;

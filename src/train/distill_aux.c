@@ -115,6 +115,7 @@ static void build_teacher_cache(trainer *t) {
     mf_progress_start(&prog, "teacher top-K cache", (long)t->n_windows);
     int rc = 0;
     for (int64_t w = t->replica; w < t->n_windows; w += t->o.dp) {
+        mf_watchdog_kick(t->wd, "teacher top-K cache");
         in[0] = t->teacher.model->cfg.bos_id;
         memcpy(in + 1, t->ids + (size_t)w * T, (size_t)(T - 1) * sizeof *in);
         if (!mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER)) continue;
@@ -124,6 +125,7 @@ static void build_teacher_cache(trainer *t) {
         if (t->wrank == t->P - 1) mf_progress_update(&prog, (long)(w + 1), "windows");
     }
     mf_pipe_flush(&t->teacher.pipe);
+    mf_watchdog_disarm(t->wd);
     if (mf_tcache_finish(t->o.tcache_path, t->world, &c, rc, &err) != 0) mf_fatal_err(&err);
     free(in); free(ids); free(vals); free(zbuf);
 }

@@ -31,6 +31,7 @@ typedef struct trainer {
     int wrank, wsize, replica, P, stage;
     mf_coll c_pipe, c_dp, c_world;
     mf_run run;
+    mf_watchdog *wd;
     mf_stage teacher, student;   /* student.st unused: training state in ts */
     mf_train_state **ts;         /* [n_ts] one per micro-batch in flight */
     float **dxs;                 /* [n_ts] gradient w.r.t. this stage's output, per micro-batch */

@@ -129,3 +129,104 @@ void mf_epochs_free(mf_epochs *e) {
     e->perm = NULL;
     e->epoch = -1;
 }
+
+/* ---------------------------------------------------------------- watchdog */
+
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+struct mf_watchdog {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const char *what;
+    int rank, armed, quit;
+    double timeout, slowest, last; /* fixed deadline (0: auto), slowest step, time of the last kick */
+    char phase[64];
+};
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double deadline(const mf_watchdog *w) {
+    if (w->timeout > 0) return w->timeout;
+    if (w->slowest <= 0) return 3600;
+    return 10 * w->slowest > 600 ? 10 * w->slowest : 600;
+}
+
+static void *watch(void *arg) {
+    mf_watchdog *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->quit) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->quit || !w->armed) continue;
+        double waited = mono_now() - w->last, limit = deadline(w);
+        if (waited < limit) continue;
+        char host[64] = "?";
+        gethostname(host, sizeof host - 1);
+        fprintf(stderr, "minifuse: error (rank %d on %s): %s: no progress for %.0f s in %s (deadline %.0f s): a rank is "
+                "stopped or a collective hangs; the ranks that report this are waiting, the silent one is late. "
+                "Aborting the job (--watchdog sets the deadline)\n", w->rank, host, w->what, waited, w->phase, limit);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 3);
+        _exit(3);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+mf_watchdog *mf_watchdog_start(const char *what, int rank, double timeout) {
+    if (timeout < 0) return NULL;
+    mf_watchdog *w = mf_calloc(1, sizeof *w);
+    w->what = what;
+    w->rank = rank;
+    w->timeout = timeout;
+    w->last = mono_now();
+    snprintf(w->phase, sizeof w->phase, "start-up");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->thread, NULL, watch, w) != 0) mf_fatal("%s: cannot start the watchdog thread", what);
+    return w;
+}
+
+void mf_watchdog_kick(mf_watchdog *w, const char *phase) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->armed = 1;
+    w->last = mono_now();
+    snprintf(w->phase, sizeof w->phase, "%s", phase);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mf_watchdog_step_time(mf_watchdog *w, double seconds) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    if (seconds > w->slowest) w->slowest = seconds;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mf_watchdog_disarm(mf_watchdog *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->armed = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mf_watchdog_stop(mf_watchdog *w) {
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}

@@ -58,6 +58,26 @@ void mf_run_check_options(const mf_run *r, const char *path, const char *stored,
 void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_adamw *opt, mf_train_meta *meta,
                  char *path_out, size_t cap);
 
+/* ---------------------------------------------------------------- watchdog */
+
+/* A thread per rank that ends the job when the run makes no progress: one
+ * stopped rank (SIGSTOP, a stuck node, a hung filesystem) otherwise leaves the
+ * others spinning in MPI forever. Every rank that is still running logs how
+ * long it has waited and in which phase (the rank that stays silent is the one
+ * that stopped), then the job is aborted (MPI_Abort), so Slurm can requeue it.
+ * Deadline: `timeout` seconds when > 0; 0 = automatic: 10 x the slowest step so
+ * far, at least 600 s, and 3600 s until the first step is done. Disarmed
+ * between runs of work that report no progress (loading, writing). */
+typedef struct mf_watchdog mf_watchdog;
+/* timeout < 0: no watchdog (returns NULL; the other calls accept NULL). */
+mf_watchdog *mf_watchdog_start(const char *what, int rank, double timeout);
+/* Progress: `phase` ("step 12", "macro influence") has begun; restarts the clock. */
+void mf_watchdog_kick(mf_watchdog *w, const char *phase);
+/* A step took `seconds` (feeds the automatic deadline). */
+void mf_watchdog_step_time(mf_watchdog *w, double seconds);
+void mf_watchdog_disarm(mf_watchdog *w);
+void mf_watchdog_stop(mf_watchdog *w);
+
 /* ---------------------------------------------------------------- data order */
 
 typedef struct mf_epochs {
