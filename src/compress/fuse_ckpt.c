@@ -168,6 +168,7 @@ int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err) {
     static const char *const free_keys[] = {"drop_layers", NULL};
     set_options(f);
     mf_run_check_options(&f->run, path, meta.options_json, free_keys);
+    mf_run_check_provenance(&f->run, path, meta.provenance_json);
     json_error_t je;
     json_t *j = json_loads(meta.state_json ? meta.state_json : "", 0, &je);
     if (!j) mf_fatal("%s: attribute 'state' is not fuse progress JSON (%s)", path, je.text);

@@ -280,7 +280,7 @@ static int train_window(fuser *f) {
         int any = mf_run_stop_agreed(&f->run);
         if (any || (mf_run_ckpt_due(&f->run, f->step) && f->step < f->steps)) mf_fuser_save(f, 1);
         if (any) {
-            if (f->rank == 0) mf_log("signal %d: checkpoint written at block %d step %lld, exiting (resume with --resume)",
+            if (f->rank == 0) mf_log_always("signal %d: checkpoint written at block %d step %lld, exiting (resume with --resume)",
                                      any, f->pick, (long long)f->step);
             stop = 1;
             break;
@@ -299,7 +299,7 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
         if (resumed_mid) {
             mf_fuser_resume_window(f, ckpt_path);
             resumed_mid = 0;
-            if (f->rank == 0) mf_log("resumed block %d (iteration %d) at step %lld", f->pick, f->it + 1, (long long)f->step);
+            if (f->rank == 0) mf_log_always("resumed block %d (iteration %d) at step %lld", f->pick, f->it + 1, (long long)f->step);
         } else {
             double *row = f->mi + (size_t)f->it * f->L0;
             if (f->o.blocks) {
@@ -311,7 +311,7 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
                 r->sec_mi += mf_now() - t0;
                 if (stopped) {
                     if (f->rank == 0)
-                        mf_log("signal %d during Macro Influence of iteration %d: exiting; --resume redoes it from the last "
+                        mf_log_always("signal %d during Macro Influence of iteration %d: exiting; --resume redoes it from the last "
                                "checkpoint (%d blocks removed)", (int)*mf_run_stop_flag(), f->it + 1, f->it);
                     return 1;
                 }
@@ -342,7 +342,7 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
         mf_fuser_save(f, 0);
         int any = mf_run_stop_agreed(&f->run); /* a signal during the MI pass or the fold: stop at this checkpoint */
         if (any && f->it < f->o.drop) {
-            if (f->rank == 0) mf_log("signal %d: checkpoint written after block %d, exiting (resume with --resume)", any, r->block);
+            if (f->rank == 0) mf_log_always("signal %d: checkpoint written after block %d, exiting (resume with --resume)", any, r->block);
             return 1;
         }
     }
@@ -401,6 +401,7 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
     }
     mf_run_init(&f->run, "fuse", f->comm, o->ckpt_dir, o->ckpt_every, o->keep);
     f->wd = mf_watchdog_start("fuse", f->rank, o->watchdog);
+    mf_run_set_provenance(&f->run, f->st.model->be->name, f->size, 1);
     if (f->rank == 0) {
         f->logf = fopen(o->log, o->resume ? "a" : "w");
         if (!f->logf) mf_fatal("fuse: cannot write --log %s: %s", o->log, strerror(errno));
@@ -439,7 +440,7 @@ static int resume(fuser *f, char *path, size_t cap) {
         }
         mid = rc;
         snprintf(path, cap, "%s", cand[i]);
-        if (f->rank == 0) mf_log("resumed from %s: %d blocks removed%s", path, f->it, mid ? ", inside an iteration" : "");
+        if (f->rank == 0) mf_log_always("resumed from %s: %d blocks removed%s", path, f->it, mid ? ", inside an iteration" : "");
         break;
     }
     if (n > 0 && i == n) mf_run_no_readable(&f->run, n);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "io/h5util.h"
@@ -88,9 +89,9 @@ typedef struct wnums {
     int32_t decay_1d;
 } wnums;
 
-enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_STATE, S_CREATED, N_STR };
+enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_STATE, S_CREATED, S_PROV, N_STR };
 static const char *str_attr[N_STR] = {"options", "student_path", "student_sha256", "teacher_path", "teacher_sha256",
-                                      "state", "created"};
+                                      "state", "created", "provenance"};
 
 typedef struct wctx {
     MPI_Comm comm;
@@ -144,7 +145,8 @@ static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_t
     w->nums = n;
     char now[32];
     mf_h5_now_iso(now);
-    const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, m->state_json, now};
+    const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, m->state_json, now,
+                            m->provenance_json};
     for (int i = 0; i < N_STR; i++) w->s[i] = mf_h5_bcast_str(w->comm, v[i]);
     size_t cap = strlen(d) + 64;
     w->path = mf_malloc(cap);
@@ -459,6 +461,34 @@ static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, int kee
     return mf_h5_bcast_rc(w->comm, rc, e);
 }
 
+/* Parallel HDF5 does not fail cleanly when the disk fills in the middle of a
+ * collective write (one rank leaves a dataset creation with an error while the
+ * others wait in its barrier), so the room is checked first: the bytes every
+ * tensor of replica 0 needs (data and moments) plus a margin for metadata,
+ * against what the file system gives this user. Rank 0 decides for all. */
+static int check_room(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt, mf_err *e) {
+    uint64_t mine = 0, need = 0;
+    if (replica == 0)
+        for (int i = 0; i < ps->n; i++) {
+            int moments = opt && opt->m && opt->m[i] ? 3 : 1;
+            mine += (uint64_t)ps->p[i].numel * sizeof(float) * (uint64_t)moments;
+        }
+    MPI_Reduce(&mine, &need, 1, MPI_UINT64_T, MPI_SUM, 0, world);
+    int rank, rc = 0;
+    MPI_Comm_rank(world, &rank);
+    if (rank == 0) {
+        struct statvfs sv;
+        need += need / 20 + ((uint64_t)1 << 20); /* chunk indexes, attributes, the superblock */
+        if (statvfs(dir, &sv) == 0) {
+            uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+            if (avail < need)
+                rc = mf_err_set(e, "%s: no space left for a checkpoint: it needs about %.1f MB, the file system has %.1f MB free "
+                                "(the previous checkpoints are untouched)", dir, need / 1e6, avail / 1e6);
+        }
+    }
+    return rc;
+}
+
 int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt,
                   const mf_train_meta *meta, int keep_last, char *path_out, size_t cap, mf_err *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -467,6 +497,7 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
     MPI_Comm_size(world, &w.size);
     mf_err e = {{0}};
     int rc = mf_h5_agree(w.comm, check_local(dir, replica, ps, opt, meta, &e), &e);
+    if (rc == 0) rc = mf_h5_agree(w.comm, check_room(dir, world, replica, ps, opt, &e), &e);
     int *rep_of = NULL;
     if (rc == 0) {
         share_meta(&w, dir, opt, meta);
@@ -551,7 +582,7 @@ static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
 
 static int read_meta(mf_h5r *c, int replica, mf_train_meta *m) {
     char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->state_json,
-                       &m->created};
+                       &m->created, &m->provenance_json};
     for (int i = 0; i < N_STR; i++)
         if (mf_h5_get_str(c, str_attr[i], 0, s[i])) return -1;
     if (mf_h5_get_str(c, "software_version", 0, &m->software_version) || mf_h5_get_i64(c, "step", 1, &m->step) ||
@@ -606,7 +637,7 @@ int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf
 void mf_train_meta_free(mf_train_meta *m) {
     if (!m) return;
     free(m->options_json); free(m->state_json); free(m->student); free(m->student_sha); free(m->teacher); free(m->teacher_sha);
-    free(m->software_version); free(m->created); free(m->rng_all);
+    free(m->software_version); free(m->created); free(m->rng_all); free(m->provenance_json);
     memset(m, 0, sizeof *m);
 }
 
@@ -658,7 +689,7 @@ int mf_ckpt_list_complete(const char *dir, char ***paths, int *n_out, mf_err *er
             (*paths)[*n_out] = mf_malloc(len);
             memcpy((*paths)[(*n_out)++], v[i].path, len);
         }
-        else mf_log("checkpoint %s: not a complete checkpoint, skipped", v[i].path);
+        else mf_log_always("checkpoint %s: not a complete checkpoint, skipped", v[i].path);
     free_ents(v, n);
     return 0;
 }

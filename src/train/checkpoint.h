@@ -49,6 +49,7 @@ typedef struct mf_train_meta {
     char *state_json;    /* trainer-specific progress, JSON (fuse: iteration, removed blocks, MI) */
     char *student, *student_sha;
     char *teacher, *teacher_sha;
+    char *provenance_json;  /* where the numbers came from: backend, BLAS core and threads, layout (JSON) */
     char *software_version; /* read only (written: MF_VERSION) */
     char *created;          /* read only (written: UTC now, ISO 8601) */
 } mf_train_meta;

@@ -215,9 +215,10 @@ static void resume(trainer *t) {
         if (rc == 0) rc = mf_params_check_finite(&t->ps, cand[i], &err);
         if (!mf_run_read_ok(&t->run, cand[i], rc, &err)) { mf_train_meta_free(&meta); continue; }
         mf_run_check_options(&t->run, cand[i], meta.options_json, NULL);
+        mf_run_check_provenance(&t->run, cand[i], meta.provenance_json);
         t->step = meta.step;
         t->data_pos = meta.data_pos;
-        if (t->wrank == 0) mf_log("resumed from %s at step %lld", cand[i], (long long)t->step);
+        if (t->wrank == 0) mf_log_always("resumed from %s at step %lld", cand[i], (long long)t->step);
         mf_train_meta_free(&meta);
         break;
     }
@@ -339,7 +340,7 @@ static void train(trainer *t) {
         int sig = mf_run_stop_agreed(&t->run);
         if (mf_run_ckpt_due(&t->run, t->step) || sig) save_checkpoint(t);
         if (sig) {
-            if (t->wrank == 0) mf_log("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+            if (t->wrank == 0) mf_log_always("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
             break;
         }
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
@@ -418,6 +419,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     t->x = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
     mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
     t->wd = mf_watchdog_start("distill", t->wrank, o->watchdog);
+    mf_run_set_provenance(&t->run, t->student.model->be->name, t->P, o->dp);
     set_options(t);
     if (t->wrank == 0) {
         t->logf = fopen(o->log, o->resume ? "a" : "w");

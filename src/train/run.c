@@ -7,6 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
+#include "backend/cpu_blas.h"
 #include "train/optim.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -84,13 +87,46 @@ int mf_run_read_ok(const mf_run *r, const char *path, int rc, const mf_err *err)
     snprintf(msg, sizeof msg, "%s", rc != 0 ? err->msg : "");
     mf_coll_bcast(&r->world, msg, sizeof msg, bad - 1);
     if (r->world.rank == 0)
-        mf_log("%s: cannot resume from %s (rank %d: %s); trying the previous checkpoint", r->what, path, bad - 1, msg);
+        mf_log_always("%s: cannot resume from %s (rank %d: %s); trying the previous checkpoint", r->what, path, bad - 1, msg);
     return 0;
 }
 
 void mf_run_no_readable(const mf_run *r, int n) {
     mf_fatal("%s: none of the %d complete checkpoints in %s could be read (see the messages above); "
              "start afresh without --resume or restore a checkpoint", r->what, n, r->ckpt_dir);
+}
+
+void mf_run_set_provenance(mf_run *r, const char *backend, int pp, int dp) {
+    snprintf(r->provenance, sizeof r->provenance,
+             "{\"backend\":\"%s\",\"blas_core\":\"%s\",\"blas_threads\":%d,\"ranks\":%d,\"pp\":%d,\"dp\":%d}",
+             backend ? backend : "cpu", mf_blas_core(), mf_blas_threads(), r->world.size, pp, dp);
+}
+
+void mf_run_check_provenance(const mf_run *r, const char *path, const char *stored) {
+    if (r->world.rank != 0) return;
+    json_t *s = json_loads(stored ? stored : "", 0, NULL), *c = json_loads(r->provenance, 0, NULL);
+    if (!json_is_object(s)) {
+        mf_log_always("%s: %s records no BLAS core, threads or layout (an older checkpoint): the resumed run may differ from an "
+               "uninterrupted one in the last bits", r->what, path);
+    } else {
+        static const char *const bits[] = {"backend", "blas_core", "blas_threads"};
+        for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
+            json_t *a = json_object_get(s, bits[i]), *b = json_object_get(c, bits[i]);
+            if (a && !json_equal(a, b)) {
+                char *x = json_dumps(a, JSON_ENCODE_ANY), *y = json_dumps(b, JSON_ENCODE_ANY);
+                mf_log_always("warning: %s: %s was written with %s %s, this run has %s: results will differ from an uninterrupted "
+                       "run in the last bits", r->what, path, bits[i], x ? x : "?", y ? y : "?");
+                free(x); free(y);
+            }
+        }
+        json_t *pp = json_object_get(s, "pp"), *dp = json_object_get(s, "dp");
+        if ((pp && !json_equal(pp, json_object_get(c, "pp"))) || (dp && !json_equal(dp, json_object_get(c, "dp"))))
+            mf_log("%s: resuming a pp %lld x dp %lld checkpoint on pp %lld x dp %lld: results agree within reduction noise",
+                   r->what, (long long)json_integer_value(pp), (long long)json_integer_value(dp),
+                   (long long)json_integer_value(json_object_get(c, "pp")), (long long)json_integer_value(json_object_get(c, "dp")));
+    }
+    json_decref(s);
+    json_decref(c);
 }
 
 void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys) {
@@ -102,6 +138,7 @@ void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_ada
                  char *path_out, size_t cap) {
     mf_err err;
     meta->options_json = (char *)r->options;
+    meta->provenance_json = (char *)r->provenance;
     if (mf_ckpt_write(r->ckpt_dir, r->world.comm, replica, ps, opt, meta, r->keep, path_out, cap, &err) != 0)
         mf_fatal_err(&err);
 }

@@ -24,6 +24,7 @@ typedef struct mf_run {
     int ckpt_every, keep;
     mf_coll world;             /* every rank of the run */
     char options[1024];        /* JSON of the options that decide the result (mf_run_set_options) */
+    char provenance[512];      /* JSON (mf_run_set_provenance) */
 } mf_run;
 
 /* Collective over world: the checkpoint directory is created by rank 0. */
@@ -54,7 +55,15 @@ void mf_run_no_readable(const mf_run *r, int n) __attribute__((noreturn));
 /* The checkpoint's options (stored) against this run's; keys in free_keys
  * (NULL-terminated, may be NULL) may differ. A difference is fatal, naming the option. */
 void mf_run_check_options(const mf_run *r, const char *path, const char *stored, const char *const *free_keys);
-/* Collective: write a checkpoint of meta->step with this run's options (meta->options_json is set here). */
+/* The run's provenance, stored in every checkpoint: backend, OpenBLAS core
+ * and threads per rank, ranks, and the layout ("pp 2 x dp 1"). */
+void mf_run_set_provenance(mf_run *r, const char *backend, int pp, int dp);
+/* Rank 0 warns when a checkpoint was written with another BLAS core, thread
+ * count or backend (the last bits of a resumed run then differ from an
+ * uninterrupted one) and logs a layout change (results agree within reduction noise). */
+void mf_run_check_provenance(const mf_run *r, const char *path, const char *stored);
+/* Collective: write a checkpoint of meta->step with this run's options and
+ * provenance (meta->options_json and provenance_json are set here). */
 void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_adamw *opt, mf_train_meta *meta,
                  char *path_out, size_t cap);
 
