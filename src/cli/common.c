@@ -1,4 +1,5 @@
 #include "cli/common.h"
+#include "train/run.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -8,6 +9,13 @@
 #include "util/log.h"
 #include "util/mmapfile.h"
 #include "util/hash.h"
+
+int32_t *mf_cli_training_tokens(const char *model, const char *tok, const char *text, size_t *n, char id[64]) {
+    mf_run_catch_signals();
+    int32_t *ids = mf_cli_tokenize_file(model, tok, text, n, MPI_COMM_WORLD);
+    mf_cli_tokens_id(ids, *n, id, 64);
+    return ids;
+}
 
 const mf_backend *mf_cli_backend(const char *cmd, const char *name) {
     const mf_backend *be = mf_backend_get(name);

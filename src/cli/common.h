@@ -15,6 +15,9 @@ int32_t *mf_cli_tokenize_file(const char *model_path, const char *tok_path, cons
 /* The identity of a run's training tokens, for checkpoints: "N tokens, fnv1a HEX"
  * (FNV-1a 64 of the ids), so --resume can refuse another text or tokenizer. */
 void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap);
+/* For restartable runs: SIGTERM/SIGUSR1/SIGINT caught, then the tokens of text
+ * (mf_cli_tokenize_file over MPI_COMM_WORLD) and their identity (id[64]). */
+int32_t *mf_cli_training_tokens(const char *model, const char *tok, const char *text, size_t *n, char id[64]);
 
 /* Write `bytes` to path atomically (temp name, then rename). */
 int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *err);

@@ -68,11 +68,9 @@ int mf_cmd_distill(int argc, char **argv) {
     if (o->topk < 0) mf_fatal("distill: --teacher-topk %d must not be negative", o->topk);
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);
-    mf_run_catch_signals();
     size_t n;
-    int32_t *ids = mf_cli_tokenize_file(o->student, o->tokenizer, o->text, &n, MPI_COMM_WORLD);
     char text_id[64];
-    mf_cli_tokens_id(ids, n, text_id, sizeof text_id);
+    int32_t *ids = mf_cli_training_tokens(o->student, o->tokenizer, o->text, &n, text_id);
     mf_distill_result r;
     mf_distill_run(o, MPI_COMM_WORLD, ids, n, text_id, &r);
     int rank;

@@ -121,11 +121,9 @@ int mf_cmd_fuse(int argc, char **argv) {
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("fuse: --out %s already exists (use --force to replace it)", o->out);
     if (o->drop < 1) mf_fatal("fuse: --drop-layers %d must be at least 1", o->drop);
     if (o->blocks_s) o->blocks = parse_blocks(o->blocks_s, o->drop);
-    mf_run_catch_signals();
     size_t n;
-    int32_t *ids = mf_cli_tokenize_file(o->model, o->tokenizer, o->text, &n, MPI_COMM_WORLD);
     char text_id[64];
-    mf_cli_tokens_id(ids, n, text_id, sizeof text_id);
+    int32_t *ids = mf_cli_training_tokens(o->model, o->tokenizer, o->text, &n, text_id);
     mf_fuse_result r;
     mf_fuse_run(o, MPI_COMM_WORLD, ids, n, text_id, &r);
     int rank;

@@ -654,24 +654,6 @@ static int is_complete(const char *path) {
     return ok;
 }
 
-int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    mf_err e = {{0}};
-    ckpt_ent *v;
-    int n;
-    if (!dir || !dir[0]) return mf_err_set(err, "checkpoint: no directory given");
-    mf_clean_stale_tmps(dir, "ckpt-", log_stale);
-    if (list_ckpts(dir, &v, &n, &e)) return mf_err_set(err, "%s", e.msg);
-    int found = 1;
-    for (int i = 0; i < n && found; i++)
-        if (is_complete(v[i].path)) {
-            if (path_out && cap) snprintf(path_out, cap, "%s", v[i].path);
-            found = 0;
-        }
-    free_ents(v, n);
-    return found;
-}
-
 int mf_ckpt_list_complete(const char *dir, char ***paths, int *n_out, mf_err *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     mf_err e = {{0}};
@@ -692,6 +674,16 @@ int mf_ckpt_list_complete(const char *dir, char ***paths, int *n_out, mf_err *er
         else mf_log_always("checkpoint %s: not a complete checkpoint, skipped", v[i].path);
     free_ents(v, n);
     return 0;
+}
+
+int mf_ckpt_find_latest(const char *dir, char *path_out, size_t cap, mf_err *err) {
+    char **v;
+    int n;
+    if (mf_ckpt_list_complete(dir, &v, &n, err) != 0) return -1;
+    if (n > 0 && path_out && cap) snprintf(path_out, cap, "%s", v[0]);
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+    return n > 0 ? 0 : 1;
 }
 
 /* ----------------------------------------------------------------- resume: same options */
