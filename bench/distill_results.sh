@@ -12,6 +12,7 @@ which=${1:-stories260K}
 source bench/env.sh
 # an interrupted run resumes (checkpoints are kept until the table is complete)
 out=bench/results/distill-$which; mkdir -p "$out"; rm -rf "$out"/depth "$out"/width "$out"/depth-kd "$out"/width-kd
+python3 bench/prov.py "$out" script=bench/distill_results.sh which="$which" ranks="$P" distill_ranks="${DP:-2}" threads=1
 # training text = the sample without its last 200 KB (held out for evaluation)
 split_tinystories "$out"
 case "$which" in

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
 out=bench/results/drop-list-smollm2; mkdir -p "$out"
+python3 bench/prov.py "$out/env-$(date +%Y%m%d-%H%M).json" script=bench/drop_list_smollm2.sh lists="$*" ranks="$P" threads=1
 split_tinystories "$out"
 [ -s "$out/table.md" ] || { echo "| SmolLM2 blocks removed (no training) | WikiText-2 ppl | TinyStories held-out ppl |"; echo "|---|---|---|"; } > "$out/table.md"
 for list in "$@"; do

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source bench/env.sh
 M="$STORIES"
 out=bench/results/fuse-ablation-stories260K; rm -rf "$out"; mkdir -p "$out"
+python3 bench/prov.py "$out" script=bench/fuse_ablation.sh ranks="$P" threads=1
 split_tinystories "$out"
 echo "| variant (1,048,576 window-training tokens unless said) | WikiText-2 ppl | TinyStories held-out ppl |" > "$out/table.md"
 echo "|---|---|---|" >> "$out/table.md"

@@ -15,6 +15,8 @@ source bench/env.sh
 name=$1; blocks=$2; shift 2
 SAMPLES=${SAMPLES:-256}; KD_TOKENS=${KD_TOKENS:-0}
 out=bench/results/fuse-blocks-smollm2; mkdir -p "$out"; rm -rf "$out/$name" "$out/$name-kd"
+python3 bench/prov.py "$out/env-$name.json" script=bench/fuse_blocks_smollm2.sh name="$name" blocks="$blocks" options="$*" \
+    samples="$SAMPLES" kd_tokens="$KD_TOKENS" ranks="$P" threads=1
 split_tinystories "$out"
 [ -s "$out/table.md" ] || { echo "| run | blocks (order) | options | WikiText-2 ppl | TinyStories held-out ppl | fuse wall |"; echo "|---|---|---|---|---|---|"; } > "$out/table.md"
 t0=$(date +%s)

@@ -12,6 +12,7 @@ source bench/env.sh
 metric=${1:-bi}
 : "${RANKINGS:?a score of SmolLM2 on the same text (bench/results/prune-smollm2/rankings.h5)}"
 out=bench/results/fuse-order-smollm2; mkdir -p "$out"; rm -rf "$out/$metric"
+python3 bench/prov.py "$out/env-$metric.json" script=bench/fuse_order_smollm2.sh metric="$metric" rankings="$RANKINGS" ranks="$P" threads=1
 split_tinystories "$out"
 ORDER=$(python3 -c "import h5py, numpy as np; s = h5py.File('$RANKINGS', 'r')['depth/$metric'][:]; print(','.join(str(i) for i in np.argsort(s, kind='stable')[:8]))")
 /usr/bin/time -f "$metric fuse wall %e s" $MPI fuse --model "$SMOLLM2" --text "$out/train.txt" --out "$out/$metric" --drop-layers 8 \

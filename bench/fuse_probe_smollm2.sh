@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."; source bench/env.sh; mkdir -p /tmp/sp bench/results/fuse-probe-smollm2
 TAB=bench/results/fuse-probe-smollm2/table.md
+python3 bench/prov.py "bench/results/fuse-probe-smollm2/env-$(date +%Y%m%d-%H%M).json" script=bench/fuse_probe_smollm2.sh \
+    configs="$*" train="${TRAIN:-}" ranks=1 threads=1
 TXT=/tmp/sp/train.txt; head -c 1887436 $SH/llm_assets/text/tinystories_train_first2MiB.txt > $TXT
 [ -n "${TRAIN:-}" ] && TXT=$TRAIN
 tail -c 209716 $SH/llm_assets/text/tinystories_train_first2MiB.txt > /tmp/sp/held.txt

@@ -21,6 +21,7 @@ want() { [[ "$ROWS" == *" $1 "* ]]; }
 # Interrupted runs resume: checkpoints (*.ckpt) are kept until the whole table is done, and
 # fuse/distill always get --resume (which starts afresh when there is no checkpoint).
 out=bench/results/fuse-$which; mkdir -p "$out"; rm -rf "$out"/{a,b,c,d,e,e-fuse}
+python3 bench/prov.py "$out" script=bench/fuse_results.sh which="$which" ranks="$P" threads=1
 split_tinystories "$out"
 case "$which" in
     stories260K) M="$STORIES"; DROP=1; TOKENS=${TOKENS:-1048576}; KD_LR=1e-3

@@ -19,6 +19,7 @@ case "$which" in
     *) echo "usage: $0 stories260K|smollm2" >&2; exit 2 ;;
 esac
 out=bench/results/prune-$which; rm -rf "$out"; mkdir -p "$out"
+python3 bench/prov.py "$out" script=bench/prune_results.sh which="$which" ranks="$P" threads=1
 echo "== score $which (32 x 256 tokens, MI on $MIS windows, $DROP MI iterations)"
 /usr/bin/time -f "score wall %e s" $MPI score --model "$M" --text "$CAL" --out "$out/rankings.h5" --samples 32 --ctx 256 \
     --mi-iters "$DROP" --mi-samples "$MIS" --json > "$out/score.json"

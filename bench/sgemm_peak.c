@@ -3,10 +3,11 @@
  * Measures GFLOP/s of C[M][N] = A[M][K] * W[N][K]^T (row-major, W given like
  * a Linear layer's weight, CblasTrans) for a list of shapes, each repeated
  * until about 1 s has passed, and prints one line per shape plus a final JSON
- * line with a FLOP-weighted aggregate. Does not depend on minifuse.
+ * line with a FLOP-weighted aggregate (and the OpenBLAS core it ran, chosen as
+ * bin/minifuse chooses it: src/backend/cpu_blas.c).
  *
- * Build: gcc -O3 -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp \
- *            sgemm_peak.c -lopenblas -o sgemm_peak
+ * Build: build_sgemm_peak in bench/env.sh (mpicc ... sgemm_peak.c
+ *        src/backend/cpu_blas.c src/util/log.c -lopenblas -ljansson)
  * Run:   OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 ./sgemm_peak [M,N,K ...]
  *
  * With no arguments it uses one SmolLM2-135M forward at ctx 256: M = 256
@@ -120,9 +121,9 @@ int main(int argc, char **argv) {
         sec += shapes[i].count * shapes[i].sec_per_call;
     }
     printf("{\"impl\":\"openblas_sgemm\",\"openblas_threads\":\"%s\",\"omp_threads\":\"%s\","
-           "\"config\":\"%s\",\"shapes\":[",
+           "\"config\":\"%s\",\"blas_core\":\"%s\",\"blas_core_source\":\"%s\",\"shapes\":[",
            env_or("OPENBLAS_NUM_THREADS", ""), env_or("OMP_NUM_THREADS", ""),
-           openblas_get_config());
+           openblas_get_config(), mf_blas_core(), mf_blas_core_source());
     for (int i = 0; i < ns; i++)
         printf("%s{\"name\":\"%s\",\"M\":%d,\"N\":%d,\"K\":%d,\"count\":%d,\"gflops\":%.3f}",
                i ? "," : "", shapes[i].name, shapes[i].m, shapes[i].n, shapes[i].k,

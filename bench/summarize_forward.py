@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Turn the raw JSON lines of run_bench.sh into ratios: % of the sgemm peak, x PyTorch."""
-import json, os, sys
+"""summarize_forward.py DIR [MODEL] - the table of bench/run_bench.sh from its raw runs.
 
-tmp, dest, model = sys.argv[1], sys.argv[2], sys.argv[3]
-def load(name):
-    p = os.path.join(tmp, name + ".json")
-    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
+Reads DIR/env.json and DIR/CONFIG.runR.json (CONFIG = mf_pP_tT, torch_pP_tT,
+sgemm_tT), prints a markdown table (median tokens/s with min-max over the runs,
+GFLOP/s and % of the sgemm peak at the medians, ratios to PyTorch with their
+spread and "parity" when the spread contains 1: bench/benchstats.py) and
+writes DIR/summary.json.
+"""
+import json, os, re, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchstats import add_ratios, fmt, header, load_runs, median_spread, runs_note  # noqa: E402
+
+out = sys.argv[1]
+model = sys.argv[2] if len(sys.argv) > 2 else ""
 
 # SmolLM2-135M: FLOPs per token of one forward at ctx 256 (2 x matmul params + attention)
 D, F, L, H, KV, HD, V, CTX = 576, 1536, 30, 9, 3, 64, 49152, 256
@@ -14,34 +22,38 @@ matmul = 2 * (L * layer + V * D)
 attn = L * 2 * 2 * H * HD * (CTX + 1) / 2          # QK^T and PV, mean over positions
 flops_tok = matmul + attn
 
-sg = {t: load(f"sgemm_t{t}") for t in (1, 2)}
-def peak(t):
-    s = sg[t]
-    return s.get("aggregate_gflops") or s.get("gflops_aggregate") or s.get("aggregate") if s else None
-
+runs = load_runs(out)
+sgemm = {t: [r["aggregate_gflops"] for r in runs[f"sgemm_t{t}"]] for t in (1, 2) if f"sgemm_t{t}" in runs}
+peak = {t: median_spread(v)[0] for t, v in sgemm.items()}
 rows = []
-for name, ranks, threads in (("mf_p1_t1", 1, 1), ("mf_p1_t2", 1, 2), ("mf_p2_t1", 2, 1), ("torch_t1", 1, 1), ("torch_t2", 1, 2)):
-    r = load(name)
-    if not r:
-        continue
-    tps = r["tokens_per_s"]
-    gf = tps * flops_tok / 1e9
-    cores = ranks * threads
-    pk = peak(cores)
-    rows.append({"run": name, "ranks": ranks, "threads_per_rank": threads, "tokens": r["tokens"],
-                 "tokens_per_s": round(tps, 1), "gflops": round(gf, 1),
-                 "sgemm_peak_gflops": pk, "pct_of_peak": round(100 * gf / pk, 1) if pk else None,
-                 "mean_nll": r["mean_nll"]})
-by = {r["run"]: r for r in rows}
-for r in rows:
-    t = by.get("torch_t%d" % (r["ranks"] * r["threads_per_rank"]))
-    r["x_pytorch_same_cores"] = round(r["tokens_per_s"] / t["tokens_per_s"], 2) if t and not r["run"].startswith("torch") else None
+for cfg in ("mf_p1_t1", "mf_p1_t2", "mf_p2_t1", "torch_p1_t1", "torch_p1_t2", "torch_p2_t1"):
+    if cfg in runs:
+        procs, threads = map(int, re.search(r"_p(\d+)_t(\d+)", cfg).groups())
+        tps = [r["tokens_per_s"] for r in runs[cfg]]
+        gflops = median_spread(tps)[0] * flops_tok / 1e9
+        rows.append({"config": cfg, "impl": "minifuse" if cfg.startswith("mf") else "pytorch", "procs": procs,
+                     "threads": threads, "cores": procs * threads, "tokens_per_s": tps, "gflops": gflops,
+                     "pct_of_peak": 100 * gflops / peak[procs * threads] if procs * threads in peak else None,
+                     "mean_nll": [r["mean_nll"] for r in runs[cfg]], "blas_core": runs[cfg][0].get("blas_core")})
+add_ratios(rows)
 
-print(f"model {os.path.basename(model)}; FLOPs/token {flops_tok/1e6:.1f} M (matmul {matmul/1e6:.1f} M + attention {attn/1e6:.1f} M)")
-print(f"sgemm peak at model shapes: 1 thread {peak(1)} GFLOP/s, 2 threads {peak(2)} GFLOP/s")
-print("| run | ranks x threads | tokens/s | GFLOP/s | % of sgemm peak | x PyTorch (same cores) | mean NLL |")
-print("|---|---|---|---|---|---|---|")
+print("\n".join([f"forward, {os.path.basename(model)}, ctx {CTX}"] + header(json.load(open(os.path.join(out, "env.json"))))))
+print(f"FLOPs/token {flops_tok/1e6:.1f} M (matmul {matmul/1e6:.1f} M + attention {attn/1e6:.1f} M); "
+      + ", ".join(f"sgemm peak on {t} thread(s) {fmt(v)} GFLOP/s" for t, v in sgemm.items()))
+print("tokens/s: median (min-max) over the runs; GFLOP/s and % of peak at the median; ratios: median (spread), "
+      "parity when the spread contains 1\n")
+print("| run | processes x threads | runs | tokens/s | GFLOP/s | % of sgemm peak | x PyTorch, same processes x threads "
+      "| x fastest PyTorch, same cores | mean NLL |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['run']} | {r['ranks']} x {r['threads_per_rank']} | {r['tokens_per_s']} | {r['gflops']} | {r['pct_of_peak']} | {r['x_pytorch_same_cores']} | {r['mean_nll']:.6f} |")
-json.dump({"model": model, "flops_per_token": flops_tok, "sgemm": sg, "runs": rows}, open(dest, "w"), indent=1)
-print("wrote", dest)
+    pct = f"{r['pct_of_peak']:.1f}" if r["pct_of_peak"] is not None else "-"
+    print(f"| {r['config']} | {r['procs']} x {r['threads']} | {len(r['tokens_per_s'])} | {fmt(r['tokens_per_s'])} "
+          f"| {r['gflops']:.1f} | {pct} | {r['x_pytorch_same_layout']} | {r['x_fastest_pytorch_same_cores']} "
+          f"| {r['mean_nll'][0]:.6f} |")
+if runs_note(rows):
+    print(runs_note(rows))
+nll = [x for r in rows for x in r["mean_nll"]]
+if nll:
+    print(f"\nmean NLL over all runs and rows: {min(nll):.7f} to {max(nll):.7f} (the same tokens: the same NLL on every row)")
+json.dump({"model": model, "flops_per_token": flops_tok, "sgemm_peak_gflops_median": peak, "rows": rows},
+          open(os.path.join(out, "summary.json"), "w"), indent=1)

@@ -5,13 +5,25 @@ Same protocol as minifuse's perplexity eval: tokenize the text (no BOS), cut it
 into non-overlapping windows of --ctx tokens (partial last window dropped);
 each window's input is BOS followed by the window's first ctx-1 tokens and all
 ctx window tokens are scored (target of input position i = window token i).
-One window per forward. Only the forward passes are timed, after one untimed
-warm-up forward on the first window. Prints one JSON line.
+One window per forward.
 
-    /root/oracle-venv/bin/python bench/torch_eval.py \
+Timed span, the same as `minifuse eval` (src/cli/eval.c): loading the model and
+tokenizing the text are outside; the loop over the windows is inside, each
+window's forward AND its NLL (logsumexp over the vocabulary, minus the target's
+logit); no warm-up window (--warmup N adds N untimed forwards first, which
+minifuse does not do).
+
+--procs N runs N processes of --threads threads each (spawned, each with its
+own copy of the model), process r scoring the r-th contiguous N-th of the
+windows; they start their loops together (a barrier after loading) and the
+time is that of the slowest, so tokens/s = all tokens / the slowest's
+seconds: the data-parallel counterpart of `mpirun -np N minifuse eval`.
+Prints one JSON line.
+
+    ~/.cache/minifuse/torch-venv/bin/python bench/torch_eval.py \
         --gguf ~/.cache/minifuse/SmolLM2-135M-Instruct.Q4_1.gguf \
         --text ../shared/llm_assets/text/wikitext2_raw_test.txt \
-        --ctx 256 --max-windows 8 --threads 2
+        --ctx 256 --max-windows 16 --threads 1 --procs 2
 """
 import argparse
 import json
@@ -19,6 +31,9 @@ import math
 import os
 import sys
 import time
+from queue import Empty
+
+SPAN = "windows loop: forward + NLL per window; load and tokenization outside"
 
 
 def parse_args():
@@ -29,7 +44,9 @@ def parse_args():
     ap.add_argument("--max-windows", type=int, default=8, help="score at most N windows")
     ap.add_argument("--max-bytes", type=int, default=0,
                     help="tokenize only the first N bytes of the text (0 = all)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    ap.add_argument("--procs", type=int, default=1, help="processes, each scoring its share of the windows")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed forwards before the loop (minifuse: 0)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers attention implementation")
     ap.add_argument("--bos", type=int, default=-1,
@@ -37,10 +54,10 @@ def parse_args():
     return ap.parse_args()
 
 
-def main():
-    args = parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import numpy as np
+def run(args, rank=0, barrier=None):
+    """Load, tokenize, then score this process's windows: (nll sum, tokens, seconds, windows, load s)."""
+    for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[v] = str(args.threads)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,37 +75,69 @@ def main():
         raw = fh.read(args.max_bytes) if args.max_bytes > 0 else fh.read()
     ids = tok(raw.decode("utf-8", errors="ignore"), add_special_tokens=False).input_ids
     n_win = min(len(ids) // args.ctx, args.max_windows)
-    if n_win < 1:
-        print("torch_eval: %s gives %d tokens, fewer than one window of %d"
-              % (args.text, len(ids), args.ctx), file=sys.stderr)
-        return 1
-    windows = [ids[w * args.ctx:(w + 1) * args.ctx] for w in range(n_win)]
-    inputs = [torch.tensor([[bos] + w[:-1]], dtype=torch.long) for w in windows]
+    lo, hi = rank * n_win // args.procs, (rank + 1) * n_win // args.procs
+    windows = [ids[w * args.ctx:(w + 1) * args.ctx] for w in range(lo, hi)]
 
+    total = 0.0
     with torch.inference_mode():
-        model(input_ids=inputs[0], use_cache=False)           # warm-up, untimed
-        logits, seconds = [], 0.0
-        for x in inputs:
-            t = time.perf_counter()
-            out = model(input_ids=x, use_cache=False).logits[0]
-            seconds += time.perf_counter() - t
-            logits.append(out.numpy().copy())
+        for _ in range(args.warmup if windows else 0):
+            model(input_ids=torch.tensor([[bos] + windows[0][:-1]]), use_cache=False)
+        if barrier is not None:
+            barrier.wait()
+        t = time.perf_counter()
+        for w in windows:                                   # the timed span
+            x = torch.tensor([[bos] + w[:-1]], dtype=torch.long)
+            target = torch.tensor(w, dtype=torch.long)
+            z = model(input_ids=x, use_cache=False).logits[0]
+            lse = torch.logsumexp(z, dim=-1).double()
+            total += float((lse - z.gather(1, target[:, None])[:, 0].double()).sum())
+        seconds = time.perf_counter() - t
+    return {"nll_sum": total, "tokens": len(windows) * args.ctx, "seconds": seconds, "windows": len(windows),
+            "load_seconds": load_s, "torch": torch.__version__, "transformers": sys.modules["transformers"].__version__}
 
-    total, n = 0.0, 0
-    for lg, w in zip(logits, windows):
-        l64 = lg.astype(np.float64)
-        m = l64.max(axis=1, keepdims=True)
-        lse = m[:, 0] + np.log(np.exp(l64 - m).sum(axis=1))
-        total += float((lse - l64[np.arange(len(w)), w]).sum())
-        n += len(w)
-    mean_nll = total / n
+
+def child(args, rank, barrier, queue):
+    queue.put((rank, run(args, rank, barrier)))
+
+
+def main():
+    args = parse_args()
+    if args.procs == 1:
+        parts = [run(args)]
+    else:
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        barrier, queue = ctx.Barrier(args.procs), ctx.Queue()
+        ps = [ctx.Process(target=child, args=(args, r, barrier, queue)) for r in range(args.procs)]
+        for p in ps:
+            p.start()
+        got = {}
+        while len(got) < len(ps):
+            try:
+                r, res = queue.get(timeout=5)
+                got[r] = res
+            except Empty:
+                if any(p.exitcode not in (None, 0) for p in ps):
+                    for p in ps:
+                        p.terminate()
+                    print("torch_eval: a process failed", file=sys.stderr)
+                    return 1
+        for p in ps:
+            p.join()
+        parts = [got[r] for r in range(args.procs)]
+    n = sum(p["tokens"] for p in parts)
+    if n < args.ctx:
+        print(f"torch_eval: {args.text} gives fewer than one window of {args.ctx} tokens", file=sys.stderr)
+        return 1
+    seconds = max(p["seconds"] for p in parts)
+    mean_nll = sum(p["nll_sum"] for p in parts) / n
     print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
-        "tokens": n, "seconds": round(seconds, 4),
-        "tokens_per_s": round(n / seconds, 2),
-        "mean_nll": mean_nll, "ppl": math.exp(mean_nll),
-        "windows": n_win, "ctx": args.ctx, "attn": args.attn,
-        "load_seconds": round(load_s, 2)}))
+        "impl": "pytorch", "torch": parts[0]["torch"], "transformers": parts[0]["transformers"],
+        "threads": args.threads, "procs": args.procs, "tokens": n, "seconds": round(seconds, 4),
+        "tokens_per_s": round(n / seconds, 2), "mean_nll": mean_nll, "ppl": math.exp(mean_nll),
+        "windows": sum(p["windows"] for p in parts), "ctx": args.ctx, "attn": args.attn, "warmup": args.warmup,
+        "span": SPAN, "seconds_per_proc": [round(p["seconds"], 4) for p in parts],
+        "load_seconds": round(max(p["load_seconds"] for p in parts), 2)}))
     return 0
 
 

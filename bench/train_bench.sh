@@ -1,55 +1,56 @@
 #!/usr/bin/env bash
-# train_bench.sh - training (distillation) throughput, as ratios in one run:
-#   minifuse distill tokens/s (1 rank x 1 thread, 2 ranks x 1 thread) on SmolLM2
-#   (teacher) -> SmolLM2 without 8 blocks (student), ctx 256, batch 4;
-#   % of the sgemm peak at 6 x student params + 2 x teacher params FLOPs per token
-#   (also reported: the student-only 6N convention);
-#   PyTorch doing the same distillation step (bench/torch_distill.py), same threads.
-set -euo pipefail
+# train_bench.sh - training (distillation) throughput: SmolLM2 (teacher) -> SmolLM2
+# without 8 blocks (student), ctx 256, batch B (default 4), STEPS timed steps (default
+# 20) after one warm-up step, RUNS times (default 5), the configurations interleaved
+# within each run:
+#   sgemm_t1, sgemm_t2   OpenBLAS sgemm GFLOP/s at SmolLM2's shapes (the practical peak)
+#   mf_p1                minifuse distill, 1 rank
+#   mf_pp2               minifuse distill, 2 pipeline stages (GPipe)
+#   mf_dp2               minifuse distill, 2 data-parallel replicas (--dp 2)
+#   torch_p1_t1, torch_p1_t2   PyTorch doing the same step (bench/torch_distill.py), 1 process x 1 and 2 threads
+#   torch_p2_t1          PyTorch, 2 processes x 1 thread (DistributedDataParallel, gloo)
+# 1 OpenMP/BLAS thread per minifuse rank. Both sides time each step from zeroing
+# the gradients to the end of the AdamW update (minifuse: its --log), with the
+# same AdamW (weight decay on 2-D tensors only, betas 0.9/0.95, eps 1e-8) and lr
+# schedule; tokens/s = the timed steps' tokens / the sum of their times.
+# Writes bench/results/train-DATE/: env.json (bench/prov.py), CONFIG.runR.jsonl
+# (minifuse's per-step log) and CONFIG.runR.json (PyTorch's JSON, its step
+# times included), stderr.txt (with minifuse's OpenBLAS core line of every run),
+# summary.md and summary.json (bench/summarize_train.py).
+# Run it with nothing else loading the machine.
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
-M="$SMOLLM2"; TEXT="$SH/llm_assets/text/tinystories_train_first2MiB.txt"
-TORCH_PY="${TORCH_PY:-$CACHE/torch-venv/bin/python}"; STEPS=${STEPS:-4}; B=${B:-4}
+M="$SMOLLM2"; TEXT="$TS"; STEPS=${STEPS:-20}; B=${B:-4}
+OUT="bench/results/train-$(date +%Y%m%d-%H%M)"
+mkdir -p "$OUT"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-mkdir -p build/bench bench/results
-mpicc -O3 -march=native -fopenmp -Isrc -I/usr/include/x86_64-linux-gnu/openblas-openmp bench/sgemm_peak.c src/backend/cpu_blas.c src/util/log.c -lopenblas -o build/bench/sgemm_peak
-OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm1.json"
-OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 build/bench/sgemm_peak | tail -1 > "$tmp/sgemm2.json"
-OMP_NUM_THREADS=1 bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null
-for cfg in "1 1 p1" "2 1 p2" "2 2 dp2"; do
-    set -- $cfg
-    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -np $1 bin/minifuse distill --teacher "$M" \
-        --student "$tmp/student" --text "$TEXT" --out "$tmp/d$3" --tokens $(( (STEPS + 1) * B * 256 )) --batch $B --lr 1e-4 \
-        --dp $2 --log "$tmp/mf_$3.jsonl" >/dev/null
+trap 'echo "train_bench: failed; see $OUT/stderr.txt" >&2' ERR
+torch=0 prov=()
+if [ -x "$TORCH_PY" ]; then torch=1 prov=(--torch-py "$TORCH_PY")
+else echo "train_bench: no PyTorch at $TORCH_PY (bench/setup_torch.sh); no PyTorch rows" >&2; fi
+python3 bench/prov.py "$OUT" "${prov[@]}" script=bench/train_bench.sh teacher="$M" text="$TEXT" \
+    student="prune --drop-layers 8 --metric random --seed 1" ctx=256 batch="$B" steps="$STEPS" lr=1e-4 runs="$RUNS"
+build_sgemm_peak
+export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
+bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null 2>> "$OUT/stderr.txt"
+
+mf() { # CONFIG RANKS REPLICAS RUN
+    rm -rf "$tmp/d" "$tmp/d.ckpt"
+    mpirun --oversubscribe --bind-to none -np "$2" bin/minifuse distill --teacher "$M" --student "$tmp/student" \
+        --text "$TEXT" --out "$tmp/d" --tokens $(( (STEPS + 1) * B * 256 )) --batch "$B" --lr 1e-4 --dp "$3" \
+        --log "$OUT/$1.run$4.jsonl" > /dev/null 2>> "$OUT/stderr.txt"
+}
+pt() { # CONFIG PROCS THREADS RUN
+    OMP_NUM_THREADS=$3 "$TORCH_PY" bench/torch_distill.py --teacher "$M" --student "$tmp/student" --text "$TEXT" \
+        --batch "$B" --steps "$STEPS" --lr 1e-4 --procs "$2" --threads "$3" > "$OUT/$1.run$4.json" 2>> "$OUT/stderr.txt"
+}
+for r in $(seq "$RUNS"); do
+    echo "== run $r" >> "$OUT/stderr.txt"
+    for t in 1 2; do sgemm_peak $t > "$OUT/sgemm_t$t.run$r.json"; done
+    mf mf_p1 1 1 "$r"; mf mf_pp2 2 1 "$r"; mf mf_dp2 2 2 "$r"
+    if [ $torch = 1 ]; then pt torch_p1_t1 1 1 "$r"; pt torch_p1_t2 1 2 "$r"; pt torch_p2_t1 2 1 "$r"; fi
+    echo "train_bench: run $r/$RUNS done" >&2
 done
-if [ -x "$TORCH_PY" ]; then
-    for t in 1 2; do "$TORCH_PY" bench/torch_distill.py --teacher "$M" --student "$tmp/student" --text "$TEXT" --batch $B \
-        --steps $STEPS --threads $t 2>/dev/null | tail -1 > "$tmp/torch_t$t.json"; done
-fi
-python3 - "$tmp" <<'PY' | tee "bench/results/train-$(date +%Y%m%d-%H%M).md"
-import json, os, sys
-tmp = sys.argv[1]
-def j(n):
-    p = os.path.join(tmp, n)
-    return json.load(open(p)) if os.path.exists(p) and os.path.getsize(p) else None
-D, F, H, KV, HD, V = 576, 1536, 9, 3, 64, 49152
-layer = D * (H * HD + 2 * KV * HD) + H * HD * D + 3 * D * F
-Nt, Ns = 30 * layer + V * D, 22 * layer + V * D          # matmul params (tied head counted once)
-flops_full = 6 * Ns + 2 * Nt
-peak = {1: j("sgemm1.json")["aggregate_gflops"], 2: j("sgemm2.json")["aggregate_gflops"]}
-print(f"teacher {Nt/1e6:.1f} M, student {Ns/1e6:.1f} M matmul params; FLOPs/token 6Ns+2Nt = {flops_full/1e6:.0f} M (6Ns = {6*Ns/1e6:.0f} M)")
-print(f"sgemm peak: 1 thread {peak[1]:.1f}, 2 threads {peak[2]:.1f} GFLOP/s")
-print("| run | cores | tokens/s | GFLOP/s (6Ns+2Nt) | % of peak | % of peak (6Ns only) | x PyTorch |")
-print("|---|---|---|---|---|---|---|")
-rows = {}
-for tag, cores, name in (("p1", 1, "minifuse 1 rank"), ("p2", 2, "minifuse 2 pipeline stages"), ("dp2", 2, "minifuse 2 data-parallel replicas")):
-    lines = [json.loads(l) for l in open(os.path.join(tmp, f"mf_{tag}.jsonl"))][1:]   # skip the first (warm-up) step
-    rows[name] = (cores, sum(l["tokens_per_s"] for l in lines) / len(lines))
-for t in (1, 2):
-    r = j(f"torch_t{t}.json")
-    if r: rows[f"pytorch {t} thread(s)"] = (t, r["tokens_per_s"])
-for name, (c, tps) in rows.items():
-    ref = rows.get(f"pytorch {c} thread(s)")
-    x = f"{tps / ref[1]:.2f}" if ref and not name.startswith("pytorch") else "-"
-    print(f"| {name} | {c} | {tps:.1f} | {tps*flops_full/1e9:.1f} | {100*tps*flops_full/1e9/peak[c]:.1f} | {100*tps*6*Ns/1e9/peak[c]:.1f} | {x} |")
-PY
+python3 bench/summarize_train.py "$OUT" | tee "$OUT/summary.md"
+echo "train_bench: $OUT" >&2
