@@ -172,14 +172,15 @@ Test(harden, output_lock_refuses_a_second_writer) {
     cr_assert_eq(read(fds[0], &got, 1), 1);
     cr_assert_eq(got, 'y', "the child could not take the lock");
     mf_err err = {{0}};
-    cr_assert_eq(mf_lock_acquire(lock, "out", &err), -1, "a second writer was let in");
+    int rc = mf_lock_acquire(lock, "out", &err);
+    kill(child, SIGKILL); /* first: a failed assertion must not leave it behind */
+    waitpid(child, NULL, 0);
+    cr_assert_eq(rc, -1, "a second writer was let in");
     one_line_naming(err.msg, lock);
     char pid[32];
     snprintf(pid, sizeof pid, "pid %d", (int)child);
     expect_msg(err.msg, pid);
     expect_msg(err.msg, "another minifuse job is writing out");
-    kill(child, SIGKILL);
-    waitpid(child, NULL, 0);
     cr_assert_eq(mf_lock_acquire(lock, "out", &err), 0, "the lock outlived its holder: %s", err.msg);
     cr_assert_eq(mf_lock_acquire(lock, "out", &err), 0, "taking a held lock again");
     free(lock);
@@ -240,6 +241,14 @@ Test(harden, rankings_every_byte_flip_fails_cleanly_or_reads_the_same) {
     size_t n;
     unsigned char *b = tu_read(good, &n);
     int errors = 0, same = 0;
+    {
+        mf_rankings r;
+        mf_err err = {{0}};
+        char why[256];
+        cr_assert_eq(mf_rankings_read(good, &r, &err), 0, "%s", err.msg);
+        cr_assert_eq(rk_same(&r, why, sizeof why), 0, "%s", why);
+        mf_rankings_free(&r);
+    }
     for (size_t off = 0; off < n; off += off < 4096 ? 3 : 97) {
         b[off] ^= 0xa5;
         tu_write(bad, b, n);
@@ -383,6 +392,11 @@ Test(harden, checkpoint_every_byte_flip_fails_cleanly_or_reads_the_same) {
     size_t n;
     unsigned char *b = tu_read(good, &n);
     int errors = 0, same = 0;
+    {
+        mf_err err = {{0}};
+        char why[512] = "";
+        cr_assert_eq(ck_read_same(good, &err, why, sizeof why), 0, "%s %s", err.msg, why);
+    }
     for (size_t off = 0; off < n; off += off < 4096 ? 3 : 89) {
         b[off] ^= 0x3c;
         tu_write(bad, b, n);
