@@ -88,6 +88,7 @@ Test(harden, rmtree_is_not_a_shell) {
     const char *dir = tu_tmpdir();
     char *victim = tu_path_in(dir, "it's a; $(touch PWNED) `touch PWNED2` dir");
     char *outside = tu_path_in(dir, "outside"), p[8192];
+    cr_assert(victim && outside);
     mkdir(victim, 0755);
     mkdir(outside, 0755);
     snprintf(p, sizeof p, "%s/keep.txt", outside);
