@@ -333,6 +333,18 @@ Test(harden, rankings_forged_sizes_refused_before_allocation) {
     free(good);
 }
 
+/* Found by the fuzzer in "crafted" mode (checksums recomputed after each
+ * mutation): a link-info message whose B-tree address makes libhdf5 1.10.8
+ * memcpy from NULL. The read runs in a child process first: an error, not a crash. */
+Test(harden, rankings_forged_metadata_that_crashes_libhdf5) {
+    const char *p = "tests/fuzz/regressions/rankings/crafted-linkinfo-btree2-addr-accum-read-segv";
+    mf_rankings r;
+    mf_err err = {{0}};
+    cr_assert_eq(mf_rankings_read(p, &r, &err), -1, "read");
+    one_line_naming(err.msg, p);
+    expect_msg(err.msg, "forged or damaged past its checksums");
+}
+
 Test(harden, rankings_read_model_checks_the_model_first) {
     char *good = tu_path_in(tu_tmpdir(), "good.h5");
     rk_write(good);

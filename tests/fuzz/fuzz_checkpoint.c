@@ -9,6 +9,8 @@
 static mf_params ps;
 static mf_adamw opt;
 
+FZ_H5_MUTATOR
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ps.n) cs_stage(0, 1, 0, &ps, &opt);
     char dir[512];

@@ -5,6 +5,8 @@
 #include "fuzz_common.h"
 #include "io/rankings.h"
 
+FZ_H5_MUTATOR
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *p = fz_path("r.h5");
     fz_write(p, data, size);

@@ -9,6 +9,8 @@
 #define SHA_T "1111111111111111111111111111111111111111111111111111111111111111"
 #define SHA_X "2222222222222222222222222222222222222222222222222222222222222222"
 
+FZ_H5_MUTATOR
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *p = fz_path("c.h5");
     fz_write(p, data, size);
