@@ -2,6 +2,8 @@
 # run_fuzz.sh TARGET... - run libFuzzer targets (built by `make fuzz-build`, seeds by `make fuzz-seeds`).
 #   FUZZ_SECONDS  seconds of fuzzing per target (default 60)
 #   FUZZ_SMOKE=1  smoke mode for `make test`: a fresh corpus per target (the persistent one is left alone)
+#   MF_FUZZ_H5_CRAFTED=1  HDF5 targets recompute checksums after each mutation (docs/fuzzing.md); the
+#                 corpus is then build-fuzz/corpus-crafted/TARGET and child reports are not symbolized
 # For each target: first every input of tests/fuzz/regressions/TARGET/ once (a crash there is a
 # regression), then fuzzing from build-fuzz/corpus/TARGET + the seeds + the regressions.
 # Crashing inputs land in build-fuzz/crashes/TARGET/ (copy them into tests/fuzz/regressions/TARGET/
@@ -12,14 +14,16 @@ B=build-fuzz
 secs=${FUZZ_SECONDS:-60}
 passed=0; failed=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export MINIFUSE_QUIET=1 OMP_NUM_THREADS=1
+export MINIFUSE_QUIET=1 OMP_NUM_THREADS=1 MINIFUSE_H5_PROBE_TIMEOUT=${MINIFUSE_H5_PROBE_TIMEOUT:-5}
 for t in "$@"; do
     bin=$B/fuzz_$t
     if [ ! -x "$bin" ]; then echo "fuzz $t: FAILED (no $bin: make fuzz-build)"; failed=$((failed + 1)); continue; fi
     reg=tests/fuzz/regressions/$t
     mkdir -p "$reg" "$B/crashes/$t" "$B/logs"
-    leaks=1 asan=abort_on_error=1:detect_leaks=1
-    case $t in rankings|checkpoint|tcache) leaks=0 asan=abort_on_error=1:detect_leaks=0 ;; esac # libhdf5 keeps free lists and caches
+    leaks=1 asan=abort_on_error=1:detect_leaks=1 cdir=corpus
+    case $t in rankings|checkpoint|tcache) leaks=0 asan=abort_on_error=1:detect_leaks=0 # libhdf5 keeps free lists and caches
+        [ -n "${MF_FUZZ_H5_CRAFTED:-}" ] && asan=$asan:symbolize=0 cdir=corpus-crafted ;; # probe children crash often
+    esac
     log=$B/logs/$t.log
     # 1. the regressions, each once
     if compgen -G "$reg/*" >/dev/null; then
@@ -29,7 +33,7 @@ for t in "$@"; do
         fi
     fi
     # 2. fuzzing
-    if [ -n "${FUZZ_SMOKE:-}" ]; then corpus=$(mktemp -d); else corpus=$B/corpus/$t; mkdir -p "$corpus"; fi
+    if [ -n "${FUZZ_SMOKE:-}" ]; then corpus=$(mktemp -d); else corpus=$B/$cdir/$t; mkdir -p "$corpus"; fi
     start=$(date +%s)
     ASAN_OPTIONS=$asan nice -n 10 "$bin" -max_total_time="$secs" -detect_leaks=$leaks -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -timeout=20 -print_final_stats=1 -artifact_prefix="$B/crashes/$t/" \
