@@ -439,6 +439,24 @@ Test(harden, checkpoint_every_byte_flip_fails_cleanly_or_reads_the_same) {
     free(b); free(bad);
 }
 
+/* A frozen tensor (no moment buffers) is only in /params: the metadata walk
+ * that runs first (in a child process) must not ask for its moments. */
+Test(harden, checkpoint_with_a_frozen_tensor) {
+    const char *dir = tu_tmpdir();
+    mf_params ps;
+    mf_adamw opt;
+    cs_stage(0, 1, 0, &ps, &opt);
+    free(opt.m[2]); free(opt.v[2]);
+    opt.m[2] = opt.v[2] = NULL;
+    mf_train_meta m;
+    cs_meta(&m, 4, 0);
+    mf_err err = {{0}};
+    char path[4096];
+    cr_assert_eq(mf_ckpt_write(dir, MPI_COMM_WORLD, 0, &ps, &opt, &m, 0, path, sizeof path, &err), 0, "%s", err.msg);
+    cr_assert_eq(mf_ckpt_read(path, 0, &ps, &opt, NULL, &err), 0, "%s", err.msg);
+    cs_free(&ps, &opt);
+}
+
 Test(harden, checkpoint_directory_lock_and_stale_temporaries) {
     const char *dir = tu_tmpdir();
     char name[512];

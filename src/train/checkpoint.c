@@ -594,7 +594,7 @@ typedef struct probe_ctx {
     const char *path;
     int replica;
     const mf_params *ps;
-    int moments;
+    const mf_adamw *opt; /* may be NULL; a tensor without moment buffers is read from /params only */
 } probe_ctx;
 
 /* Everything but the tensor data: format, every dataset this rank will read
@@ -607,7 +607,8 @@ static int probe_walk(void *ctx, mf_err *e) {
     int rc = check_format(&c);
     for (int i = 0; rc == 0 && i < p->ps->n; i++) {
         const mf_param *t = &p->ps->p[i];
-        for (int g = 0; rc == 0 && g < (p->moments ? 3 : 1); g++) {
+        int moments = p->opt && i < p->opt->n && p->opt->m[i];
+        for (int g = 0; rc == 0 && g < (moments ? 3 : 1); g++) {
             char name[200];
             snprintf(name, sizeof name, "/%s/%s", group_of[g], t->name);
             hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
@@ -627,7 +628,7 @@ static int probe_walk(void *ctx, mf_err *e) {
 
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err) {
     if (meta) memset(meta, 0, sizeof *meta);
-    probe_ctx p = {path, replica, ps, opt != NULL};
+    probe_ctx p = {path, replica, ps, opt};
     if (mf_h5_check_file(path, err) || mf_h5_probe(path, probe_walk, &p, err)) return -1;
     hid_t f = mf_h5_open_read(path, err);
     if (f < 0) return -1;
