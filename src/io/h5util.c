@@ -124,6 +124,10 @@ static hid_t make_ds(hid_t file, const char *path, const char *name, hid_t ftype
         hsize_t ch[H5S_MAX_RANK], left = CHUNK_ELEMS;
         for (int i = nd - 1; i >= 0; i--) {
             hsize_t c = dims[i] < left ? dims[i] : left;
+            if (c) { /* equal chunks: 4096 rows in chunks of 455 would leave a 10th chunk of 1 row */
+                hsize_t n = (dims[i] + c - 1) / c;
+                c = (dims[i] + n - 1) / n;
+            }
             ch[i] = c ? c : 1;
             left = left / ch[i] ? left / ch[i] : 1;
         }
@@ -161,9 +165,10 @@ static hid_t coll_dxpl(void) {
 static int write_sel(hid_t d, hid_t mtype, const void *buf, int nd, const hsize_t *start, const hsize_t *count,
                      hid_t dx) {
     hid_t fs = H5Dget_space(d);
-    hsize_t one = 1, len = 1;
-    for (int i = 0; i < nd; i++) len *= count[i];
-    hid_t ms = H5Screate_simple(1, buf ? &len : &one, NULL);
+    /* the memory space has the selection's shape: with another rank, HDF5 maps
+     * memory to chunks element by element (many times slower) */
+    hsize_t one = 1;
+    hid_t ms = buf ? H5Screate_simple(nd, count, NULL) : H5Screate_simple(1, &one, NULL);
     int rc = fs < 0 || ms < 0 ? -1 : 0;
     static const char dummy[16];
     if (rc == 0 && buf) rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ? -1 : 0;
