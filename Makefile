@@ -4,6 +4,8 @@
 #   make run        set-up, build, evaluate the default model on 2 MPI ranks
 #   make bench      performance ratios (docs/performance.md)
 #   make asan       build bin/minifuse-asan and the tests under ASan/UBSan
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each (docs/fuzzing.md)
+#   make fuzz-smoke every target for FUZZ_SMOKE_SECONDS (default 2) + the regression inputs (run by make test)
 
 CC      := mpicc
 PKGS    := hdf5-openmpi jansson libpcre2-8
@@ -24,7 +26,7 @@ TOOLS   := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/to
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 
-.PHONY: all test run bench asan setup clean
+.PHONY: all test run bench asan setup clean fuzz fuzz-build fuzz-seeds fuzz-smoke
 
 all: bin/minifuse
 
@@ -54,11 +56,44 @@ $(ABUILD)/tests/run_tests: $(TEST_SRC:%.c=$(ABUILD)/%.o) $(LIB_SRC:%.c=$(ABUILD)
 	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS) -lcriterion
 asan: bin/minifuse-asan $(ABUILD)/tests/run_tests
 
+# libFuzzer targets (tests/fuzz/, docs/fuzzing.md): clang through Open MPI's
+# wrapper (OMPI_CC=clang mpicc: the MPI and HDF5 headers and libraries of the
+# build), ASan + UBSan (UB aborts), in their own object tree.
+FBUILD  := build-fuzz
+FUZZ_TARGETS := safetensors config gguf gguf_tokenizer llama2c tokenizer_bin rankings checkpoint tcache
+FUZZ_CC := OMPI_CC=clang mpicc
+FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FBUILD)/fuzz_%)
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 2
+$(FBUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CSTD) $(WARN) -Wno-unknown-pragmas -Wno-pass-failed $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fopenmp $(INCS) -Itests -MMD -MP -c $< -o $@
+$(FBUILD)/fuzz_%: $(FBUILD)/tests/fuzz/fuzz_%.o $(LIB_SRC:%.c=$(FBUILD)/%.o)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+# seeds: cut from the real models (make_seeds.py) and written by minifuse's own HDF5 writers (seed_h5)
+$(BUILD)/tests/fuzz/seed_h5: $(BUILD)/tests/fuzz/seed_h5.o $(LIB_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/fuzz/seed_h5.o: tests/fuzz/seed_h5.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -c $< -o $@
+fuzz-build: $(FUZZ_BINS)
+.SECONDARY: $(LIB_SRC:%.c=$(FBUILD)/%.o) $(FUZZ_TARGETS:%=$(FBUILD)/tests/fuzz/fuzz_%.o)
+fuzz-seeds: $(BUILD)/tests/fuzz/seed_h5
+	@rm -rf $(FBUILD)/seeds && mkdir -p $(FBUILD)/seeds
+	python3 tests/fuzz/make_seeds.py $(FBUILD)/seeds
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(BUILD)/tests/fuzz/seed_h5 $(FBUILD)/seeds
+fuzz: fuzz-build fuzz-seeds
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run_fuzz.sh $(FUZZ_TARGETS)
+fuzz-smoke: fuzz-build fuzz-seeds
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_SMOKE=1 bash tests/fuzz/run_fuzz.sh $(FUZZ_TARGETS)
+
 setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(MAKE) -j$(shell nproc) all $(BUILD)/tests/run_tests asan
+	$(MAKE) -j$(shell nproc) all $(BUILD)/tests/run_tests asan fuzz-build $(BUILD)/tests/fuzz/seed_h5
+	$(MAKE) fuzz-seeds
 	bash tests/run_all.sh
 
 run: setup
@@ -70,6 +105,7 @@ bench: setup
 	bash bench/run_bench.sh
 
 clean:
-	rm -rf $(BUILD) $(ABUILD) bin
+	rm -rf $(BUILD) $(ABUILD) $(FBUILD) bin
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d $(wildcard $(ABUILD)/*/*.d $(ABUILD)/*/*/*.d)
+-include $(wildcard $(FBUILD)/*/*.d $(FBUILD)/*/*/*.d)

@@ -4,7 +4,9 @@
 #  2. again under AddressSanitizer + UBSan: the parsers, the fusion window and
 #     every bad-input case in process (build-asan/tests/run_tests), and the
 #     command-line cases with the ASan program (MINIFUSE_BIN=bin/minifuse-asan);
-#  3. the Slurm jobscripts on a real one-node Slurm cluster (tests/slurm/).
+#  3. every libFuzzer target for a short smoke, after replaying its regression
+#     inputs (tests/fuzz/run_fuzz.sh; docs/fuzzing.md), one test per target;
+#  4. the Slurm jobscripts on a real one-node Slurm cluster (tests/slurm/).
 # Every test is counted once (tests/tally.py): a sanitizer re-run that fails
 # makes its test failed, one that passes adds nothing; the re-runs get their
 # own line. Tests skipped with a reason are listed. Where Slurm is expected
@@ -32,7 +34,7 @@ run() { # kind (main|rerun), label, command... (a Criterion runner; its JSON rep
 run main "criterion" build/tests/run_tests --jobs 2
 # Sanitizers, in process: the parsers and every bad-input case (forward passes are exercised above)
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*'; do
+for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*' 'harden*'; do
     run rerun "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
 done
 # the fusion window (adapters, fold, batch KL) in process
@@ -48,6 +50,15 @@ done
 python3 tests/tally.py "${main[@]}" -- "${rerun[@]}" | tee "$W/tally.txt"
 read -r _ passed failed skipped < <(grep '^TALLY ' "$W/tally.txt" || echo "TALLY 0 1 0")
 
+# the fuzz targets: regressions replayed, then FUZZ_SMOKE_SECONDS (default 2) of fuzzing each
+echo "== fuzz: tests/fuzz/run_fuzz.sh (smoke)"
+log=$(mktemp)
+FUZZ_SECONDS=${FUZZ_SMOKE_SECONDS:-2} FUZZ_SMOKE=1 bash tests/fuzz/run_fuzz.sh safetensors config gguf gguf_tokenizer \
+    llama2c tokenizer_bin rankings checkpoint tcache 2>&1 | tee "$log"
+fz=$(grep -a "^fuzz:" "$log" | tail -1)
+if [ -z "$fz" ]; then echo "== fuzz: no summary (script died)"; failed=$((failed + 1)); else
+    passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$fz"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$fz"))); fi
+rm -f "$log"
 # the jobscripts under a real one-node Slurm (root only: it starts slurmctld, slurmd, munged)
 expect_slurm=0
 if [ "${CI:-}" = true ] || [ "${MINIFUSE_EXPECT_SLURM:-0}" = 1 ]; then expect_slurm=1; fi

@@ -88,6 +88,7 @@ Test(harden, rmtree_is_not_a_shell) {
     const char *dir = tu_tmpdir();
     char *victim = tu_path_in(dir, "it's a; $(touch PWNED) `touch PWNED2` dir");
     char *outside = tu_path_in(dir, "outside"), p[8192];
+    cr_assert(victim && outside);
     mkdir(victim, 0755);
     mkdir(outside, 0755);
     snprintf(p, sizeof p, "%s/keep.txt", outside);
@@ -172,14 +173,15 @@ Test(harden, output_lock_refuses_a_second_writer) {
     cr_assert_eq(read(fds[0], &got, 1), 1);
     cr_assert_eq(got, 'y', "the child could not take the lock");
     mf_err err = {{0}};
-    cr_assert_eq(mf_lock_acquire(lock, "out", &err), -1, "a second writer was let in");
+    int rc = mf_lock_acquire(lock, "out", &err);
+    kill(child, SIGKILL); /* first: a failed assertion must not leave it behind */
+    waitpid(child, NULL, 0);
+    cr_assert_eq(rc, -1, "a second writer was let in");
     one_line_naming(err.msg, lock);
     char pid[32];
     snprintf(pid, sizeof pid, "pid %d", (int)child);
     expect_msg(err.msg, pid);
     expect_msg(err.msg, "another minifuse job is writing out");
-    kill(child, SIGKILL);
-    waitpid(child, NULL, 0);
     cr_assert_eq(mf_lock_acquire(lock, "out", &err), 0, "the lock outlived its holder: %s", err.msg);
     cr_assert_eq(mf_lock_acquire(lock, "out", &err), 0, "taking a held lock again");
     free(lock);
@@ -240,6 +242,14 @@ Test(harden, rankings_every_byte_flip_fails_cleanly_or_reads_the_same) {
     size_t n;
     unsigned char *b = tu_read(good, &n);
     int errors = 0, same = 0;
+    {
+        mf_rankings r;
+        mf_err err = {{0}};
+        char why[256];
+        cr_assert_eq(mf_rankings_read(good, &r, &err), 0, "%s", err.msg);
+        cr_assert_eq(rk_same(&r, why, sizeof why), 0, "%s", why);
+        mf_rankings_free(&r);
+    }
     for (size_t off = 0; off < n; off += off < 4096 ? 3 : 97) {
         b[off] ^= 0xa5;
         tu_write(bad, b, n);
@@ -323,6 +333,18 @@ Test(harden, rankings_forged_sizes_refused_before_allocation) {
     free(good);
 }
 
+/* Found by the fuzzer in "crafted" mode (checksums recomputed after each
+ * mutation): a link-info message whose B-tree address makes libhdf5 1.10.8
+ * memcpy from NULL. The read runs in a child process first: an error, not a crash. */
+Test(harden, rankings_forged_metadata_that_crashes_libhdf5) {
+    const char *p = "tests/fuzz/regressions/rankings/crafted-linkinfo-btree2-addr-accum-read-segv";
+    mf_rankings r;
+    mf_err err = {{0}};
+    cr_assert_eq(mf_rankings_read(p, &r, &err), -1, "read");
+    one_line_naming(err.msg, p);
+    expect_msg(err.msg, "forged or damaged past its checksums");
+}
+
 Test(harden, rankings_read_model_checks_the_model_first) {
     char *good = tu_path_in(tu_tmpdir(), "good.h5");
     rk_write(good);
@@ -383,6 +405,11 @@ Test(harden, checkpoint_every_byte_flip_fails_cleanly_or_reads_the_same) {
     size_t n;
     unsigned char *b = tu_read(good, &n);
     int errors = 0, same = 0;
+    {
+        mf_err err = {{0}};
+        char why[512] = "";
+        cr_assert_eq(ck_read_same(good, &err, why, sizeof why), 0, "%s %s", err.msg, why);
+    }
     for (size_t off = 0; off < n; off += off < 4096 ? 3 : 89) {
         b[off] ^= 0x3c;
         tu_write(bad, b, n);
@@ -410,6 +437,24 @@ Test(harden, checkpoint_every_byte_flip_fails_cleanly_or_reads_the_same) {
     expect_msg(err.msg, "'/params/model.layers.1.mlp.up_proj.weight'");
     expect_msg(err.msg, "checksum");
     free(b); free(bad);
+}
+
+/* A frozen tensor (no moment buffers) is only in /params: the metadata walk
+ * that runs first (in a child process) must not ask for its moments. */
+Test(harden, checkpoint_with_a_frozen_tensor) {
+    const char *dir = tu_tmpdir();
+    mf_params ps;
+    mf_adamw opt;
+    cs_stage(0, 1, 0, &ps, &opt);
+    free(opt.m[2]); free(opt.v[2]);
+    opt.m[2] = opt.v[2] = NULL;
+    mf_train_meta m;
+    cs_meta(&m, 4, 0);
+    mf_err err = {{0}};
+    char path[4096];
+    cr_assert_eq(mf_ckpt_write(dir, MPI_COMM_WORLD, 0, &ps, &opt, &m, 0, path, sizeof path, &err), 0, "%s", err.msg);
+    cr_assert_eq(mf_ckpt_read(path, 0, &ps, &opt, NULL, &err), 0, "%s", err.msg);
+    cs_free(&ps, &opt);
 }
 
 Test(harden, checkpoint_directory_lock_and_stale_temporaries) {

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util/fsutil.h"
@@ -121,6 +124,10 @@ static hid_t make_ds(hid_t file, const char *path, const char *name, hid_t ftype
         hsize_t ch[H5S_MAX_RANK], left = CHUNK_ELEMS;
         for (int i = nd - 1; i >= 0; i--) {
             hsize_t c = dims[i] < left ? dims[i] : left;
+            if (c) { /* equal chunks: 4096 rows in chunks of 455 would leave a 10th chunk of 1 row */
+                hsize_t n = (dims[i] + c - 1) / c;
+                c = (dims[i] + n - 1) / n;
+            }
             ch[i] = c ? c : 1;
             left = left / ch[i] ? left / ch[i] : 1;
         }
@@ -158,9 +165,10 @@ static hid_t coll_dxpl(void) {
 static int write_sel(hid_t d, hid_t mtype, const void *buf, int nd, const hsize_t *start, const hsize_t *count,
                      hid_t dx) {
     hid_t fs = H5Dget_space(d);
-    hsize_t one = 1, len = 1;
-    for (int i = 0; i < nd; i++) len *= count[i];
-    hid_t ms = H5Screate_simple(1, buf ? &len : &one, NULL);
+    /* the memory space has the selection's shape: with another rank, HDF5 maps
+     * memory to chunks element by element (many times slower) */
+    hsize_t one = 1;
+    hid_t ms = buf ? H5Screate_simple(nd, count, NULL) : H5Screate_simple(1, &one, NULL);
     int rc = fs < 0 || ms < 0 ? -1 : 0;
     static const char dummy[16];
     if (rc == 0 && buf) rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ? -1 : 0;
@@ -425,6 +433,94 @@ hid_t mf_h5_open_read(const char *path, mf_err *err) {
     H5Pclose(fapl);
     if (f < 0) return mf_err_set(err, "%s: cannot open as HDF5 (damaged file?): %s", path, mf_h5_reason(why));
     return f;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MF_ASAN 1
+#endif
+#endif
+
+/* Defined by the fuzz harness (tests/fuzz/fuzz_common.h): the probe's child
+ * must not report its own crash as the fuzzer's. */
+extern void mf_h5_probe_child_hook(void) __attribute__((weak));
+
+int mf_h5_probe(const char *path, int (*fn)(void *ctx, mf_err *e), void *ctx, mf_err *err) {
+    const char *on = getenv("MINIFUSE_H5_PROBE");
+    if (on && strcmp(on, "0") == 0) return 0;
+    const char *ts = getenv("MINIFUSE_H5_PROBE_TIMEOUT");
+    double limit = ts && atof(ts) > 0 ? atof(ts) : 300;
+    int fds[2];
+    if (pipe(fds) != 0) return 0;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return 0;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+#ifndef MF_ASAN
+        /* die quietly: the parent reports it (MPI's handlers would print a backtrace) */
+        int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+        for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) signal(sigs[i], SIG_DFL);
+#endif
+        if (mf_h5_probe_child_hook) mf_h5_probe_child_hook();
+        mf_err e = {{0}};
+        int rc = fn(ctx, &e);
+        if (rc) {
+            size_t n = strnlen(e.msg, sizeof e.msg);
+            if (write(fds[1], e.msg, n) < 0) { /* the exit code still says it failed */ }
+        }
+        _exit(rc ? 3 : 0);
+    }
+    close(fds[1]);
+    char msg[sizeof err->msg] = "";
+    size_t got = 0;
+    int status = 0, done = 0;
+    double t0 = 0;
+    struct timespec ts0;
+    clock_gettime(CLOCK_MONOTONIC, &ts0);
+    t0 = (double)ts0.tv_sec + 1e-9 * (double)ts0.tv_nsec;
+    for (;;) {
+        struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+        int pr = poll(&pf, 1, 200);
+        if (pr > 0) {
+            ssize_t n = read(fds[0], msg + got, sizeof msg - 1 - got);
+            if (n > 0) got += (size_t)n;
+            else if (n == 0 || (n < 0 && errno != EINTR)) { /* writer closed: the child is ending */
+                if (waitpid(pid, &status, 0) == pid) done = 1;
+                break;
+            }
+        }
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) { done = 1; break; }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)now.tv_sec + 1e-9 * (double)now.tv_nsec - t0 > limit) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            close(fds[0]);
+            return mf_err_set(err, "%s: libhdf5 did not finish reading its metadata in %.0f s: refused (forged or "
+                              "damaged file? MINIFUSE_H5_PROBE_TIMEOUT sets the limit)", path, limit);
+        }
+    }
+    /* drain what is left of the message */
+    for (ssize_t n; got < sizeof msg - 1 && (n = read(fds[0], msg + got, sizeof msg - 1 - got)) > 0;) got += (size_t)n;
+    msg[got] = 0;
+    close(fds[0]);
+    if (!done) return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3 && got) return mf_err_set(err, "%s", msg);
+    if (WIFSIGNALED(status))
+        return mf_err_set(err, "%s: libhdf5 crashed (signal %d) reading its metadata: the file is forged or damaged past "
+                          "its checksums; refused", path, WTERMSIG(status));
+    return mf_err_set(err, "%s: libhdf5 failed (exit %d) reading its metadata: the file is forged or damaged past its "
+                      "checksums; refused", path, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 int mf_h5_path_exists(hid_t file, const char *name) {

@@ -125,6 +125,16 @@ int mf_h5_check_file(const char *path, mf_err *err);
  * minifuse writes it, or unreadable. */
 hid_t mf_h5_open_read(const char *path, mf_err *err);
 
+/* Run fn(ctx) - a read of path's metadata - in a forked child process first,
+ * so that a file whose metadata crashes or hangs libhdf5 (forged past its
+ * checksums) costs a clean error, not the job. Returns 0 if the child
+ * finished (fn returned 0), -1 with fn's message when fn failed, -1 with
+ * "libhdf5 crashed (signal N) reading it ..." when the child died, or "did not
+ * finish in N s" (MINIFUSE_H5_PROBE_TIMEOUT, default 300) when it hung. The
+ * child never touches MPI. MINIFUSE_H5_PROBE=0 turns the probe off (fn is not
+ * run); so does a failed fork. */
+int mf_h5_probe(const char *path, int (*fn)(void *ctx, mf_err *e), void *ctx, mf_err *err);
+
 /* Does every component of the absolute path name exist in file, as a hard
  * link (soft and external links count as absent)? */
 int mf_h5_path_exists(hid_t file, const char *name);

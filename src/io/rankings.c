@@ -622,7 +622,7 @@ static int read_data(mf_h5r *c, mf_rankings *r) {
 
 /* Read path; with cfg, its shape is checked against the model before any
  * dataset is read (so nothing is sized by the file alone). */
-static int read_file(const char *path, const mf_config *cfg, const char *sha, mf_rankings *out, mf_err *err) {
+static int read_direct(const char *path, const mf_config *cfg, const char *sha, mf_rankings *out, mf_err *err) {
     memset(out, 0, sizeof *out);
     hid_t f = mf_h5_open_read(path, err);
     if (f < 0) return -1;
@@ -638,6 +638,28 @@ static int read_file(const char *path, const mf_config *cfg, const char *sha, mf
         mf_err_set(err, "%s", e.msg);
     }
     return rc;
+}
+
+typedef struct probe_ctx {
+    const char *path, *sha;
+    const mf_config *cfg;
+} probe_ctx;
+
+static int probe_read(void *ctx, mf_err *e) {
+    probe_ctx *p = ctx;
+    mf_rankings r;
+    int rc = read_direct(p->path, p->cfg, p->sha, &r, e);
+    if (rc == 0) mf_rankings_free(&r);
+    return rc;
+}
+
+/* The whole read once in a child process (libhdf5 may crash on forged
+ * metadata: that must cost an error, not the job), then for real. */
+static int read_file(const char *path, const mf_config *cfg, const char *sha, mf_rankings *out, mf_err *err) {
+    memset(out, 0, sizeof *out);
+    probe_ctx p = {path, sha, cfg};
+    if (mf_h5_check_file(path, err) || mf_h5_probe(path, probe_read, &p, err)) return -1;
+    return read_direct(path, cfg, sha, out, err);
 }
 
 int mf_rankings_read(const char *path, mf_rankings *out, mf_err *err) { return read_file(path, NULL, NULL, out, err); }

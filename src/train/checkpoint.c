@@ -619,8 +619,48 @@ static int read_all(mf_h5r *c, int replica, mf_params *ps, mf_adamw *opt, mf_tra
     return meta ? read_meta(c, replica, meta) : 0;
 }
 
+/* ---- the metadata walk, first in a child process (mf_h5_probe) */
+
+typedef struct probe_ctx {
+    const char *path;
+    int replica;
+    const mf_params *ps;
+    const mf_adamw *opt; /* may be NULL; a tensor without moment buffers is read from /params only */
+} probe_ctx;
+
+/* Everything but the tensor data: format, every dataset this rank will read
+ * opened and checked, the scalars and /rng. */
+static int probe_walk(void *ctx, mf_err *e) {
+    probe_ctx *p = ctx;
+    hid_t f = mf_h5_open_read(p->path, e);
+    if (f < 0) return -1;
+    mf_h5r c = {.path = p->path, .file = f, .e = e};
+    int rc = check_format(&c);
+    for (int i = 0; rc == 0 && i < p->ps->n; i++) {
+        const mf_param *t = &p->ps->p[i];
+        int moments = p->opt && i < p->opt->n && p->opt->m[i];
+        for (int g = 0; rc == 0 && g < (moments ? 3 : 1); g++) {
+            char name[200];
+            snprintf(name, sizeof name, "/%s/%s", group_of[g], t->name);
+            hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+            if (bad_name(t->name)) continue;
+            hid_t d = mf_h5_open_ds(&c, name, H5T_FLOAT, t->ndim, dims, 0);
+            if (d < 0) rc = -1;
+            else H5Dclose(d);
+        }
+    }
+    mf_train_meta m;
+    memset(&m, 0, sizeof m);
+    if (rc == 0) rc = read_meta(&c, p->replica, &m);
+    mf_train_meta_free(&m);
+    H5Fclose(f);
+    return rc;
+}
+
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err) {
     if (meta) memset(meta, 0, sizeof *meta);
+    probe_ctx p = {path, replica, ps, opt};
+    if (mf_h5_check_file(path, err) || mf_h5_probe(path, probe_walk, &p, err)) return -1;
     hid_t f = mf_h5_open_read(path, err);
     if (f < 0) return -1;
     mf_err e = {{0}};
@@ -644,8 +684,19 @@ void mf_train_meta_free(mf_train_meta *m) {
 /* ---------------------------------------------------------------- latest */
 
 /* Opens as HDF5 and is a complete checkpoint of this format. */
+static int probe_format(void *ctx, mf_err *e) {
+    const char *path = ctx;
+    hid_t f = mf_h5_open_read(path, e);
+    if (f < 0) return -1;
+    mf_h5r c = {.path = path, .file = f, .e = e};
+    int rc = check_format(&c);
+    H5Fclose(f);
+    return rc;
+}
+
 static int is_complete(const char *path) {
     mf_err e;
+    if (mf_h5_check_file(path, &e) || mf_h5_probe(path, probe_format, (void *)path, &e)) return 0;
     hid_t f = mf_h5_open_read(path, &e);
     if (f < 0) return 0;
     mf_h5r c = {.path = path, .file = f, .e = &e};

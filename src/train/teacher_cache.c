@@ -236,16 +236,17 @@ static int same_input(const mf_h5r *r, const char *what, char why[512]) {
     return out;
 }
 
-static int open_impl(const char *path, int K, int T, int64_t W, int V, const char *tsha, const char *xsha, mf_tcache *c,
-                     mf_err *err) {
+/* Open and check; 1 with why set when the cache is to be rebuilt. No logging
+ * (it also runs in the probe's child process). */
+static int open_core(const char *path, int K, int T, int64_t W, int V, const char *tsha, const char *xsha, mf_tcache *c,
+                     mf_err *err, char why[512]) {
     reset(c);
-    struct stat st;
-    if (stat(path, &st) != 0) return 1;
+    why[0] = 0;
     c->file = mf_h5_open_read(path, err);
     if (c->file < 0) return mf_err_prefix(err, "teacher cache (delete it to rebuild)");
     mf_err e = {{0}};
     mf_h5r r = {path, c->file, &e, 1};
-    char *fmt = NULL, *fsha = NULL, *fxsha = NULL, why[512] = "";
+    char *fmt = NULL, *fsha = NULL, *fxsha = NULL;
     int64_t complete = 0, ver = 0, k = 0, t = 0, w = 0, v = 0;
     int rc = mf_h5_get_str(&r, "format", 1, &fmt);
     if (rc == 0 && strcmp(fmt, MF_TCACHE_FORMAT) != 0)
@@ -255,31 +256,30 @@ static int open_impl(const char *path, int K, int T, int64_t W, int V, const cha
         mf_tcache_close(c);
         return mf_err_set(err, "%s", e.msg);
     }
-    if (mf_h5_get_i64(&r, "complete", 0, &complete)) snprintf(why, sizeof why, "%.500s", e.msg);
-    else if (complete != 1) snprintf(why, sizeof why, "it is incomplete");
+    if (mf_h5_get_i64(&r, "complete", 0, &complete)) snprintf(why, 512, "%.500s", e.msg);
+    else if (complete != 1) snprintf(why, 512, "it is incomplete");
     else if (mf_h5_get_i64(&r, "format_version", 0, &ver) || ver != MF_TCACHE_VERSION)
-        snprintf(why, sizeof why, "it has format_version %lld (this build writes %d)", (long long)ver, MF_TCACHE_VERSION);
+        snprintf(why, 512, "it has format_version %lld (this build writes %d)", (long long)ver, MF_TCACHE_VERSION);
     else if (mf_h5_get_i64(&r, "K", 1, &k) || mf_h5_get_i64(&r, "ctx", 1, &t) || mf_h5_get_i64(&r, "n_windows", 1, &w) ||
              mf_h5_get_i64(&r, "vocab_size", 1, &v) || mf_h5_get_str(&r, "teacher_sha256", 1, &fsha) ||
              mf_h5_get_str(&r, "text_sha256", 1, &fxsha))
-        snprintf(why, sizeof why, "%.500s", e.msg);
+        snprintf(why, 512, "%.500s", e.msg);
     else if (k != K || t != T || (W && w != W) || (V && v != V))
-        snprintf(why, sizeof why, "it has K %lld, ctx %lld, %lld windows, vocabulary %lld; this run needs K %d, ctx %d, "
+        snprintf(why, 512, "it has K %lld, ctx %lld, %lld windows, vocabulary %lld; this run needs K %d, ctx %d, "
                  "%lld windows, vocabulary %d", (long long)k, (long long)t, (long long)w, (long long)v, K, T,
                  (long long)W, V);
     else if (v < 1 || v > (1 << 24) || k < 1 || k > v || t < 1 || t > (1 << 24) || w < 1 || w > ((int64_t)1 << 40))
-        snprintf(why, sizeof why, "its sizes are out of range (K %lld, ctx %lld, %lld windows, vocabulary %lld)",
+        snprintf(why, 512, "its sizes are out of range (K %lld, ctx %lld, %lld windows, vocabulary %lld)",
                  (long long)k, (long long)t, (long long)w, (long long)v);
     else if (tsha && strcmp(tsha, fsha) != 0)
-        snprintf(why, sizeof why, "it was built from another teacher (SHA-256 %.16s..., this run's %.16s...)", fsha, tsha);
+        snprintf(why, 512, "it was built from another teacher (SHA-256 %.16s..., this run's %.16s...)", fsha, tsha);
     else if (xsha && strcmp(xsha, fxsha) != 0)
-        snprintf(why, sizeof why, "it was built on another text (SHA-256 %.16s..., this run's %.16s...)", fxsha, xsha);
+        snprintf(why, 512, "it was built on another text (SHA-256 %.16s..., this run's %.16s...)", fxsha, xsha);
     else if (!tsha && same_input(&r, "teacher", why) == 0 && !xsha)
         same_input(&r, "text", why);
     free(fsha);
     free(fxsha);
     if (why[0]) {
-        if (world_rank0()) mf_log("teacher cache %s: %s: rebuilding it", path, why);
         mf_tcache_close(c);
         return 1;
     }
@@ -294,6 +294,38 @@ static int open_impl(const char *path, int K, int T, int64_t W, int V, const cha
     c->K = (int)k; c->T = (int)t; c->W = w; c->V = (int)v;
     c->path = mf_strdup(path);
     return 0;
+}
+
+typedef struct probe_ctx {
+    const char *path, *tsha, *xsha;
+    int K, T, V;
+    int64_t W;
+} probe_ctx;
+
+static int probe_open(void *ctx, mf_err *e) {
+    probe_ctx *p = ctx;
+    mf_tcache c;
+    char why[512];
+    int rc = open_core(p->path, p->K, p->T, p->W, p->V, p->tsha, p->xsha, &c, e, why);
+    if (rc == 0) mf_tcache_close(&c);
+    return rc < 0 ? -1 : 0;
+}
+
+static int open_impl(const char *path, int K, int T, int64_t W, int V, const char *tsha, const char *xsha, mf_tcache *c,
+                     mf_err *err) {
+    reset(c);
+    struct stat st;
+    if (stat(path, &st) != 0) return 1;
+    probe_ctx p = {path, tsha, xsha, K, T, V, W};
+    if (mf_h5_check_file(path, err)) return mf_err_prefix(err, "teacher cache (delete it to rebuild)");
+    if (mf_h5_probe(path, probe_open, &p, err)) {
+        if (!strstr(err->msg, "teacher cache")) mf_err_prefix(err, "teacher cache (delete it to rebuild)");
+        return -1;
+    }
+    char why[512];
+    int rc = open_core(path, K, T, W, V, tsha, xsha, c, err, why);
+    if (rc == 1 && world_rank0()) mf_log("teacher cache %s: %s: rebuilding it", path, why);
+    return rc;
 }
 
 int mf_tcache_open_v(const char *path, int K, int T, int64_t W, int V, const char *teacher_sha, const char *text_sha,
