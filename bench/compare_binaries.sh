@@ -35,7 +35,7 @@ one() { # label binary run: one run of every piece of work, one JSON line each (
         dp=1; [ $work = dp ] && dp=2
         rm -rf "$tmp/d" "$tmp/d.ckpt"
         mpirun --oversubscribe --bind-to none -np 2 "$bin" distill --teacher "$M" --student "$tmp/student" --text "$TEXT" \
-            --out "$tmp/d" --tokens $(( (STEPS + 1) * 4 * 256 )) --batch 4 --lr 1e-4 --dp $dp --log "$tmp/log.jsonl" >/dev/null 2>> "$OUT/stderr.txt"
+            --out "$tmp/d" --tokens $(( (STEPS + 1) * 4 * 256 )) --batch 4 --lr 1e-4 --dp $dp --tokenizer "$M" --log "$tmp/log.jsonl" >/dev/null 2>> "$OUT/stderr.txt"
         python3 - "$tmp/log.jsonl" "$label" "$r" "distill-$work" >> "$OUT/runs.jsonl" <<'PY'
 import json, sys
 log = [json.loads(l) for l in open(sys.argv[1])]
