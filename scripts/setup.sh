@@ -9,7 +9,8 @@
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-      libopenblas-openmp-dev libjansson-dev libpcre2-dev libcriterion-dev fortunes-min slurm-wlm munge python3 python3-pip)
+      libopenblas-openmp-dev libjansson-dev libpcre2-dev libcriterion-dev fortunes-min slurm-wlm munge python3 python3-pip
+      clang libomp-dev)
 CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
 GGUF="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
