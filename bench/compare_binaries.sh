@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 source bench/env.sh
 A=$(realpath "${1:?usage: compare_binaries.sh OLD NEW [TAG]}"); B=$(realpath "${2:?}"); TAG=${3:-ab}
 STEPS=${STEPS:-20}; M="$SMOLLM2"
+DISTILL=${DISTILL:-"pp dp"}   # which distillation layouts to time (pp: 2 stages, dp: 2 replicas)
 OUT="bench/results/compare-$TAG-$(date +%Y%m%d-%H%M)"; mkdir -p "$OUT"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 bench/prov.py "$OUT" script=bench/compare_binaries.sh old="$A" old_sha256="$(sha256sum "$A" | cut -c1-64)" \
@@ -31,7 +32,7 @@ one() { # label binary run: one run of every piece of work, one JSON line each (
     ev=$(mpirun --oversubscribe --bind-to none -np 2 "$bin" eval --model "$M" --text "$WIKI" --ctx 256 --max-windows 16 --json 2>> "$OUT/stderr.txt")
     python3 -c 'import json,sys; print(json.dumps({"binary":sys.argv[2],"run":int(sys.argv[3]),"work":"eval",**json.loads(sys.argv[1])}))' \
         "$ev" "$label" "$r" >> "$OUT/runs.jsonl"
-    for work in pp dp; do
+    for work in $DISTILL; do
         dp=1; [ $work = dp ] && dp=2
         rm -rf "$tmp/d" "$tmp/d.ckpt"
         mpirun --oversubscribe --bind-to none -np 2 "$bin" distill --teacher "$M" --student "$tmp/student" --text "$TEXT" \
@@ -57,8 +58,10 @@ print("| work | old tokens/s | new tokens/s | new / old |")
 print("|---|---|---|---|")
 for w in ("eval", "distill-pp", "distill-dp"):
     v = {b: [r["tokens_per_s"] for r in rows if r["work"] == w and r["binary"] == b] for b in ("old", "new")}
+    if not v["old"]: continue
     print(f"| {w} | {fmt(v['old'])} | {fmt(v['new'])} | {fmt_ratio(v['new'], v['old'])} |")
 for w in ("distill-pp", "distill-dp"):
+    if not any(r["work"] == w for r in rows): continue
     s = {b: statistics.median(r["seconds_per_step"] for r in rows if r["work"] == w and r["binary"] == b) for b in ("old", "new")}
     print(f"\n{w}: seconds per step (median) old {s['old']:.3f}, new {s['new']:.3f}")
 PY
