@@ -84,22 +84,11 @@ static void copy_file(const char *from, const char *to) {
     free(b);
 }
 
-static void h5py_edit(const char *path, const char *code) {
-    char *script = tu_path_in(tu_tmpdir(), "edit.py"), cmd[8192], body[4096];
-    snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
-    tu_write(script, body, strlen(body));
-    snprintf(cmd, sizeof cmd, "python3 %s %s", script, path);
-    char *err = NULL;
-    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "h5py edit failed: %s", err);
-    free(err);
-    free(script);
-}
-
 /* A copy of good, edited by h5py; read must fail with `part`. */
 static void edited_fails(const char *good, const char *name, const char *code, const char *part) {
     char *p = tu_path_in(tu_tmpdir(), name);
     copy_file(good, p);
-    h5py_edit(p, code);
+    tu_h5py_edit(p, code);
     expect_msg(read_fails(p), part);
     free(p);
 }
@@ -363,13 +352,13 @@ Test(ckpt, find_latest_skips_tmp_incomplete_and_broken) {
     free(b);
     char *inc4 = tu_path_in(dir, "ckpt-00000004.h5");     /* marker removed */
     copy_file(p3, inc4);
-    h5py_edit(inc4, "del f.attrs['complete']");
+    tu_h5py_edit(inc4, "del f.attrs['complete']");
     char *zero6 = tu_path_in(dir, "ckpt-00000006.h5");    /* marker 0 */
     copy_file(p3, zero6);
-    h5py_edit(zero6, "f.attrs['complete'] = np.int64(0)");
+    tu_h5py_edit(zero6, "f.attrs['complete'] = np.int64(0)");
     char *foreign10 = tu_path_in(dir, "ckpt-00000010.h5"); /* another kind of HDF5 file */
     copy_file(p3, foreign10);
-    h5py_edit(foreign10, "f.attrs['format'] = np.bytes_('something-else')");
+    tu_h5py_edit(foreign10, "f.attrs['format'] = np.bytes_('something-else')");
     char *sub = tu_path_in(dir, "ckpt-00000013.h5");      /* a directory */
     mkdir(sub, 0755);
 

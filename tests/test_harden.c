@@ -50,17 +50,6 @@ static void one_line_naming(const char *msg, const char *path) {
     cr_assert(strchr(msg, '\n') == NULL, "message is not one line: %s", msg);
 }
 
-static void h5py_edit(const char *path, const char *code) {
-    char *script = tu_path_in(tu_tmpdir(), "edit.py"), cmd[8192], body[4096];
-    snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
-    tu_write(script, body, strlen(body));
-    snprintf(cmd, sizeof cmd, "python3 %s %s", script, path);
-    char *err = NULL;
-    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "h5py edit failed: %s", err);
-    free(err);
-    free(script);
-}
-
 /* File offset of the first chunk (or the contiguous data) of dataset name, via h5py. */
 static long data_offset(const char *path, const char *name) {
     char cmd[8192], *out = NULL;
@@ -316,7 +305,7 @@ Test(harden, rankings_forged_sizes_refused_before_allocation) {
             void *b = tu_read(good, &n);
             tu_write(p, b, n);
             free(b);
-            h5py_edit(p, cases[i].code);
+            tu_h5py_edit(p, cases[i].code);
         } else {
             char cmd[8192];
             snprintf(cmd, sizeof cmd, "python3 -c \"import h5py, sys; h5py.File(sys.argv[1], 'w', libver='earliest')"

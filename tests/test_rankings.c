@@ -132,21 +132,6 @@ static void make_config(mf_config *c) {
     c->n_kv_heads = RS_KV; c->head_dim = RS_HEAD_DIM; c->vocab_size = RS_VOCAB;
 }
 
-/* Run python3 tests/rankings_h5py.py-style snippet on a file: `code` sees f (h5py.File r+). */
-static void h5py_edit(const char *path, const char *code) {
-    const char *dir = tu_tmpdir();
-    char *script = tu_path_in(dir, "edit.py"), cmd[8192];
-    char body[4096];
-    snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
-    tu_write(script, body, strlen(body));
-    snprintf(cmd, sizeof cmd, "python3 %s %s", script, path);
-    char *err = NULL;
-    int rc = tu_run(cmd, NULL, &err);
-    cr_assert_eq(rc, 0, "h5py edit failed: %s", err);
-    free(err);
-    free(script);
-}
-
 static void copy_file(const char *from, const char *to) {
     size_t n;
     void *b = tu_read(from, &n);
@@ -533,7 +518,7 @@ Test(rankings, corrupt_files_fail_cleanly) {
 static void edited_fails(const char *good, const char *name, const char *code, const char *part) {
     char *p = tu_path_in(tu_tmpdir(), name);
     copy_file(good, p);
-    h5py_edit(p, code);
+    tu_h5py_edit(p, code);
     expect_msg(read_fails(p), part);
     free(p);
 }

@@ -232,3 +232,14 @@ __attribute__((constructor)) static void tu_blas_core(void) {
     argv[argc] = NULL;
     mf_blas_ensure_core(argv);
 }
+
+void tu_h5py_edit(const char *path, const char *code) {
+    char *script = tu_path_in(tu_tmpdir(), "edit.py"), cmd[8192], body[4096];
+    snprintf(body, sizeof body, "import sys, h5py, numpy as np\nf = h5py.File(sys.argv[1], 'r+')\n%s\nf.close()\n", code);
+    tu_write(script, body, strlen(body));
+    snprintf(cmd, sizeof cmd, "python3 %s %s", script, path);
+    char *err = NULL;
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "h5py edit failed: %s", err);
+    free(err);
+    free(script);
+}

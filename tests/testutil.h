@@ -47,6 +47,9 @@ long tu_last_step(const char *jsonl);
 /* 1 when dirs a and b hold the same *.safetensors files, byte for byte; else 0 with why. */
 int tu_same_weights(const char *a, const char *b, char *why, size_t n);
 
+/* Run a Python snippet on an HDF5 file: `code` sees f (h5py.File r+) and np; fails the test if it fails. */
+void tu_h5py_edit(const char *path, const char *code);
+
 /* Read a whole file (malloc'ed); NULL if missing. */
 void *tu_read(const char *path, size_t *len);
 /* Write bytes to a file. */

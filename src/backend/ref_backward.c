@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/ref_backward.h"
 #include "util/err.h"
 
 /* ------------------------------------------------------------------ linear */
@@ -343,20 +344,3 @@ double mf_ref_loss_kl_batch(const float *S, const float *Tt, int B, size_t n, do
     }
     return loss / norm;
 }
-
-/* The definitions above against the table's types (ref.c fills the table from its own declarations of them). */
-static const mf_backend TYPECHECK __attribute__((unused)) = {
-    .linear_bwd = mf_ref_linear_bwd,
-    .rmsnorm_bwd = mf_ref_rmsnorm_bwd,
-    .attention_bwd = mf_ref_attention_bwd,
-    .swiglu_bwd = mf_ref_swiglu_bwd,
-    .embed_bwd = mf_ref_embed_bwd,
-    .loss_ce = mf_ref_loss_ce,
-    .loss_kl = mf_ref_loss_kl,
-    .loss_kl_topk = mf_ref_loss_kl_topk,
-    .loss_cosine = mf_ref_loss_cosine,
-    .loss_nmse = mf_ref_loss_nmse,
-    .fuse_weight = mf_ref_fuse_weight,
-    .fuse_weight_bwd = mf_ref_fuse_weight_bwd,
-    .loss_kl_batch = mf_ref_loss_kl_batch,
-};
