@@ -19,6 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Element type of a weight matrix. Trainable tensors are always MF_DT_F32;
+ * frozen ones (a teacher, eval, score, the frozen base of a fusion window) may
+ * be held in 16 bits (--weights). */
+typedef enum { MF_DT_F32 = 0, MF_DT_BF16 = 1, MF_DT_F16 = 2 } mf_dtype;
+
 typedef struct mf_backend mf_backend;
 struct mf_backend {
     const char *name;
@@ -56,6 +61,13 @@ struct mf_backend {
 
     /* x[T][C] = table[ids[t]][C] (ids in host memory) */
     void (*embed)(float *x, const float *table, const int32_t *ids, int T, int C);
+
+    /* Half-precision weights (frozen models only; no backward): the same as
+     * linear and embed with w/table holding 16-bit values of type dt
+     * (MF_DT_BF16 or MF_DT_F16), x/y float32, float32 accumulation. */
+    void (*linear_h)(float *y, const float *x, const uint16_t *w, mf_dtype dt, const float *b, int T, int n_in,
+                     int n_out, int accumulate);
+    void (*embed_h)(float *x, const uint16_t *table, mf_dtype dt, const int32_t *ids, int T, int C);
 
     /* Per row of logits[T][V]: logsumexp, into lse[T] (host memory). */
     void (*logsumexp)(const float *logits, int T, int V, double *lse);
