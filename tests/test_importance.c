@@ -68,6 +68,21 @@ static void read_rankings(const char *path, mf_rankings *r) {
     cr_assert_eq(mf_rankings_read(path, r, &err), 0, "mf_rankings_read: %s", err.msg);
 }
 
+/* The rankings file's provenance attribute against what the run printed. */
+static void check_provenance(const mf_rankings *r, json_t *printed, int P) {
+    json_error_t je;
+    json_t *pv = json_loads(r->meta.provenance ? r->meta.provenance : "", 0, &je);
+    cr_assert(pv, "P=%d: provenance attribute is not JSON (%s): '%s'", P, je.text, r->meta.provenance);
+    const char *core = json_string_value(json_object_get(pv, "blas_core"));
+    const char *want = json_string_value(json_object_get(printed, "blas_core"));
+    cr_assert(core && want && *core, "P=%d: no blas_core in provenance '%s'", P, r->meta.provenance);
+    cr_expect_str_eq(core, want, "P=%d: provenance core vs --json", P);
+    cr_expect_str_eq(json_string_value(json_object_get(pv, "backend")), "cpu", "P=%d: backend", P);
+    cr_expect_eq(json_integer_value(json_object_get(pv, "ranks")), P, "P=%d: ranks in provenance", P);
+    cr_expect(json_is_integer(json_object_get(pv, "blas_threads")), "P=%d: blas_threads", P);
+    json_decref(pv);
+}
+
 /* Relative error of got vs want; the max over a score kind is recorded in *worst. */
 static double rel_err(double got, double want) {
     if (isnan(got) && isnan(want)) return 0;
@@ -257,6 +272,8 @@ Test(importance, stories260K_golden_and_ranks) {
     check_width(&r[0], g, "mean/l2", ww);
     check_depth(&r[0], j[0], g, wd);
     check_json_heads(j[0], g, "mean/l2", &wjh);
+    /* provenance: the file names the backend, the BLAS core the --json reports, and the rank count */
+    for (int P = 1; P <= 3; P++) check_provenance(&r[P - 1], j[P - 1], P);
     /* bit-identical across rank counts */
     for (int P = 2; P <= 3; P++) {
         same_rankings(&r[0], &r[P - 1], P);

@@ -193,6 +193,18 @@ static char *options_json(const mf_score_result *r) {
     return s;
 }
 
+/* Where the numbers came from, JSON text for the provenance attribute: the
+ * backend, the BLAS core (the kernels change the last bits), threads, ranks. */
+static char *provenance_json(const char *backend, int ranks) {
+    json_t *o = json_object();
+    json_object_set_new(o, "backend", json_string(backend));
+    mf_blas_json(o);
+    json_object_set_new(o, "ranks", json_integer(ranks));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
 void mf_score_write(const mf_score_result *r, const mf_stage *st, const mf_importance *imp, const char *model,
                     const char *text, const char *out, long n_tokens) {
     const mf_pipe *p = &st->pipe;
@@ -218,6 +230,7 @@ void mf_score_write(const mf_score_result *r, const mf_stage *st, const mf_impor
         meta.data_path = (char *)text;
         meta.data_sha256 = data_sha;
         meta.options = options_json(r);
+        meta.provenance = provenance_json(st->model->be->name, p->size);
         meta.n_tokens = n_tokens;
         meta.n_samples = r->opts_samples;
         meta.ctx = r->opts_ctx;
@@ -230,7 +243,7 @@ void mf_score_write(const mf_score_result *r, const mf_stage *st, const mf_impor
     }
     if (mf_rankings_write(out, p->comm, &meta, p->l0, p->l1, mine, &depth, &err) != 0) mf_fatal_err(&err);
     if (p->rank == 0) mf_log("wrote %s", out);
-    free(meta.options);
+    free(meta.options); free(meta.provenance);
     for (int i = 0; i < n; i++) {
         free(mine[i].mlp_neurons); free(mine[i].attn_heads); free(mine[i].emb_attn_norm); free(mine[i].emb_mlp_norm);
     }

@@ -110,7 +110,7 @@ static void meta_free(mf_rankings_meta *m) {
     free(m->software_version); free(m->created);
     free(m->model_path); free(m->model_sha256);
     free(m->data_path); free(m->data_sha256);
-    free(m->options);
+    free(m->options); free(m->provenance);
     memset(m, 0, sizeof *m);
 }
 
@@ -176,6 +176,7 @@ static int share(wctx *w, const char *path, const mf_rankings_meta *meta, const 
     w->m.data_path = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->data_path : NULL);
     w->m.data_sha256 = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->data_sha256 : NULL);
     w->m.options = mf_h5_bcast_str(w->comm, w->rank == 0 ? m->options : NULL);
+    w->m.provenance = mf_h5_bcast_str(w->comm, w->rank == 0 ? (m->provenance ? m->provenance : "") : NULL);
     int64_t nums[13] = {0};
     double ppl_full = 0;
     if (w->rank == 0) {
@@ -275,6 +276,7 @@ static int root_attrs(wctx *w, mf_err *e) {
         {"format", MF_RANKINGS_FORMAT}, {"software_version", m->software_version}, {"created", m->created},
         {"model_path", m->model_path}, {"model_sha256", m->model_sha256}, {"data_path", m->data_path},
         {"data_sha256", m->data_sha256}, {"options", m->options}, {"metrics", metrics},
+        {"provenance", m->provenance},
     };
     struct { const char *k; int v; } i[] = {
         {"format_version", MF_RANKINGS_VERSION}, {"ctx", m->ctx}, {"n_layers", m->n_layers},
@@ -509,7 +511,7 @@ static int read_meta(mf_h5r *c, mf_rankings *r) {
     struct { const char *k; char **v; } s[] = {
         {"software_version", &m->software_version}, {"created", &m->created}, {"model_path", &m->model_path},
         {"model_sha256", &m->model_sha256}, {"data_path", &m->data_path}, {"data_sha256", &m->data_sha256},
-        {"options", &m->options},
+        {"options", &m->options}, {"provenance", &m->provenance},
     };
     for (size_t k = 0; k < sizeof s / sizeof *s; k++)
         if (mf_h5_get_str(c, s[k].k, 0, s[k].v)) return -1;

@@ -40,6 +40,7 @@ typedef struct mf_rankings_meta {
     char *model_path, *model_sha256;
     char *data_path, *data_sha256;
     char *options;          /* JSON text of the scoring options */
+    char *provenance;       /* JSON text: backend, BLAS core (and how it was chosen), threads, ranks ("" when absent) */
     int64_t n_tokens;       /* calibration tokens scored */
     int64_t n_samples;      /* calibration sequences */
     int ctx;                /* tokens per sequence */
