@@ -66,10 +66,9 @@ static void ctx_init(void) {
     CUBLAS_CHECK("init", cublasSetStream(CTX.blas, CTX.stream));
     /* FP32 products stay FP32 (no TF32): the op thresholds are the fp32 ones */
     CUBLAS_CHECK("init", cublasSetMathMode(CTX.blas, CUBLAS_DEFAULT_MATH));
-    CUBLAS_CHECK("init", cublasLtCreate(&CTX.lt));
-    CTX.lt_ws_bytes = (size_t)32 << 20;
-    CUDA_CHECK("init", cudaMalloc(&CTX.lt_ws, CTX.lt_ws_bytes));
-    CUBLAS_CHECK("init", cublasSetWorkspace(CTX.blas, CTX.lt_ws, CTX.lt_ws_bytes));
+    CTX.blas_ws_bytes = (size_t)32 << 20;
+    CUDA_CHECK("init", cudaMalloc(&CTX.blas_ws, CTX.blas_ws_bytes));
+    CUBLAS_CHECK("init", cublasSetWorkspace(CTX.blas, CTX.blas_ws, CTX.blas_ws_bytes));
     CTX_READY = 1;
     mf_log("cuda: local rank %d uses device %d of %d: %s (sm_%d%d, %.1f GiB)", lr, CTX.device, count, prop.name,
            prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30));

@@ -12,7 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -28,9 +27,8 @@ typedef struct mf_cuda_ctx {
     int device;               /* the CUDA device this rank uses */
     cudaStream_t stream;      /* every op and copy is queued here */
     cublasHandle_t blas;      /* bound to stream, FP32 math (no TF32) */
-    cublasLtHandle_t lt;
-    void *lt_ws;              /* cuBLASLt workspace */
-    size_t lt_ws_bytes;
+    void *blas_ws;            /* cuBLAS workspace (fixed, so GEMMs allocate nothing) */
+    size_t blas_ws_bytes;
 } mf_cuda_ctx;
 
 /* The initialized context (fatal if mf_backend_cuda() has not set it up). */

@@ -2,7 +2,9 @@
  * backward), the 16-bit-weight linear_h, and FuseGPT's fused weight and its
  * backward. cuBLAS, FP32 accumulation; FP32 products run as plain SGEMM (the
  * handle's math mode is CUBLAS_DEFAULT_MATH: no TF32), BF16/F16 ones on the
- * tensor cores through cublasGemmEx with CUBLAS_COMPUTE_32F.
+ * tensor cores through cublasGemmEx with CUBLAS_COMPUTE_32F (x is rounded to
+ * the weights' type in a scratch buffer first: cuBLAS has no mixed f32 x bf16
+ * product).
  *
  * rm_gemm is cblas_sgemm(CblasRowMajor, ...) on cuBLAS (column-major): a
  * row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so the
@@ -14,6 +16,11 @@
 static void rm_gemm(const char *op, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* an empty sum: C = beta C (cuBLAS refuses lda = 0); every caller has ldc = N */
+        if (beta == 0.0f) CUDA_CHECK(op, cudaMemsetAsync(C, 0, (size_t)M * ldc * sizeof *C, cu_stream()));
+        else if (beta != 1.0f) mf_fatal("cuda backend: %s: K = 0 with beta %g", op, (double)beta);
+        return;
+    }
     CUBLAS_CHECK(op, cublasSgemm(mf_cuda_ctx_get()->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
 }
@@ -94,7 +101,8 @@ void mf_cuda_linear_h(float *y, const float *x, const uint16_t *w, mf_dtype dt, 
         bias_rows("linear_h", y, b, T, n_out, 0);
         beta = 1.0f;
     }
-    /* row-major y[T][out] = xh[T][in] w[out][in]^T: column-major y^T = w^T... i.e. (OP_T on w, OP_N on xh) */
+    /* row-major y[T][out] = xh[T][in] w[out][in]^T is column-major y'[out][T] = w'^T xh' with w' = w as
+     * [in][out] (lda in) and xh' = xh as [in][T] (ldb in): rm_gemm's mapping, typed */
     CUBLAS_CHECK("linear_h", cublasGemmEx(mf_cuda_ctx_get()->blas, CUBLAS_OP_T, CUBLAS_OP_N, n_out, T, n_in, &alpha, w,
                                           ty, n_in, xh, ty, n_in, &beta, y, CUDA_R_32F, n_out, CUBLAS_COMPUTE_32F,
                                           CUBLAS_GEMM_DEFAULT));
