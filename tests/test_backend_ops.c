@@ -4,7 +4,7 @@
  * A table of op cases (CASES): each builds seeded random inputs, runs the op
  * on "ref" and on every backend named in BACKENDS (inputs put there with
  * alloc/upload, outputs fetched with download, host arguments - token ids,
- * rinv, lse - in host memory, as backend.h says), and compares every output by
+ * lse, inv_freq - in host memory, as backend.h says; rinv is backend memory), and compares every output by
  *     NMSE = sum (x - ref)^2 / sum ref^2    (sum ref^2 = 0: the sum (x - ref)^2)
  * against the op's threshold. Gradients that accumulate start from random
  * values; outputs that are written start from random junk (a backend that adds
@@ -13,7 +13,8 @@
  * Thresholds: an fp32 backend against the double reference. "worst" is the
  * largest NMSE the CPU backend gave over these cases and 30 other seeds; the
  * thresholds keep a margin of 5x..200x over it (docs/backend_ops.md says why
- * per op). BF16 paths will need their own, looser, thresholds.
+ * per op). A backend may have its own threshold for an op (DEV_THR: the
+ * CUDA attention 1e-10, its linear_h 1e-5 for x rounded to bf16).
  *     op               threshold   worst (cpu)  dominated by
  *     linear           1e-11       1.1e-13      sgemm: fp32 sums of <= 512 products
  *     linear_bwd       1e-10       2.2e-12      1-element dW += dy x cancelling its start; 8.3e-14 else
@@ -35,6 +36,8 @@
  *     fuse_weight      1e-11       1.4e-13      sgemm over r
  *     fuse_weight_bwd  1e-11       6.8e-14      sgemm over out / in
  *     loss_kl_batch    1e-12       7.7e-28      double on both sides
+ *     adamw            1e-12       1.2e-14      optim.c's float formula vs the same in double
+ *     sumsq            1e-13       0            double sums on both sides (same order on cpu)
  *
  * Then the reference itself (ref_* tests): hand-computed values and every
  * backward against central differences of its forward. */

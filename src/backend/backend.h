@@ -12,7 +12,9 @@
  * alloc() and moved with upload()/download()/copy(). A backend with is_host = 1
  * (cpu, ref) works on host memory: a memory-mapped weight file is used in
  * place, with no copy. Arguments documented as "host" (token ids, lse of
- * logsumexp) are always host memory. All matrices row-major. */
+ * logsumexp, RoPE's inv_freq, the AdamW coefficients) are always host memory;
+ * everything else, rmsnorm's rinv included, is backend memory. All matrices
+ * row-major. */
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 
@@ -52,7 +54,7 @@ struct mf_backend {
     /* y[T][C] = x / rms(x) * w, rms over C with eps; rinv[T] (backend memory, may be NULL) gets 1/rms per row */
     void (*rmsnorm)(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps);
 
-    /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] */
+    /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] (host) */
     void (*rope)(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq);
 
     /* Causal GQA attention for T new tokens at positions pos0.. against a cache
