@@ -25,7 +25,7 @@ int mf_cuda_device_count(char *why, size_t n) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         if (why && n) snprintf(why, n, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
-        (void)cudaGetLastError(); /* clear the sticky-free error so later calls start clean */
+        (void)cudaGetLastError(); /* reset the runtime's last error: later checks start clean */
         return 0;
     }
     if (count <= 0 && why && n) snprintf(why, n, "cudaGetDeviceCount: 0 devices");
@@ -70,7 +70,7 @@ static void ctx_init(void) {
     CUDA_CHECK("init", cudaMalloc(&CTX.blas_ws, CTX.blas_ws_bytes));
     CUBLAS_CHECK("init", cublasSetWorkspace(CTX.blas, CTX.blas_ws, CTX.blas_ws_bytes));
     CTX_READY = 1;
-    mf_log("cuda: local rank %d uses device %d of %d: %s (sm_%d%d, %.1f GiB)", lr, CTX.device, count, prop.name,
+    mf_log_always("cuda: local rank %d uses device %d of %d: %s (sm_%d%d, %.1f GiB)", lr, CTX.device, count, prop.name,
            prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30));
 }
 
