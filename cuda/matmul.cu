@@ -87,6 +87,12 @@ void mf_cuda_linear_h(float *y, const float *x, const uint16_t *w, mf_dtype dt, 
                       int n_out, int acc) {
     if (dt != MF_DT_BF16 && dt != MF_DT_F16) mf_fatal("cuda backend: linear_h: weight type %d is not bf16 or f16", (int)dt);
     if (T <= 0 || n_out <= 0) return;
+    if (n_in <= 0) { /* an empty product: the bias alone (or y unchanged when accumulating) */
+        if (acc && b) bias_rows("linear_h", y, b, T, n_out, 1);
+        else if (!acc && b) bias_rows("linear_h", y, b, T, n_out, 0);
+        else if (!acc) CUDA_CHECK("linear_h", cudaMemsetAsync(y, 0, (size_t)T * n_out * sizeof *y, cu_stream()));
+        return;
+    }
     int bf16 = dt == MF_DT_BF16;
     cudaDataType_t ty = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     size_t nx = (size_t)T * n_in;
