@@ -97,14 +97,13 @@ enum {
     F_NO_GRAD = 32,  /* losses: gradient NULL (value only) */
     F_IGNORE = 64,   /* loss_ce: some targets out of range; embed_bwd: some ids out of range */
     F_NO_P = 128,    /* fuse_weight: P NULL */
-    F_TINY = 256,    /* cosine / nmse: a zero row and a row of norm ~1e-8 in b (the clamped norm);
+    F_TINY = 256     /* cosine / nmse: a zero row and a row of norm ~1e-8 in b (the clamped norm);
                         rmsnorm: x of magnitude ~1e-3 (eps matters) */
-    F_DECAY = 512    /* adamw: with weight decay */
 };
 
 typedef struct op_case {
     const char *op;
-    int T, n_in, n_out, C, H, KV, hd, pos0, V, K, r, B, n, acc, flags, step;
+    int T, n_in, n_out, C, H, KV, hd, pos0, V, K, r, B, n, acc, flags, step, wd; /* adamw: step, decay on */
     float tau;
     double norm;
 } op_case;
@@ -248,8 +247,8 @@ static const op_case CASES[] = {
     {"loss_kl_batch", .B = 4, .n = 33, .flags = F_NO_GRAD},
     /* optimizer: p, grad, m, v [n] (AdamW step `step`, grad scale tau); sum of squares of x[n] */
     {"adamw", .n = 1, .step = 1, .tau = 1},
-    {"adamw", .n = 1000, .step = 1, .tau = 1, .flags = F_DECAY},
-    {"adamw", .n = 4099, .step = 1000, .tau = 0.37f, .flags = F_DECAY},
+    {"adamw", .n = 1000, .step = 1, .tau = 1, .wd = 1},
+    {"adamw", .n = 4099, .step = 1000, .tau = 0.37f, .wd = 1},
     {"adamw", .n = 70001, .step = 7, .tau = 1},
     {"sumsq", .n = 1},
     {"sumsq", .n = 1000},
@@ -264,12 +263,12 @@ static const char *shape(const op_case *c) {
     s[0] = 0;
 #define FLD(f, name) if (c->f) n += snprintf(s + n, sizeof s - n, "%s=%d ", name, c->f)
     FLD(T, "T"); FLD(n_in, "in"); FLD(n_out, "out"); FLD(C, "C"); FLD(H, "H"); FLD(KV, "KV"); FLD(hd, "hd");
-    FLD(pos0, "pos0"); FLD(V, "V"); FLD(K, "K"); FLD(r, "r"); FLD(B, "B"); FLD(n, "n"); FLD(acc, "acc"); FLD(step, "step");
+    FLD(pos0, "pos0"); FLD(V, "V"); FLD(K, "K"); FLD(r, "r"); FLD(B, "B"); FLD(n, "n"); FLD(acc, "acc"); FLD(step, "step"); FLD(wd, "wd");
 #undef FLD
     if (c->tau) n += snprintf(s + n, sizeof s - n, "tau=%g ", c->tau);
     if (c->norm) n += snprintf(s + n, sizeof s - n, "norm=%g ", c->norm);
-    static const char *fl[] = {"bias", "no_rinv", "no_dx", "no_dw", "no_db", "no_grad", "ignore", "no_P", "tiny", "decay"};
-    for (int i = 0; i < 10; i++)
+    static const char *fl[] = {"bias", "no_rinv", "no_dx", "no_dw", "no_db", "no_grad", "ignore", "no_P", "tiny"};
+    for (int i = 0; i < 9; i++)
         if (c->flags & (1 << i)) n += snprintf(s + n, sizeof s - n, "%s ", fl[i]);
     if (n > 0) s[n - 1] = 0;
     return s;
@@ -560,14 +559,14 @@ static void run_loss_kl_batch(ctx *x, const op_case *c, outs *o) {
 }
 
 /* AdamW step c->step of src/train/optim.c (lr 1e-3, betas 0.9/0.95, eps 1e-8,
- * weight decay 0.1 with F_DECAY), coefficients rounded as mf_adamw_step does. */
+ * weight decay 0.1 when c->wd), coefficients rounded as mf_adamw_step does. */
 static void run_adamw(ctx *x, const op_case *c, outs *o) {
     size_t n = (size_t)c->n;
     float *hv = rnd(x, n, 1e-2f);
     for (size_t i = 0; i < n; i++) hv[i] = hv[i] * hv[i]; /* second moments are >= 0 */
     float *p = dput(x, n, 1), *g = dput(x, n, 1), *m = dput(x, n, 1e-2f), *v = put(x, hv, n);
     double lr = 1e-3, b1 = 0.9, b2 = 0.95, t = c->step;
-    mf_adamw_coef k = {.decay = c->flags & F_DECAY ? (float)(1 - lr * 0.1) : 1.0f,
+    mf_adamw_coef k = {.decay = c->wd ? (float)(1 - lr * 0.1) : 1.0f,
                        .w1 = (float)(1 - b1),
                        .b2 = (float)b2,
                        .c2 = (float)(1 - b2),
