@@ -23,6 +23,7 @@
 #   MANIFEST each bundled file and where it came from
 # Ends by printing the bundle's size and failing if it is over MAX_MB (default
 # 40: the device tool carries 64 MiB in all, the binaries and the tree too).
+# NO_TAR=1 skips the .tar.xz (bench/gpu_prepare.sh adds more, then packs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=build/device
@@ -139,6 +140,7 @@ export HWLOC_PLUGINS_PATH="$_mf_dev/hwloc"
 unset _mf_dev _mf_cuda _l _d
 EOF
 
+[ "${NO_TAR:-0}" = 1 ] && { echo "device_bundle: $OUTDIR ($(du -sh "$OUTDIR" | cut -f1)), not packed (NO_TAR=1)"; exit 0; }
 tar -C build -cJf "$OUTDIR.tar.xz" device
 kb=$(du -sk "$OUTDIR" | cut -f1)
 xz_kb=$(du -k "$OUTDIR.tar.xz" | cut -f1)
