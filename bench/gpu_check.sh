@@ -115,13 +115,9 @@ eval_to() { # FILE BACKEND THREADS
 }
 part eval_cpu 45 eval_to eval_cpu.json cpu "$NCPU"
 part eval_cuda 45 eval_to eval_cuda.json cuda 4
-torch_part() {
-    local py=(python3 bench/torch_eval.py --gguf "$SMOLLM2" --text "$WIKI" --ctx 256 --max-windows "$EVAL_WINDOWS"
-        --device cuda --dtype bfloat16 --attn sdpa --threads 4)
-    "${py[@]}" --warmup 0 | tee "$R/torch_eval.json"          # minifuse's span: no warm-up
-    "${py[@]}" --warmup 2 | tee "$R/torch_eval_warm.json"     # and after 2 warm-up forwards
-}
-part torch_eval 75 torch_part
+# minifuse's span (no warm-up: the first pass's figures), and a second pass over the same windows (warm)
+part torch_eval 75 sh -c 'python3 bench/torch_eval.py --gguf "$1" --text "$2" --ctx 256 --max-windows "$3" \
+    --device cuda --dtype bfloat16 --attn sdpa --threads 4 --passes 2 | tee "$4"' _ "$SMOLLM2" "$WIKI" "$EVAL_WINDOWS" "$R/torch_eval.json"
 
 # the Llama-3.2-1B-shaped distillation step (random weights made here)
 M1B=/tmp/llama32_1b

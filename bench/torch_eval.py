@@ -52,6 +52,8 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     ap.add_argument("--procs", type=int, default=1, help="processes, each scoring its share of the windows")
     ap.add_argument("--warmup", type=int, default=0, help="untimed forwards before the loop (minifuse: 0)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="run the timed loop N times (figures of the first; every pass's seconds listed)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers attention implementation")
     ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
@@ -96,16 +98,22 @@ def run(args, rank=0, barrier=None):
         sync()
         if barrier is not None:
             barrier.wait()
-        t = time.perf_counter()
-        for w in windows:                                   # the timed span
-            x = torch.tensor([[bos] + w[:-1]], dtype=torch.long, device=args.device)
-            target = torch.tensor(w, dtype=torch.long, device=args.device)
-            z = model(input_ids=x, use_cache=False).logits[0].float()
-            lse = torch.logsumexp(z, dim=-1).double()
-            total += float((lse - z.gather(1, target[:, None])[:, 0].double()).sum())
-        sync()
-        seconds = time.perf_counter() - t
-    return {"nll_sum": total, "tokens": len(windows) * args.ctx, "seconds": seconds, "windows": len(windows),
+        passes = []
+        for k in range(max(1, args.passes)):
+            t, nll = time.perf_counter(), 0.0
+            for w in windows:                               # the timed span
+                x = torch.tensor([[bos] + w[:-1]], dtype=torch.long, device=args.device)
+                target = torch.tensor(w, dtype=torch.long, device=args.device)
+                z = model(input_ids=x, use_cache=False).logits[0].float()
+                lse = torch.logsumexp(z, dim=-1).double()
+                nll += float((lse - z.gather(1, target[:, None])[:, 0].double()).sum())
+            sync()
+            passes.append(time.perf_counter() - t)
+            if k == 0:
+                total = nll
+        seconds = passes[0]
+    return {"nll_sum": total, "tokens": len(windows) * args.ctx, "seconds": seconds, "passes": passes,
+            "windows": len(windows),
             "load_seconds": load_s, "torch": torch.__version__, "transformers": sys.modules["transformers"].__version__,
             "gpu": torch.cuda.get_device_name() if cuda else None}
 
@@ -155,7 +163,8 @@ def main():
         "tokens_per_s": round(n / seconds, 2), "mean_nll": mean_nll, "ppl": math.exp(mean_nll),
         "windows": sum(p["windows"] for p in parts), "ctx": args.ctx, "attn": args.attn, "warmup": args.warmup,
         "span": SPAN, "seconds_per_proc": [round(p["seconds"], 4) for p in parts],
-        "load_seconds": round(max(p["load_seconds"] for p in parts), 2)}))
+        "load_seconds": round(max(p["load_seconds"] for p in parts), 2),
+        "seconds_per_pass": [round(max(p["passes"][k] for p in parts), 4) for k in range(len(parts[0]["passes"]))]}))
     return 0
 
 
