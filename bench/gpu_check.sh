@@ -116,7 +116,7 @@ eval_to() { # FILE BACKEND THREADS
 part eval_cpu 45 eval_to eval_cpu.json cpu "$NCPU"
 part eval_cuda 45 eval_to eval_cuda.json cuda 4
 # minifuse's span (no warm-up: the first pass's figures), and a second pass over the same windows (warm)
-part torch_eval 75 sh -c 'python3 bench/torch_eval.py --gguf "$1" --text "$2" --ctx 256 --max-windows "$3" \
+part torch_eval 75 bash -o pipefail -c 'python3 bench/torch_eval.py --gguf "$1" --text "$2" --ctx 256 --max-windows "$3" \
     --device cuda --dtype bfloat16 --attn sdpa --threads 4 --passes 2 | tee "$4"' _ "$SMOLLM2" "$WIKI" "$EVAL_WINDOWS" "$R/torch_eval.json"
 
 # the Llama-3.2-1B-shaped distillation step (random weights made here)
