@@ -8,8 +8,8 @@
 # libraries, Open MPI, test assets) or an unpacked build/device/; SmolLM2's
 # GGUF from build/smollm2.part1 + part2 (carried in two earlier calls) or
 # $SMOLLM2. Parts, each under its own time limit (seconds, also cut to what is
-# left of BUDGET, default 450), each one's failure recorded, never fatal:
-#   env        nvidia-smi, GPU model, driver, CUDA, torch, Open MPI, ldd     20
+# left of BUDGET, default 455), each one's failure recorded, never fatal:
+#   env        nvidia-smi, GPU model, driver, CUDA, torch, Open MPI, ldd     30
 #   tests_ops  build-cuda/tests/run_tests --filter 'backend_ops/*'           60
 #   tests_mod  build-cuda/tests/run_tests --filter 'backend_models/*'        75
 #   eval_cpu   SmolLM2 WikiText-2 perplexity, --backend cpu (16 threads)     45
@@ -24,7 +24,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
-BUDGET=${BUDGET:-450}
+BUDGET=${BUDGET:-455}
 EVAL_WINDOWS=${EVAL_WINDOWS:-40}
 CTX1B=${CTX1B:-1024} BATCH1B=${BATCH1B:-8} STEPS1B=${STEPS1B:-6}   # the distillation benchmark's shape
 STAMP=$(date -u +%Y%m%d-%H%M)
@@ -51,7 +51,11 @@ part() { # NAME LIMIT CMD...: run CMD under min(LIMIT, time left), output in $R/
     echo "== $name (limit ${lim}s): $*"
     local t rc ms
     t=$(date +%s%N)
-    timeout -k 5 "$lim" "$@" >"$R/$name.log" 2>&1
+    if declare -F "$1" >/dev/null; then # a function of this script (exported below): run it in a child bash
+        timeout -k 5 "$lim" bash -o pipefail -c '"$@"' _ "$@" >"$R/$name.log" 2>&1
+    else
+        timeout -k 5 "$lim" "$@" >"$R/$name.log" 2>&1
+    fi
     rc=$?
     ms=$((($(date +%s%N) - t) / 1000000))
     printf '%s\t%s\t%d.%03d\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000)) >>"$R/parts.tsv"
@@ -87,6 +91,8 @@ WIKI=$MINIFUSE_SHARED/llm_assets/text/wikitext2_raw_test.txt
 TS=$MINIFUSE_SHARED/llm_assets/text/tinystories_train_first2MiB.txt
 TOK=$MINIFUSE_SHARED/llm_assets/tokenizers/llama2_tokenizer.bin
 NCPU=$(nproc)
+M1B=/tmp/llama32_1b
+export R SMOLLM2 WIKI TS TOK EVAL_WINDOWS M1B CTX1B BATCH1B STEPS1B
 
 env_part() {
     nvidia-smi --query-gpu=name --format=csv,noheader | head -1 >"$R/gpu.txt"
@@ -100,7 +106,8 @@ env_part() {
     echo "--- git"; git log --oneline -1 2>/dev/null || true
     echo "--- minifuse backends"; bin/minifuse eval --help | grep -- --backend
 }
-part env 20 env_part
+export -f env_part
+part env 30 env_part
 
 # the GPU tests: the op-parity and whole-model suites (the cuda backend in their backend lists)
 RT=build-cuda/tests/run_tests
@@ -108,11 +115,12 @@ part tests_ops 60 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_ba
 part tests_mod 75 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 2 --filter 'backend_models/*' --verbose
 
 # SmolLM2 WikiText-2 perplexity, cpu vs cuda, and tokens/s against PyTorch on the same GPU
-EVAL=(eval --model "$SMOLLM2" --text "$WIKI" --ctx 256 --max-windows "$EVAL_WINDOWS" --json)
 eval_to() { # FILE BACKEND THREADS
     local f=$1 be=$2 th=$3
-    OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th bin/minifuse "${EVAL[@]}" --backend "$be" | tee "$R/$f"
+    OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th bin/minifuse eval --model "$SMOLLM2" --text "$WIKI" --ctx 256 \
+        --max-windows "$EVAL_WINDOWS" --json --backend "$be" | tee "$R/$f"
 }
+export -f eval_to
 part eval_cpu 45 eval_to eval_cpu.json cpu "$NCPU"
 part eval_cuda 45 eval_to eval_cuda.json cuda 4
 # minifuse's span (no warm-up: the first pass's figures), and a second pass over the same windows (warm)
@@ -120,7 +128,6 @@ part torch_eval 75 bash -o pipefail -c 'python3 bench/torch_eval.py --gguf "$1" 
     --device cuda --dtype bfloat16 --attn sdpa --threads 4 --passes 2 | tee "$4"' _ "$SMOLLM2" "$WIKI" "$EVAL_WINDOWS" "$R/torch_eval.json"
 
 # the Llama-3.2-1B-shaped distillation step (random weights made here)
-M1B=/tmp/llama32_1b
 # shellcheck disable=SC2086  # M1B_ARGS: extra make_weights.py options (a small model for a dry run)
 part weights 45 python3 bench/llama32_1b/make_weights.py "$M1B" ${M1B_ARGS:-}
 distill_part() {
@@ -130,6 +137,7 @@ distill_part() {
         --text "$TS" --tokenizer "$TOK" --ctx "$CTX1B" --batch "$BATCH1B" --tokens $((STEPS1B * BATCH1B * CTX1B)) \
         --out /tmp/distill1b --force --log "$R/distill.jsonl" --watchdog -1
 }
+export -f distill_part
 part distill 120 distill_part
 
 python3 bench/gpu_summary.py "$R" | tee "$R/summary.txt"
