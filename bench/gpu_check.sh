@@ -11,7 +11,7 @@
 # left of BUDGET, default 455), each one's failure recorded, never fatal:
 #   env        nvidia-smi, GPU model, driver, CUDA, torch, Open MPI, ldd     30
 #   tests_ops  build-cuda/tests/run_tests --filter 'backend_ops/*'           60
-#   tests_mod  build-cuda/tests/run_tests --filter 'backend_models/*'        75
+#   tests_mod  build-cuda/tests/run_tests --filter 'backend_models/cuda*'    75
 #   eval_cpu   SmolLM2 WikiText-2 perplexity, --backend cpu (16 threads)     45
 #   eval_cuda  the same, --backend cuda                                      45
 #   torch_eval the same windows, PyTorch bf16 sdpa on the GPU                75
@@ -109,10 +109,10 @@ env_part() {
 export -f env_part
 part env 30 env_part
 
-# the GPU tests: the op-parity and whole-model suites (the cuda backend in their backend lists)
+# the GPU tests (as tests/run_gpu.sh, make test-gpu): the op-parity suite and the whole-model cuda cases
 RT=build-cuda/tests/run_tests
 part tests_ops 60 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 4 --filter 'backend_ops/*' --verbose
-part tests_mod 75 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 2 --filter 'backend_models/*' --verbose
+part tests_mod 75 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 2 --filter 'backend_models/cuda*' --verbose
 
 # SmolLM2 WikiText-2 perplexity, cpu vs cuda, and tokens/s against PyTorch on the same GPU
 eval_to() { # FILE BACKEND THREADS

@@ -90,12 +90,12 @@ else fail "eval_gpu.sbatch: job $st, ppl '$got' vs mpirun '$want' (log $W/eval_g
 [ "${GPU_JOBSCRIPTS_QUICK:-0}" = 1 ] && exit 0
 mkdir -p "$W/sp"
 $MPIRUN -np 1 bin/minifuse prune --model "$MODEL" --out "$W/sp/pruned" --drop-list 2 >/dev/null 2>&1
-DARGS="--checkpoint-every 10"
-j=$(submit jobscripts/distill_gpu.sbatch "TEACHER=$MODEL,STUDENT=$W/sp/pruned,TEXT=$W/train.txt,OUT=$W/kd,DP=2,TOKENS=163840,CTX=128,BATCH=8,ARGS=$DARGS" \
+DARGS="--checkpoint-every 5"
+j=$(submit jobscripts/distill_gpu.sbatch "TEACHER=$MODEL,STUDENT=$W/sp/pruned,TEXT=$W/train.txt,OUT=$W/kd,DP=2,TOKENS=40960,CTX=128,BATCH=8,ARGS=$DARGS" \
     --ntasks-per-node=4 --gpus-per-node=4)
-signal_after "$j" "$W/kd.train.jsonl" 30
+signal_after "$j" "$W/kd.train.jsonl" 12
 st=$(wait_job "$j" 600); restarts=$(field "$j" Restarts)
-$MPIRUN -np 4 bin/minifuse distill --teacher "$MODEL" --student "$W/sp/pruned" --text "$W/train.txt" --out "$W/kd-ref" --tokens 163840 \
+$MPIRUN -np 4 bin/minifuse distill --teacher "$MODEL" --student "$W/sp/pruned" --text "$W/train.txt" --out "$W/kd-ref" --tokens 40960 \
     --ctx 128 --batch 8 --dp 2 $DARGS >/dev/null 2>&1
 if [ "$st" = COMPLETED ] && [ "${restarts:-0}" -ge 1 ] && grep -q "requeueing job $j" "$W"/distill_gpu-"$j".out &&
    same_weights "$W/kd" "$W/kd-ref"; then
