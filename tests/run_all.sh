@@ -73,14 +73,17 @@ slurm_skipped() { # reason
     fi
 }
 if [ "$(id -u)" -eq 0 ]; then
-    echo "== jobscripts: tests/slurm/test_jobscripts.sh"
-    bash tests/slurm/test_jobscripts.sh 2>&1 | tee "$W/jobscripts.log"
-    js=$(grep -a "^jobscripts:" "$W/jobscripts.log" | tail -1)
-    if [ -z "$js" ]; then echo "== jobscripts: no summary (script died)"; failed=$((failed + 1))
-    elif [[ $js == *skipped* ]]; then slurm_skipped "${js#jobscripts: }"
-    else
-        passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$js"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$js")))
-    fi
+    # the CPU scripts, then the GPU ones (*_gpu.sbatch, on a node with placeholder GPUs and the cpu backend)
+    for t in "test_jobscripts.sh:jobscripts" "test_gpu_jobscripts.sh:gpu jobscripts"; do
+        echo "== ${t#*:}: tests/slurm/${t%%:*}"
+        bash "tests/slurm/${t%%:*}" 2>&1 | tee "$W/jobscripts.log"
+        js=$(grep -a "^${t#*:}:" "$W/jobscripts.log" | tail -1)
+        if [ -z "$js" ]; then echo "== ${t#*:}: no summary (script died)"; failed=$((failed + 1))
+        elif [[ $js == *skipped* ]]; then slurm_skipped "${js#*: }"
+        else
+            passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$js"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$js")))
+        fi
+    done
 else
     slurm_skipped "starting a test Slurm cluster needs root"
 fi
