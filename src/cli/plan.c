@@ -14,7 +14,7 @@
 
 typedef struct plan_opts {
     const char *config, *teacher, *task, *backend, *gpu, *math, *recompute, *schedule, *partition, *weights;
-    const char *teacher_dtype, *student_dtype;
+    const char *teacher_dtype, *student_dtype, *scratch;
     int nodes, gpn, micro_batch, seq, micro_batches, batch, pp, dp, json, cores;
     int s_layers, s_dim, s_ffn, s_heads, s_kv;
     float gpu_mem, node_mem, peak_tflops, sgemm_gflops, eff, mem_bw, intra, inter, latency_us, fs, reserve;
@@ -130,6 +130,7 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
     int rc = strcmp(o->recompute, "auto") == 0 ? 2 : pick("recompute", o->recompute, "off", "on");
     *recompute_auto = rc == 2;
     j->recompute = rc == 1;
+    j->shared_scratch = pick("scratch", o->scratch, "per-window", "shared");
     j->schedule = pick("schedule", o->schedule, "1f1b", "gpipe") ? MF_PLAN_GPIPE : MF_PLAN_1F1B;
     j->partition = pick("partition", o->partition, "joint", "separate") ? MF_PLAN_SEPARATE : MF_PLAN_JOINT;
     double tfile = dtype_bytes("teacher-dtype", o->teacher_dtype);
@@ -144,7 +145,7 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
 
 int mf_cmd_plan(int argc, char **argv) {
     plan_opts o = {.task = "distill", .backend = "cuda", .gpu = "h100", .math = "tf32", .recompute = "auto", .schedule = "1f1b",
-                   .partition = "joint", .teacher_dtype = "bf16", .student_dtype = "f32", .micro_batch = 1, .seq = 4096,
+                   .partition = "joint", .teacher_dtype = "bf16", .student_dtype = "f32", .scratch = "per-window", .micro_batch = 1, .seq = 4096,
                    .micro_batches = 8, .cores = 1, .sgemm_gflops = 100, .node_mem = 256, .latency_us = -1, .reserve = -1};
     const mf_opt opts[] = {
         {"config", MF_OPT_STR, &o.config, "the student's (eval: the model's) config.json, or a model minifuse reads", 1},
@@ -179,6 +180,7 @@ int mf_cmd_plan(int argc, char **argv) {
         {"pp", MF_OPT_INT, &o.pp, "pipeline stages (with --dp: this layout only; default: search)", 0},
         {"dp", MF_OPT_INT, &o.dp, "data-parallel replicas", 0},
         {"recompute", MF_OPT_STR, &o.recompute, "activation recomputation: auto (default: off when it fits), on, off", 0},
+        {"scratch", MF_OPT_STR, &o.scratch, "backward scratch: per-window (default, as distill allocates it) or shared (a what-if)", 0},
         {"schedule", MF_OPT_STR, &o.schedule, "1f1b (default) or gpipe (distill before issue 15)", 0},
         {"partition", MF_OPT_STR, &o.partition, "joint (default: teacher layers with their student layers) or separate", 0},
         {"weights", MF_OPT_STR, &o.weights, "frozen (teacher) weights held as bf16 or f32 (default: bf16 for a half-precision file)", 0},
@@ -234,8 +236,9 @@ int mf_cmd_plan(int argc, char **argv) {
         int near = 0;
         for (int i = 1; i < n; i++)
             if (all[i].st[all[i].worst].mem_total < all[near].st[all[near].worst].mem_total) near = i;
-        fprintf(stderr, "minifuse: error: plan: %s does not fit (pp %d x dp %d%s): %s\n", n > 1 && o.pp == 0 ? "no layout" : "the layout",
-                all[near].P, all[near].dp, all[near].job.recompute ? ", recompute" : "", all[near].why);
+        fprintf(stderr, "minifuse: error: plan: %s (pp %d x dp %d%s): %s\n",
+                o.pp == 0 ? "no layout fits; the closest" : "the layout does not fit", all[near].P, all[near].dp,
+                all[near].job.recompute ? ", recompute" : "", all[near].why);
         rc = 1;
     }
     for (int i = 0; i < n; i++) mf_plan_free(&all[i]);

@@ -150,13 +150,15 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         /* x_out [T][D]; backward scratch dx, g, dxn [T][D], dq, datt [T][Q], dk, dv [T][KV], h, dh, dgate,
          * dup [T][F]; ids int32 [T]; distill.c dxs[j] [T][D]; last stage: rms_f [T], xn_f [T][D];
          * --recompute: the work set (acts_alloc) and scratch_out [T][D] */
-        double mb = F4 * T * (5 * D + 2 * Q + 2 * KV + 4 * F) + 4 * T;
-        if (st->last) mb += F4 * T * (D + 1);
-        if (j->recompute) mb += F4 * T * (4 * D + 2 * Q + 2 * KV + 2 * F + 2);
-        mem[MF_PM_MB_BUFS] = k * mb;
+        double keep = F4 * T * 2 * D + 4 * T; /* x_out, dxs, ids: what a micro-batch needs between its passes */
+        double scratch = F4 * T * (3 * D + 2 * Q + 2 * KV + 4 * F);
+        if (st->last) scratch += F4 * T * (D + 1);
+        if (j->recompute) scratch += F4 * T * (4 * D + 2 * Q + 2 * KV + 2 * F + 2);
+        int ks = j->shared_scratch ? 1 : k; /* --scratch shared: a what-if, one set per stage */
+        mem[MF_PM_MB_BUFS] = k * keep + ks * scratch;
         if (st->last) /* train state logits + dlogits per micro-batch; distill.c train() teacher_logits; the
                        * teacher's and the student's mf_state.logits (one window each) */
-            mem[MF_PM_LOGITS] = F4 * V * (2.0 * k * T + 3.0 * j->seq);
+            mem[MF_PM_LOGITS] = F4 * V * (2.0 * ks * T + 3.0 * j->seq);
         /* stage.c mf_stage_open opens both models with an mf_state (the student's is unused by training) */
         /* one window at a time (W = seq tokens) through these and the pipeline's buffers */
         double W = j->seq;
