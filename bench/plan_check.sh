@@ -42,9 +42,9 @@ timed() {
     mpirun --oversubscribe --bind-to none -np "$np" \
         sh -c 'exec /usr/bin/time -v -o "$0.rank${OMPI_COMM_WORLD_RANK}.time" "$@"' "$OUT/$name" "$@"
 }
-distill() { # NAME NP DP
+distill() { # NAME NP DP (not quiet: stderr keeps the "checkpoint ... in X s" line)
     rm -rf "$tmp/d" "$tmp/d.ckpt"
-    timed "$1" "$2" bin/minifuse distill --teacher "$M" --student "$tmp/student" --text "$tmp/train.txt" --out "$tmp/d" \
+    MINIFUSE_QUIET= timed "$1" "$2" bin/minifuse distill --teacher "$M" --student "$tmp/student" --text "$tmp/train.txt" --out "$tmp/d" \
         --tokens $((STEPS * B * CTX)) --batch "$B" --ctx "$CTX" --lr 1e-4 --dp "$3" --checkpoint-every "$STEPS" \
         --checkpoint-dir "$tmp/d.ckpt" --log "$OUT/$1.jsonl" > /dev/null 2> "$OUT/$1.stderr"
     stat -c %s "$tmp"/d.ckpt/ckpt-*.h5 > "$OUT/$1.ckpt_bytes"

@@ -192,25 +192,31 @@ static void stage_time(const ctxt *x, mf_plan_stage *st, int s) {
     const mf_config *c = &j->student, *tc = &j->teacher;
     double T = x->T, rate = hw->peak * hw->eff;
     int nl = st->s1 - st->s0, tl = st->t1 - st->t0;
-    double fwd = T * nl * mf_plan_layer_fwd_flops(c, j->seq) + (st->last ? T * head_flops(c) : 0);
+    double layers = T * nl * mf_plan_layer_fwd_flops(c, j->seq), head = st->last ? T * head_flops(c) : 0;
+    double fwd, bwd = 0;
     if (j->task == MF_PLAN_EVAL) {
-        st->flops_mb = fwd;
-        st->t_bwd_mb = 0;
-    } else { /* backward = 2 x forward; --recompute: a second forward */
-        st->flops_mb = fwd * (3 + (j->recompute ? 1 : 0)) + T * tl * mf_plan_layer_fwd_flops(tc, j->seq) +
-                       (st->last ? T * (head_flops(tc) + LOSS_FLOPS_PER_LOGIT * c->vocab_size) : 0);
-        st->t_bwd_mb = 2 * fwd / rate;
+        fwd = layers + head;
+    } else {
+        /* distill.c forward_window: the teacher's layers (and head, loss on the last stage), the student's
+         * forward, and on the last stage the loss and the head's backward (loss_and_head); backward_window:
+         * the layers' backward, 2 x their forward (+ a second forward with --recompute) */
+        fwd = T * tl * mf_plan_layer_fwd_flops(tc, j->seq) + layers + 3 * head +
+              (st->last ? T * (head_flops(tc) + LOSS_FLOPS_PER_LOGIT * c->vocab_size) : 0);
+        bwd = layers * (2 + (j->recompute ? 1 : 0));
     }
+    st->flops_mb = fwd + bwd;
+    st->t_fwd_mb = fwd / rate;
+    st->t_bwd_mb = bwd / rate;
     st->t_compute_mb = st->flops_mb / rate;
     /* activations sent per micro-batch (stage.c / distill.c: student and teacher forward to the next
      * stage, the student's dL/dx to the previous) */
-    double t = 0;
+    st->t_p2p_fwd = st->t_p2p_bwd = 0;
     if (!st->last) {
         double bytes = F4 * T * c->dim + (j->task == MF_PLAN_DISTILL ? F4 * T * tc->dim : 0);
-        t += bytes / link_bw(x, s, s + 1) + (j->task == MF_PLAN_DISTILL ? 2 : 1) * hw->latency;
+        st->t_p2p_fwd = bytes / link_bw(x, s, s + 1) + (j->task == MF_PLAN_DISTILL ? 2 : 1) * hw->latency;
     }
-    if (!st->first && j->task == MF_PLAN_DISTILL) t += F4 * T * c->dim / link_bw(x, s, s - 1) + hw->latency;
-    st->t_p2p_mb = t;
+    if (!st->first && j->task == MF_PLAN_DISTILL) st->t_p2p_bwd = F4 * T * c->dim / link_bw(x, s, s - 1) + hw->latency;
+    st->t_p2p_mb = st->t_p2p_fwd + st->t_p2p_bwd;
 }
 
 /* The data-parallel sum and the optimizer step after the pipeline (distill.c reduce_grads, grad_norm,
@@ -345,12 +351,14 @@ int mf_plan_compute(const mf_plan_job *job, const mf_plan_hw *hw, mf_plan *out, 
     }
     free(sb);
     free(tb);
-    double flops = 0;
+    double flops = 0, t_f = 0, t_b = 0;
     for (int s = 0; s < P; s++) {
         mf_plan_stage *st = &out->st[s];
         flops += st->flops_mb;
-        double t = st->t_compute_mb + st->t_p2p_mb;
+        double t = st->t_compute_mb + st->t_p2p_mb, tf = st->t_fwd_mb + st->t_p2p_fwd, tb = st->t_bwd_mb + st->t_p2p_bwd;
         if (t > out->t_mb) out->t_mb = t;
+        if (tf > t_f) t_f = tf;
+        if (tb > t_b) t_b = tb;
         if (st->t_dp + st->t_optim > out->t_dp + out->t_optim) { out->t_dp = st->t_dp; out->t_optim = st->t_optim; }
         if (st->mem_total > out->st[out->worst].mem_total) out->worst = s;
     }
@@ -358,6 +366,9 @@ int mf_plan_compute(const mf_plan_job *job, const mf_plan_hw *hw, mf_plan *out, 
     out->student_params = mf_plan_student_params(&j->student);
     out->teacher_params = j->task == MF_PLAN_DISTILL ? (double)mf_config_total_params(&j->teacher) : 0;
     int m = out->m;
+    /* 1F1B: every stage alternates forwards and backwards, the slowest stage sets the pace; GPipe: all
+     * forwards stream through, then all backwards, each phase paced by its own slowest stage */
+    if (j->schedule == MF_PLAN_GPIPE && j->task == MF_PLAN_DISTILL) out->t_mb = t_f + t_b;
     out->t_pipeline = (m + P - 1) * out->t_mb;
     out->bubble = (double)(P - 1) / (m + P - 1);
     out->t_step = out->t_pipeline + out->t_dp + out->t_optim;

@@ -88,9 +88,11 @@ typedef struct mf_plan_stage {
     double layer_params;    /* of which in layers (the data-parallel buckets) */
     double mem[MF_PM_N], mem_total;
     double flops_mb;        /* FLOPs of one micro-batch here: student fwd+bwd (+recompute), teacher fwd, heads */
-    double t_compute_mb;    /* flops_mb / (peak x eff) */
-    double t_bwd_mb;        /* the student backward's part of it (overlaps the bucket sums) */
+    double t_compute_mb;    /* flops_mb / (peak x eff) = t_fwd_mb + t_bwd_mb */
+    double t_fwd_mb;        /* the forward pass: teacher, student, and on the last stage loss + head backward */
+    double t_bwd_mb;        /* the student layers' backward (overlaps the bucket sums) */
     double t_p2p_mb;        /* activations sent per micro-batch: bytes / link bandwidth + latency */
+    double t_p2p_fwd, t_p2p_bwd; /* its forward (to the next stage) and backward (to the previous) parts */
     double t_dp;            /* data-parallel sum of this stage's gradients, exposed part */
     double t_optim;         /* zero_grad, norm, AdamW, finiteness check: bytes / mem_bw */
 } mf_plan_stage;
@@ -101,7 +103,8 @@ typedef struct mf_plan {
     mf_plan_stage *st;      /* [P] */
     double student_params, teacher_params;
     double flops_per_token; /* training (or eval) FLOPs per token, all stages */
-    double t_mb;            /* the slowest stage's time per micro-batch */
+    double t_mb;            /* per micro-batch: the slowest stage's (1F1B), or the slowest forward + the
+                             * slowest backward (GPipe) */
     double t_pipeline;      /* (m + P - 1) x t_mb */
     double bubble;          /* (P - 1) / (m + P - 1) */
     double t_dp, t_optim;   /* the slowest stage's exposed gradient sum and optimizer step */
