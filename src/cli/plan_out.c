@@ -73,7 +73,7 @@ static void print_detail(const plan_print_ctx *c, const mf_plan *p) {
                p->t_mb, p->t_pipeline, 100 * p->bubble, p->t_dp, p->t_optim, p->t_step);
     else
         printf("  pass = (windows + P - 1) x %.3f = %.3f s (bubble %.1f%%)\n", p->t_mb, p->t_step, 100 * p->bubble);
-    printf("  %.0f tokens per %s, %.1f tokens/s (%.1f%% of the peak reached on the model's FLOPs)\n", p->tokens_per_step,
+    printf("  %.0f tokens per %s, %.1f tokens/s (%.1f%% of the peak, on the FLOPs executed, recompute included)\n", p->tokens_per_step,
            distill ? "step" : "pass", p->tokens_per_s,
            100 * p->tokens_per_s * p->flops_per_token / (p->ranks * c->hw->peak));
     if (distill)
