@@ -250,3 +250,29 @@ Test(plan, bad_configs, .timeout = 120) {
                  "not a multiple");
     expect_error("{\"architectures\": [\"GPT2LMHeadModel\"], \"hidden_size\": 64}", "GPT2LMHeadModel");
 }
+
+/* eval of stories260K on 2 ranks, 64 tokens, 10 windows: weights, mf_state, logits, pipeline buffers */
+Test(plan, eval_by_hand) {
+    mf_config c = load(tu_shared(STORIES_CFG));
+    mf_plan_job j = {.task = MF_PLAN_EVAL, .student = c, .seq = 64, .micro_batch = 1, .micro_batches = 10, .pp = 2, .dp = 1,
+                     .teacher_wbytes = 4, .teacher_file_bytes = 4, .student_file_bytes = 4};
+    mf_plan_hw hw = cpu_hw(1e12);
+    hw.ranks_per_node = 2;
+    mf_plan p;
+    mf_err err;
+    cr_assert_eq(mf_plan_compute(&j, &hw, &p, &err), 0, "%s", err.msg);
+    /* mpi/pipeline.c's split of 5 layers with the head on the last rank: [0,3) [3,5) */
+    cr_expect_eq(p.st[0].s1, 3);
+    const mf_plan_stage *a = &p.st[0], *b = &p.st[1];
+    cr_expect_eq(a->mem[MF_PM_TEACHER_W], 4.0 * (3 * 45440 + 32768));
+    cr_expect_eq(b->mem[MF_PM_TEACHER_W], 4.0 * (2 * 45440 + 32768 + 64)); /* tied: the embedding is the head */
+    cr_expect_eq(a->mem[MF_PM_MAPS], 0);                                    /* f32 file used in place */
+    cr_expect_eq(a->mem[MF_PM_INFER], 4.0 * (64 * 600 + 2 * 3 * 64 * 32));
+    cr_expect_eq(b->mem[MF_PM_LOGITS], 4.0 * 64 * 512);
+    cr_expect_eq(a->mem[MF_PM_PIPE], 2 * 4.0 * 64 * 64);
+    cr_expect_eq(b->mem[MF_PM_PIPE], 0);
+    /* 10 windows through 2 stages: (10 + 1) x the slower stage */
+    double fa = 64 * 3 * (2 * 45440 + 4.0 * 64 * 65 / 2), fb = 64 * 2 * (2 * 45440 + 4.0 * 64 * 65 / 2) + 64 * 65536.0;
+    cr_expect(fabs(p.t_step - 11 * (fa > fb ? fa : fb) / 1e9 - 11 * 4.0 * 64 * 64 / 1e9) < 1e-12, "%.12f", p.t_step);
+    mf_plan_free(&p);
+}
