@@ -276,3 +276,30 @@ Test(plan, eval_by_hand) {
     cr_expect(fabs(p.t_step - 11 * (fa > fb ? fa : fb) / 1e9 - 11 * 4.0 * 64 * 64 / 1e9) < 1e-12, "%.12f", p.t_step);
     mf_plan_free(&p);
 }
+
+/* A depth-pruned student's stages start their teacher layers where its layers came from. */
+Test(plan, joint_bounds_follow_the_layer_map) {
+    mf_config t = load(SMOLLM2_CFG), s = t;
+    s.n_layers = 22;
+    static const int dropped[8] = {5, 20, 23, 7, 17, 26, 24, 10};
+    int map[22], k = 0;
+    for (int l = 0; l < 30; l++) {
+        int d = 0;
+        for (int i = 0; i < 8; i++) d |= dropped[i] == l;
+        if (!d) map[k++] = l;
+    }
+    mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = s, .teacher = t, .seq = 256, .micro_batch = 1, .micro_batches = 4,
+                     .pp = 2, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_map = map,
+                     .teacher_wbytes = 4, .teacher_file_bytes = 0.625, .student_file_bytes = 4};
+    mf_plan_hw hw = cpu_hw(1e12);
+    hw.ranks_per_node = 2;
+    mf_plan p;
+    mf_err err;
+    cr_assert_eq(mf_plan_compute(&j, &hw, &p, &err), 0, "%s", err.msg);
+    int b = p.st[1].s0;
+    cr_expect_eq(p.st[0].t1, map[b]);
+    cr_expect_eq(p.st[1].t0, map[b]);
+    cr_expect_eq(p.st[1].t1, 30);
+    cr_expect_neq(map[b], b * 30 / 22, "the map should differ from the proportional split here (boundary %d)", b);
+    mf_plan_free(&p);
+}

@@ -1,5 +1,6 @@
 /* plan.c - `minifuse plan`: options, the cluster's defaults, reading the configs;
  * the model is src/plan/plan.c, the printing src/cli/plan_out.c. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,29 @@ static void read_config(const char *path, mf_config *c) {
         mf_source_close(s);
     }
     if (mf_config_validate(c, path, &err) != 0) mf_fatal("plan: %s", err.msg);
+}
+
+/* A depth-pruned student's map to its teacher's layers, from its config.json ("minifuse":
+ * {"dropped_layers": [...]}, written by prune); NULL when there is none or it does not match. */
+static int *layer_map(const char *path, int teacher_layers, int student_layers) {
+    char cfg[4200];
+    size_t n = strlen(path);
+    snprintf(cfg, sizeof cfg, n >= 5 && strcmp(path + n - 5, ".json") == 0 ? "%s" : "%s/config.json", path);
+    json_t *root = json_load_file(cfg, 0, NULL);
+    json_t *dl = json_object_get(json_object_get(root, "minifuse"), "dropped_layers");
+    char *dropped = mf_calloc((size_t)teacher_layers + 1, 1);
+    int nd = 0, *map = NULL;
+    for (size_t i = 0; json_is_array(dl) && i < json_array_size(dl); i++) {
+        json_int_t v = json_integer_value(json_array_get(dl, i));
+        if (v >= 0 && v < teacher_layers && !dropped[v]) { dropped[v] = 1; nd++; }
+    }
+    if (nd > 0 && teacher_layers - nd == student_layers) {
+        map = mf_malloc((size_t)student_layers * sizeof *map);
+        for (int l = 0, k = 0; l < teacher_layers; l++) if (!dropped[l]) map[k++] = l;
+    }
+    free(dropped);
+    json_decref(root);
+    return map;
 }
 
 /* --student-* overrides: a pruned student's shape without writing its config. */
@@ -122,6 +146,7 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
         else j->teacher = j->student;
     }
     shape_student(o, &j->student);
+    if (j->task == MF_PLAN_DISTILL && !o->s_layers) j->teacher_map = layer_map(o->config, j->teacher.n_layers, j->student.n_layers);
     j->seq = o->seq;
     j->micro_batch = o->micro_batch;
     j->micro_batches = o->micro_batches;
@@ -243,5 +268,6 @@ int mf_cmd_plan(int argc, char **argv) {
     }
     for (int i = 0; i < n; i++) mf_plan_free(&all[i]);
     free(all);
+    free((int *)job.teacher_map);
     return rc;
 }

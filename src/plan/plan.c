@@ -242,10 +242,13 @@ static void stage_reduce(const ctxt *x, mf_plan_stage *st, int s) {
     st->t_optim = 40.0 * st->params / hw->mem_bw;
 }
 
-/* Teacher layers that go with student layers [0, i) in the joint partition. */
+/* The teacher layer where a stage starting at student layer i starts, in the joint partition (as
+ * src/train/partition.c, issue 15's 1F1B): the layer student layer i came from, else i x Lt / Ls. */
 static int teacher_bound(const mf_plan_job *j, int i) {
     int Ls = j->student.n_layers, Lt = j->teacher.n_layers;
-    return (int)((long long)i * Lt / Ls); /* as src/train/partition.c (issue 15's 1F1B) without a layer map */
+    if (i <= 0) return 0;
+    if (i >= Ls) return Lt;
+    return j->teacher_map ? j->teacher_map[i] : (int)((long long)i * Lt / Ls);
 }
 
 static void stage_fill(const ctxt *x, mf_plan_stage *st, int s, int s0, int s1, int t0, int t1) {

@@ -56,6 +56,8 @@ typedef struct mf_plan_job {
                                 * window in flight, as model_train.c allocates it today */
     mf_plan_schedule schedule;
     mf_plan_partition partition;
+    const int *teacher_map;    /* [student layers]: the teacher layer each student layer came from (a depth-pruned
+                                * student's config.json "minifuse": {"dropped_layers"}), or NULL: proportional */
     double teacher_wbytes;     /* bytes per frozen weight held: 2 (bf16/f16) or 4 (f32) */
     double teacher_file_bytes; /* bytes per parameter of the teacher's file (cpu: its mapped pages count in RSS) */
     double student_file_bytes; /* the same for the student's (or eval model's) file; 0 = not mapped */
