@@ -21,7 +21,8 @@
 # Writes bench/results/plan-check-DATE/: the raw outputs (time -v of every rank,
 # distill logs and stderr, eval JSON, sgemm JSON, the planner's JSON), env.json
 # and table.md. MEASURED=DIR reuses the runs of an earlier DIR (only the planner
-# and the table are redone).
+# and the table are redone). REF_MD=bench/results/train-DATE.md and
+# REF_FORWARD=bench/results/forward-DATE.json add quiet references (bench/plan_check.py).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
