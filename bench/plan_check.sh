@@ -71,5 +71,10 @@ if [ -z "${MEASURED:-}" ]; then
 else
     cp "$MEASURED"/*.time "$MEASURED"/*.jsonl "$MEASURED"/*.json "$MEASURED"/*.ckpt_bytes "$MEASURED"/*.stderr "$MEASURED"/*.txt "$OUT"/ 2>/dev/null || true
 fi
+# the planner models the distill this binary runs: 1F1B with the joint partition once `distill --schedule`
+# exists (issue 15), else GPipe with teacher and student split separately
+if bin/minifuse distill --help 2>/dev/null | grep -q -- '--schedule'; then
+    export PLAN_SCHEDULE=${PLAN_SCHEDULE:-1f1b} PLAN_PARTITION=${PLAN_PARTITION:-joint}
+fi
 python3 bench/plan_check.py "$OUT" "$M" "$OUT/student_config.json" "$B" "$CTX" "${EFF:-}" | tee "$OUT/table.md"
 echo "plan_check: $OUT" >&2

@@ -303,3 +303,27 @@ Test(plan, joint_bounds_follow_the_layer_map) {
     cr_expect_neq(map[b], b * 30 / 22, "the map should differ from the proportional split here (boundary %d)", b);
     mf_plan_free(&p);
 }
+
+/* Through the binary: --task eval on the CPU, frozen weights bf16 for a bf16 file by default, f32 by --weights. */
+Test(plan, cli_eval_weights, .timeout = 120) {
+    const char *base = "--task eval --backend cpu --config " SMOLLM2_CFG " --nodes 1 --gpus-per-node 2 --pp 2 --dp 1 --seq 256 "
+                       "--micro-batches 16 --sgemm-gflops 100 --efficiency 0.5";
+    char args[1024];
+    int rc;
+    for (int f32 = 0; f32 < 2; f32++) {
+        snprintf(args, sizeof args, "%s%s", base, f32 ? " --weights f32" : "");
+        json_t *j = run_json(args, &rc);
+        cr_expect_eq(rc, 0);
+        json_t *l = json_array_get(json_object_get(j, "layouts"), 0);
+        json_t *st = json_array_get(json_object_get(l, "stages"), 0);
+        json_t *sl = json_object_get(st, "student_layers");
+        int l1 = (int)json_integer_value(json_array_get(sl, 1));
+        double w = json_real_value(json_object_get(json_object_get(st, "memory_bytes"), "teacher_weights"));
+        /* stage 1: its layers and the embedding, at 2 or 4 bytes; the bf16 file is used in place when held bf16 */
+        cr_expect_eq(w, (f32 ? 4.0 : 2.0) * (l1 * 3540096.0 + 49152.0 * 576), "f32 %d: %g", f32, w);
+        double maps = json_real_value(json_object_get(json_object_get(st, "memory_bytes"), "file_maps"));
+        cr_expect_eq(maps, f32 ? 2.0 * (l1 * 3540096.0 + 49152.0 * 576) : 0, "f32 %d: maps %g", f32, maps);
+        cr_expect_eq(json_real_value(json_object_get(json_object_get(j, "cluster"), "peak_flops")), 100e9);
+        json_decref(j);
+    }
+}
