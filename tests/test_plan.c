@@ -327,3 +327,22 @@ Test(plan, cli_eval_weights, .timeout = 120) {
         json_decref(j);
     }
 }
+
+/* --teacher-topk: the same memory but for the cache's K ids and logits, no teacher FLOPs. */
+Test(plan, teacher_topk) {
+    mf_config c = load(tu_shared(STORIES_CFG));
+    mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
+                     .teacher_file_bytes = 4, .student_file_bytes = 4};
+    mf_plan_hw hw = cpu_hw(1e12);
+    mf_plan a, b;
+    mf_err err;
+    cr_assert_eq(mf_plan_compute(&j, &hw, &a, &err), 0, "%s", err.msg);
+    j.topk = 16;
+    cr_assert_eq(mf_plan_compute(&j, &hw, &b, &err), 0, "%s", err.msg);
+    cr_expect_eq(b.st[0].mem_total - a.st[0].mem_total, 8.0 * 32 * 16);
+    /* without the teacher's 5 layers and head: 32 x (5 x 95104 + 65536) FLOPs less */
+    cr_expect_eq(a.st[0].flops_mb - b.st[0].flops_mb, 32.0 * (5 * 95104 + 65536));
+    mf_plan_free(&a);
+    mf_plan_free(&b);
+}

@@ -16,7 +16,7 @@
 typedef struct plan_opts {
     const char *config, *teacher, *task, *backend, *gpu, *math, *recompute, *schedule, *partition, *weights;
     const char *teacher_dtype, *student_dtype, *scratch;
-    int nodes, gpn, micro_batch, seq, micro_batches, batch, pp, dp, json, cores;
+    int nodes, gpn, micro_batch, seq, micro_batches, batch, pp, dp, json, cores, topk;
     int s_layers, s_dim, s_ffn, s_heads, s_kv;
     float gpu_mem, node_mem, peak_tflops, sgemm_gflops, eff, mem_bw, intra, inter, latency_us, fs, reserve;
     float teacher_file_gb;
@@ -155,6 +155,8 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
     int rc = strcmp(o->recompute, "auto") == 0 ? 2 : pick("recompute", o->recompute, "off", "on");
     *recompute_auto = rc == 2;
     j->recompute = rc == 1;
+    if (o->topk < 0) mf_fatal("plan: --teacher-topk %d must not be negative", o->topk);
+    j->topk = o->topk;
     j->shared_scratch = pick("scratch", o->scratch, "per-window", "shared");
     j->schedule = pick("schedule", o->schedule, "1f1b", "gpipe") ? MF_PLAN_GPIPE : MF_PLAN_1F1B;
     j->partition = pick("partition", o->partition, "joint", "separate") ? MF_PLAN_SEPARATE : MF_PLAN_JOINT;
@@ -212,6 +214,7 @@ int mf_cmd_plan(int argc, char **argv) {
         {"teacher-dtype", MF_OPT_STR, &o.teacher_dtype, "the teacher's (eval: the model's) file: bf16 (default), f16, f32, q8_0, q4_1, q4_0", 0},
         {"teacher-file-gb", MF_OPT_FLOAT, &o.teacher_file_gb, "the teacher's file size in GB (overrides --teacher-dtype; cpu maps)", 0},
         {"student-dtype", MF_OPT_STR, &o.student_dtype, "the student's file: f32 (default, what prune writes) or bf16", 0},
+        {"teacher-topk", MF_OPT_INT, &o.topk, "distill --teacher-topk K: the teacher's top-K logits from the cache, no teacher forward", 0},
         {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
     };
     const char *summary =

@@ -158,7 +158,8 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_MB_BUFS] = k * keep + ks * scratch;
         if (st->last) /* train state logits + dlogits per micro-batch; distill.c train() teacher_logits; the
                        * teacher's and the student's mf_state.logits (one window each) */
-            mem[MF_PM_LOGITS] = F4 * V * (2.0 * ks * T + 3.0 * j->seq);
+            mem[MF_PM_LOGITS] = F4 * V * (2.0 * ks * T + 3.0 * j->seq) +
+                                (j->topk > 0 ? 8.0 * j->seq * j->topk : 0); /* distill_aux.c tk_ids, tk_logits */
         /* stage.c mf_stage_open opens both models with an mf_state (the student's is unused by training) */
         /* one window at a time (W = seq tokens) through these and the pipeline's buffers */
         double W = j->seq;
@@ -200,8 +201,9 @@ static void stage_time(const ctxt *x, mf_plan_stage *st, int s) {
         /* distill.c forward_window: the teacher's layers (and head, loss on the last stage), the student's
          * forward, and on the last stage the loss and the head's backward (loss_and_head); backward_window:
          * the layers' backward, 2 x their forward (+ a second forward with --recompute) */
-        fwd = T * tl * mf_plan_layer_fwd_flops(tc, j->seq) + layers + 3 * head +
-              (st->last ? T * (head_flops(tc) + LOSS_FLOPS_PER_LOGIT * c->vocab_size) : 0);
+        int teacher = j->topk <= 0; /* --teacher-topk: no teacher forward (distill.c forward_window) */
+        fwd = (teacher ? T * tl * mf_plan_layer_fwd_flops(tc, j->seq) : 0) + layers + 3 * head +
+              (st->last ? T * ((teacher ? head_flops(tc) : 0) + LOSS_FLOPS_PER_LOGIT * c->vocab_size) : 0);
         bwd = layers * (2 + (j->recompute ? 1 : 0));
     }
     st->flops_mb = fwd + bwd;
@@ -212,8 +214,9 @@ static void stage_time(const ctxt *x, mf_plan_stage *st, int s) {
      * stage, the student's dL/dx to the previous) */
     st->t_p2p_fwd = st->t_p2p_bwd = 0;
     if (!st->last) {
-        double bytes = F4 * T * c->dim + (j->task == MF_PLAN_DISTILL ? F4 * T * tc->dim : 0);
-        st->t_p2p_fwd = bytes / link_bw(x, s, s + 1) + (j->task == MF_PLAN_DISTILL ? 2 : 1) * hw->latency;
+        int teacher = j->task == MF_PLAN_DISTILL && j->topk <= 0;
+        double bytes = F4 * T * c->dim + (teacher ? F4 * T * tc->dim : 0);
+        st->t_p2p_fwd = bytes / link_bw(x, s, s + 1) + (teacher ? 2 : 1) * hw->latency;
     }
     if (!st->first && j->task == MF_PLAN_DISTILL) st->t_p2p_bwd = F4 * T * c->dim / link_bw(x, s, s - 1) + hw->latency;
     st->t_p2p_mb = st->t_p2p_fwd + st->t_p2p_bwd;

@@ -52,6 +52,8 @@ typedef struct mf_plan_job {
     int micro_batches;         /* m: micro-batches per replica per optimizer step (eval: windows per rank pipeline) */
     int pp, dp;                /* the layout */
     int recompute;             /* --recompute: keep only layer inputs, recompute in the backward */
+    int topk;                  /* distill --teacher-topk K: the teacher's logits come from the cache, no teacher
+                                * forward in the step (the teacher is still loaded: it builds the cache) */
     int shared_scratch;        /* what-if: one backward scratch (and logits) per stage instead of one per
                                 * window in flight, as model_train.c allocates it today */
     mf_plan_schedule schedule;
