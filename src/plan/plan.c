@@ -133,9 +133,10 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
     if (j->task == MF_PLAN_EVAL) { /* src/cli/eval.c: mf_stage_open(model, ctx, ctx) */
         double w = frozen_params(c, nl, st->first, st->last);
         mem[MF_PM_TEACHER_W] = w * j->teacher_wbytes;
-        mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, T, (int)T);
-        if (st->last) mem[MF_PM_LOGITS] = F4 * T * V;                       /* mf_state.logits */
-        if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * T * D;                     /* mpi/pipeline.c isend: 2 buffers */
+        double W = j->seq;                                                   /* a window at a time */
+        mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, W, j->seq);
+        if (st->last) mem[MF_PM_LOGITS] = F4 * W * V;                       /* mf_state.logits */
+        if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * W * D;                     /* mpi/pipeline.c isend: 2 buffers */
         if (host && j->student_file_bytes != j->teacher_wbytes) mem[MF_PM_MAPS] = w * j->student_file_bytes;
         mem[MF_PM_RESERVE] = hw->reserve;
     } else {
@@ -166,7 +167,7 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_INFER] = mf_plan_state_bytes(tc, tl, 0, W, j->seq) + mf_plan_state_bytes(c, nl, 0, W, j->seq);
         /* pipeline.c isend: 2 buffers per direction and model; distill.c t->x [T][D] receive buffer */
         double pipe = F4 * W * D;
-        if (!st->last) pipe += 2 * F4 * W * (D + tc->dim);
+        if (!st->last) pipe += 2 * F4 * W * (D + (j->topk > 0 ? 0 : tc->dim)); /* isend allocates on first use */
         if (!st->first) pipe += 2 * F4 * W * D;
         mem[MF_PM_PIPE] = pipe;
         /* collective_mpi.c sum_begin: q->tmp (n / dp x dp floats) per bucket in flight; every layer's
