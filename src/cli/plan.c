@@ -201,7 +201,7 @@ int mf_cmd_plan(int argc, char **argv) {
         {"fs-bandwidth", MF_OPT_FLOAT, &o.fs, "GB/s the file system writes a checkpoint at (default 10, cpu 1)", 0},
         {"reserve", MF_OPT_FLOAT, &o.reserve, "GiB per rank outside minifuse's buffers (default cuda 2, cpu 0.04)", 0},
         {"seq", MF_OPT_INT, &o.seq, "tokens per window (distill --ctx; default 4096)", 0},
-        {"micro-batch", MF_OPT_INT, &o.micro_batch, "windows per micro-batch (minifuse: 1, the default)", 0},
+        {"micro-batch", MF_OPT_INT, &o.micro_batch, "windows per micro-batch (default 1; distill: --batch / (--dp x --micro-batches))", 0},
         {"micro-batches", MF_OPT_INT, &o.micro_batches, "micro-batches per replica per step (eval: windows; default 8)", 0},
         {"batch", MF_OPT_INT, &o.batch, "windows per optimizer step, all replicas (fixes m = batch / (dp x micro-batch))", 0},
         {"pp", MF_OPT_INT, &o.pp, "pipeline stages (with --dp: this layout only; default: search)", 0},
