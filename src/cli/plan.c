@@ -18,7 +18,7 @@ typedef struct plan_opts {
     const char *teacher_dtype, *student_dtype, *scratch;
     int nodes, gpn, micro_batch, seq, micro_batches, batch, pp, dp, json, cores, topk;
     int s_layers, s_dim, s_ffn, s_heads, s_kv;
-    float gpu_mem, node_mem, peak_tflops, sgemm_gflops, eff, mem_bw, intra, inter, latency_us, fs, reserve;
+    float gpu_mem, node_mem, peak_tflops, half_tflops, sgemm_gflops, eff, mem_bw, intra, inter, latency_us, fs, reserve;
     float teacher_file_gb;
 } plan_opts;
 
@@ -103,10 +103,10 @@ static void hardware(const plan_opts *o, mf_plan_hw *hw) {
          * direction); one 400 Gb/s NIC per GPU ~40 GB/s achieved */
         hw->mem = (h200 ? 143771.0 : 81559.0) * 1024 * 1024;
         hw->mem_what = "GPU memory";
-        int m = strcmp(o->math, "fp32") == 0 ? 0 : strcmp(o->math, "tf32") == 0 ? 1 : strcmp(o->math, "bf16") == 0 ? 2 : -1;
-        if (m < 0) mf_fatal("plan: --math '%s' is not fp32, tf32 or bf16", o->math);
-        const double peaks[3] = {66.9e12, 494.7e12, 989.4e12};
-        hw->peak = peaks[m];
+        /* float32 products: cuda/backend_cuda.c keeps CUBLAS_DEFAULT_MATH (FP32, no TF32) -> 66.9 TFLOP/s;
+         * --math tf32 494.7. Half-precision weights (linear_h: cublasGemmEx on the tensor cores): 989.4 */
+        hw->peak = pick("math", o->math, "fp32", "tf32") ? 494.7e12 : 66.9e12;
+        hw->peak_half = 989.4e12;
         hw->eff = 0.4;
         hw->mem_bw = h200 ? 4.8e12 : 3.35e12;
         hw->intra_bw = 360e9;
@@ -118,6 +118,7 @@ static void hardware(const plan_opts *o, mf_plan_hw *hw) {
         hw->mem = (double)o->node_mem * GIB / o->gpn;
         hw->mem_what = "host memory";
         hw->peak = (double)o->cores * o->sgemm_gflops * 1e9;
+        hw->peak_half = hw->peak; /* half weights are converted inside the float32 GEMM path */
         hw->eff = 0.7;
         hw->mem_bw = 10e9;    /* one core streaming */
         hw->intra_bw = 5e9;   /* MPI over shared memory: copies */
@@ -128,6 +129,8 @@ static void hardware(const plan_opts *o, mf_plan_hw *hw) {
     }
     if (o->gpu_mem > 0) hw->mem = o->gpu_mem * GIB;
     if (o->peak_tflops > 0) hw->peak = o->peak_tflops * 1e12;
+    if (o->half_tflops > 0) hw->peak_half = o->half_tflops * 1e12;
+    else if (o->peak_tflops > 0 && hw->backend == MF_PLAN_CPU) hw->peak_half = hw->peak;
     if (o->eff > 0) hw->eff = o->eff;
     if (o->mem_bw > 0) hw->mem_bw = o->mem_bw * 1e9;
     if (o->intra > 0) hw->intra_bw = o->intra * 1e9;
@@ -171,7 +174,7 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
 }
 
 int mf_cmd_plan(int argc, char **argv) {
-    plan_opts o = {.task = "distill", .backend = "cuda", .gpu = "h100", .math = "tf32", .recompute = "auto", .schedule = "1f1b",
+    plan_opts o = {.task = "distill", .backend = "cuda", .gpu = "h100", .math = "fp32", .recompute = "auto", .schedule = "1f1b",
                    .partition = "joint", .teacher_dtype = "bf16", .student_dtype = "f32", .scratch = "per-window", .micro_batch = 1, .seq = 4096,
                    .micro_batches = 8, .cores = 1, .sgemm_gflops = 100, .node_mem = 256, .latency_us = -1, .reserve = -1};
     const mf_opt opts[] = {
@@ -187,10 +190,11 @@ int mf_cmd_plan(int argc, char **argv) {
         {"gpus-per-node", MF_OPT_INT, &o.gpn, "GPUs (cpu: ranks) per node", 1},
         {"backend", MF_OPT_STR, &o.backend, "cuda (default) or cpu", 0},
         {"gpu", MF_OPT_STR, &o.gpu, "h100 (default) or h200: memory, peak and bandwidth defaults", 0},
-        {"math", MF_OPT_STR, &o.math, "cuda GEMM peak: fp32, tf32 (default) or bf16", 0},
+        {"math", MF_OPT_STR, &o.math, "cuda float32 GEMMs: fp32 (default: what the CUDA backend runs, 66.9 TFLOP/s) or tf32 (494.7)", 0},
         {"gpu-mem", MF_OPT_FLOAT, &o.gpu_mem, "GiB one rank may use (overrides --gpu / --node-mem)", 0},
         {"node-mem", MF_OPT_FLOAT, &o.node_mem, "cpu: GiB of host memory per node (default 256)", 0},
         {"peak-tflops", MF_OPT_FLOAT, &o.peak_tflops, "peak TFLOP/s of one rank (overrides --gpu / --cores x --sgemm-gflops)", 0},
+        {"half-tflops", MF_OPT_FLOAT, &o.half_tflops, "peak TFLOP/s of GEMMs on bf16/f16 weights (default: cuda 989.4, cpu the float32 peak)", 0},
         {"cores", MF_OPT_INT, &o.cores, "cpu: cores per rank (default 1)", 0},
         {"sgemm-gflops", MF_OPT_FLOAT, &o.sgemm_gflops, "cpu: measured sgemm GFLOP/s of one core (bench/sgemm_peak.c; default 100)", 0},
         {"efficiency", MF_OPT_FLOAT, &o.eff, "fraction of the peak a step reaches (default: cuda 0.4 assumed, cpu 0.7; calibrate)", 0},

@@ -73,7 +73,7 @@ static void print_detail(const plan_print_ctx *c, const mf_plan *p) {
                p->t_mb, p->t_pipeline, 100 * p->bubble, p->t_dp, p->t_optim, p->t_step);
     else
         printf("  pass = (windows + P - 1) x %.3f = %.3f s (bubble %.1f%%)\n", p->t_mb, p->t_step, 100 * p->bubble);
-    printf("  %.0f tokens per %s, %.1f tokens/s (%.1f%% of the peak, on the FLOPs executed, recompute included)\n", p->tokens_per_step,
+    printf("  %.0f tokens per %s, %.1f tokens/s (%.1f%% of the float32 peak, on the FLOPs executed, recompute included)\n", p->tokens_per_step,
            distill ? "step" : "pass", p->tokens_per_s,
            100 * p->tokens_per_s * p->flops_per_token / (p->ranks * c->hw->peak));
     if (distill)
@@ -117,10 +117,10 @@ static void print_json(const plan_print_ctx *c, const mf_plan *all, int n, int b
     const mf_plan_hw *hw = c->hw;
     json_t *layouts = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(layouts, plan_json(&all[i]));
-    json_t *root = json_pack("{s:s, s:o, s:{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}, s:o}",
+    json_t *root = json_pack("{s:s, s:o, s:{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}, s:o}",
         "task", j->task == MF_PLAN_DISTILL ? "distill" : "eval", "student", config_json(c->config, &j->student), "cluster",
         "backend", hw->backend == MF_PLAN_CUDA ? "cuda" : "cpu", "nodes", hw->nodes, "ranks_per_node", hw->ranks_per_node,
-        "memory_bytes", hw->mem, "peak_flops", hw->peak, "efficiency", hw->eff, "mem_bw", hw->mem_bw, "intra_bw",
+        "memory_bytes", hw->mem, "peak_flops", hw->peak, "peak_half_flops", hw->peak_half, "efficiency", hw->eff, "mem_bw", hw->mem_bw, "intra_bw",
         hw->intra_bw, "inter_bw", hw->inter_bw, "fs_bw", hw->fs_bw, "reserve_bytes", hw->reserve, "layouts", layouts);
     if (j->task == MF_PLAN_DISTILL) json_object_set_new(root, "teacher", config_json(c->teacher, &j->teacher));
     json_object_set_new(root, "seq", json_integer(j->seq));
@@ -144,9 +144,10 @@ void plan_print(const plan_print_ctx *c, const mf_plan *all, int n, int best) {
            hw->backend == MF_PLAN_CUDA ? "cuda" : "cpu");
     if (j->task == MF_PLAN_DISTILL) model_line("teacher", c->teacher, &j->teacher);
     model_line(j->task == MF_PLAN_DISTILL ? "student" : "model", c->config, &j->student);
-    printf("cluster: %d node(s) x %d rank(s): %.1f GiB %s, %.1f TFLOP/s peak x efficiency %.2f, memory %.0f GB/s,\n"
-           "  links %.0f GB/s in a node, %.0f GB/s across, file system %.1f GB/s, reserve %.2f GiB per rank\n",
-           hw->nodes, hw->ranks_per_node, hw->mem / GIB, hw->mem_what, hw->peak / 1e12, hw->eff, hw->mem_bw / 1e9,
+    printf("cluster: %d node(s) x %d rank(s): %.1f GiB %s, %.1f TFLOP/s peak (%.1f on half weights) x efficiency %.2f,\n"
+           "  memory %.0f GB/s,"
+           " links %.0f GB/s in a node, %.0f GB/s across, file system %.1f GB/s, reserve %.2f GiB per rank\n",
+           hw->nodes, hw->ranks_per_node, hw->mem / GIB, hw->mem_what, hw->peak / 1e12, hw->peak_half / 1e12, hw->eff, hw->mem_bw / 1e9,
            hw->intra_bw / 1e9, hw->inter_bw / 1e9, hw->fs_bw / 1e9, hw->reserve / GIB);
     if (j->task == MF_PLAN_DISTILL)
         printf("job: windows of %d tokens, %d per micro-batch, %s schedule, %s partition, teacher weights held as %s\n", j->seq,

@@ -193,24 +193,26 @@ static void stage_time(const ctxt *x, mf_plan_stage *st, int s) {
     const mf_plan_hw *hw = x->hw;
     const mf_config *c = &j->student, *tc = &j->teacher;
     double T = x->T, rate = hw->peak * hw->eff;
+    /* frozen weights held in half precision run on the half-precision GEMM path (its own peak) */
+    double frozen_rate = (j->teacher_wbytes < 4 && hw->peak_half > 0 ? hw->peak_half : hw->peak) * hw->eff;
     int nl = st->s1 - st->s0, tl = st->t1 - st->t0;
     double layers = T * nl * mf_plan_layer_fwd_flops(c, j->seq), head = st->last ? T * head_flops(c) : 0;
-    double fwd, bwd = 0;
+    double fwd, bwd = 0, tfl = 0; /* tfl: the teacher's (frozen) FLOPs, inside fwd */
     if (j->task == MF_PLAN_EVAL) {
-        fwd = layers + head;
+        fwd = tfl = layers + head;
     } else {
         /* distill.c forward_window: the teacher's layers (and head, loss on the last stage), the student's
          * forward, and on the last stage the loss and the head's backward (loss_and_head); backward_window:
          * the layers' backward, 2 x their forward (+ a second forward with --recompute) */
         int teacher = j->topk <= 0; /* --teacher-topk: no teacher forward (distill.c forward_window) */
-        fwd = (teacher ? T * tl * mf_plan_layer_fwd_flops(tc, j->seq) : 0) + layers + 3 * head +
-              (st->last ? T * ((teacher ? head_flops(tc) : 0) + LOSS_FLOPS_PER_LOGIT * c->vocab_size) : 0);
+        tfl = teacher ? T * tl * mf_plan_layer_fwd_flops(tc, j->seq) + (st->last ? T * head_flops(tc) : 0) : 0;
+        fwd = tfl + layers + 3 * head + (st->last ? T * LOSS_FLOPS_PER_LOGIT * c->vocab_size : 0);
         bwd = layers * (2 + (j->recompute ? 1 : 0));
     }
     st->flops_mb = fwd + bwd;
-    st->t_fwd_mb = fwd / rate;
+    st->t_fwd_mb = tfl / frozen_rate + (fwd - tfl) / rate;
     st->t_bwd_mb = bwd / rate;
-    st->t_compute_mb = st->flops_mb / rate;
+    st->t_compute_mb = st->t_fwd_mb + st->t_bwd_mb;
     /* activations sent per micro-batch (stage.c / distill.c: student and teacher forward to the next
      * stage, the student's dL/dx to the previous) */
     st->t_p2p_fwd = st->t_p2p_bwd = 0;
@@ -328,7 +330,7 @@ int mf_plan_compute(const mf_plan_job *job, const mf_plan_hw *hw, mf_plan *out, 
     if (j->task == MF_PLAN_DISTILL && j->teacher.vocab_size != j->student.vocab_size)
         return mf_err_set(err, "plan: the student's vocabulary (%d) differs from the teacher's (%d)", j->student.vocab_size,
                           j->teacher.vocab_size);
-    if (!(hw->peak > 0 && hw->eff > 0 && hw->mem > 0 && hw->mem_bw > 0 && hw->intra_bw > 0 && hw->inter_bw > 0 && hw->fs_bw > 0))
+    if (!(hw->peak > 0 && hw->peak_half >= 0 && hw->eff > 0 && hw->mem > 0 && hw->mem_bw > 0 && hw->intra_bw > 0 && hw->inter_bw > 0 && hw->fs_bw > 0))
         return mf_err_set(err, "plan: peak, efficiency, memory and bandwidths must be positive");
     out->job = *j;
     out->P = P;

@@ -32,7 +32,8 @@ typedef struct mf_plan_hw {
     int nodes, ranks_per_node; /* ranks = nodes x ranks_per_node, numbered node-major (as mpirun/srun place them) */
     double mem;                /* bytes one rank may use: GPU memory, or host memory / ranks per node */
     const char *mem_what;      /* "GPU memory", "host memory" (for messages) */
-    double peak;               /* FLOP/s of one rank's GEMMs */
+    double peak;               /* FLOP/s of one rank's float32 GEMMs (the student, f32 frozen weights) */
+    double peak_half;          /* FLOP/s of its GEMMs on half-precision weights (a bf16/f16 teacher) */
     double eff;                /* fraction of `peak` the whole step reaches on its FLOPs (a calibration) */
     double mem_bw;             /* memory bandwidth of one rank (the AdamW step is memory-bound) */
     double intra_bw, inter_bw; /* point-to-point / ring bandwidth per rank: within a node, across nodes */
