@@ -346,3 +346,22 @@ Test(plan, teacher_topk) {
     mf_plan_free(&a);
     mf_plan_free(&b);
 }
+
+/* Frozen weights held in half precision run at the half-precision peak, the student at the float32 one. */
+Test(plan, half_precision_teacher_peak) {
+    mf_config c = load(tu_shared(STORIES_CFG));
+    mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 2,
+                     .teacher_file_bytes = 2, .student_file_bytes = 4};
+    mf_plan_hw hw = cpu_hw(1e12);
+    hw.backend = MF_PLAN_CUDA;
+    hw.peak_half = 4e9;
+    mf_plan p;
+    mf_err err;
+    cr_assert_eq(mf_plan_compute(&j, &hw, &p, &err), 0, "%s", err.msg);
+    /* teacher: 32 x (5 x 95104 + 65536) FLOPs at 4e9; the rest of 69419008 at 1e9 */
+    double teacher = 32.0 * (5 * 95104 + 65536);
+    cr_expect(fabs(p.st[0].t_compute_mb - (teacher / 4e9 + (69419008.0 - teacher) / 1e9)) < 1e-15, "%.15f", p.st[0].t_compute_mb);
+    cr_expect_eq(p.st[0].mem[MF_PM_TEACHER_W], 2.0 * 260032);
+    mf_plan_free(&p);
+}
