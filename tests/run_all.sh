@@ -34,7 +34,7 @@ run() { # kind (main|rerun), label, command... (a Criterion runner; its JSON rep
 run main "criterion" build/tests/run_tests --jobs 2
 # Sanitizers, in process: the parsers and every bad-input case (forward passes are exercised above)
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*' 'harden*'; do
+for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*' 'harden*' 'plan*'; do
     run rerun "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
 done
 # the fusion window (adapters, fold, batch KL) in process
@@ -43,7 +43,7 @@ for t in 'fuse/zero*' 'fuse/folding*' 'fuse/kl_batch*' 'fuse/fused_weight*'; do
 done
 # the command-line cases (bad options, bad files, bad rankings) with the ASan program
 # (tests/testutil.c: tu_bin; a sanitizer report in stderr fails the test)
-for t in 'badinput/cli_errors' 'fuse/bad_options' 'distill/bad_options' 'prune/bad_rankings_refused' 'prune/drop_list*' 'blas/*'; do
+for t in 'badinput/cli_errors' 'fuse/bad_options' 'distill/bad_options' 'prune/bad_rankings_refused' 'prune/drop_list*' 'blas/*' 'plan/cli*' 'plan/bad_configs'; do
     run rerun "asan program: $t" env MINIFUSE_BIN=bin/minifuse-asan build/tests/run_tests --jobs 2 --filter "$t"
 done
 
