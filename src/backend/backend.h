@@ -18,11 +18,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "util/dtype.h" /* mf_dtype: MF_DT_F32, MF_DT_BF16, MF_DT_F16 for weights */
 
-/* Element type of a weight matrix. Trainable tensors are always MF_DT_F32;
- * frozen ones (a teacher, eval, score, the frozen base of a fusion window) may
- * be held in 16 bits (--weights). */
-typedef enum { MF_DT_F32 = 0, MF_DT_BF16 = 1, MF_DT_F16 = 2 } mf_dtype;
 
 typedef struct mf_backend mf_backend;
 struct mf_backend {

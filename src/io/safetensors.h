@@ -9,10 +9,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "util/dtype.h"
 #include "util/err.h"
 #include "util/mmapfile.h"
 
-typedef enum { MF_DT_F32, MF_DT_F16, MF_DT_BF16, MF_DT_F64, MF_DT_I64, MF_DT_I32, MF_DT_I16, MF_DT_I8, MF_DT_U8, MF_DT_BOOL } mf_dtype;
 
 typedef struct mf_st_tensor {
     char *name;
