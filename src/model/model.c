@@ -153,6 +153,15 @@ mf_model *mf_model_load_w(const mf_source *src, const mf_backend *be, int l0, in
     mf_model *m = mf_calloc(1, sizeof *m);
     m->cfg = src->cfg;
     m->wdt = mf_weights_dtype(src, w);
+    if (m->wdt != MF_DT_F32 && (!be->linear_h || !be->embed_h)) { /* a backend without the 16-bit weight ops */
+        if (w == MF_WEIGHTS_AUTO) m->wdt = MF_DT_F32;
+        else {
+            mf_err_set(err, "%s: --weights bf16: backend '%s' has no half-precision weight ops (use --weights f32)",
+                       src->path, be->name);
+            free(m);
+            return NULL;
+        }
+    }
     m->be = be;
     m->layer_begin = l0;
     m->layer_end = l1;
