@@ -235,3 +235,54 @@ Test(weights, generate_bf16_runs) {
     free(out);
     free(err);
 }
+
+/* A fake source: one [rows][cols] tensor "q", stored as F32 or BF16, in interleaved RoPE order for `heads`. */
+typedef struct {
+    float f[8 * 6];
+    uint16_t h[8 * 6];
+    int bf16, heads;
+} fake_src;
+
+static int fake_lookup(const mf_source *s, const char *name, mf_raw_tensor *raw) {
+    const fake_src *f = s->impl;
+    if (strcmp(name, "q") != 0) return -1;
+    memset(raw, 0, sizeof *raw);
+    raw->kind = MF_RAW_ST;
+    raw->ndim = 2;
+    raw->shape[0] = 8;
+    raw->shape[1] = 6;
+    raw->dtype = f->bf16 ? MF_DT_BF16 : MF_DT_F32;
+    raw->data = f->bf16 ? (const void *)f->h : (const void *)f->f;
+    raw->nbytes = 48 * (f->bf16 ? 2 : 4);
+    raw->rope_heads = f->heads;
+    return 0;
+}
+
+/* GGUF q/k rows stored in 16 bits are reordered in 16 bits exactly as float rows are */
+Test(weights, rope_rows_reordered_in_16_bits) {
+    static fake_src fs;
+    for (int i = 0; i < 48; i++) {
+        fs.f[i] = (float)(i + 1) * 0.25f;
+        fs.h[i] = mf_f32_to_bf16(fs.f[i]);
+    }
+    mf_source s = {.path = "fake", .impl = &fs, .lookup = fake_lookup};
+    int64_t shape[2] = {8, 6};
+    mf_err err;
+    for (int heads = 0; heads <= 2; heads += 2) {
+        fs.heads = heads;
+        fs.bf16 = 0;
+        int own_f, own_h;
+        float *f = mf_source_get(&s, "q", 2, shape, &own_f, &err);
+        cr_assert(f, "%s", err.msg);
+        fs.bf16 = 1;
+        uint16_t *h = mf_source_get_half(&s, "q", 2, shape, MF_DT_BF16, &own_h, &err);
+        cr_assert(h, "%s", err.msg);
+        cr_expect_eq(own_h, heads > 0, "heads %d: owned %d (in place only without reordering)", heads, own_h);
+        for (int i = 0; i < 48; i++)
+            cr_expect_eq(h[i], mf_f32_to_bf16(f[i]), "heads %d: element %d is %g, float path has %g", heads, i,
+                         mf_bf16_to_f32(h[i]), f[i]);
+        if (heads) cr_expect(f[6] != 7 * 0.25f, "the float path did not reorder rows");
+        if (own_f) free(f);
+        if (own_h) free(h);
+    }
+}
