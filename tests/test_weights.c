@@ -286,3 +286,54 @@ Test(weights, rope_rows_reordered_in_16_bits) {
         if (own_h) free(h);
     }
 }
+
+/* The synthetic BF16 and F16 (sharded) models of tests/golden/synthetic held in their own
+ * type (auto, in place) against transformers' logits from the same values upcast to float32. */
+static void synthetic_auto(const char *name, mf_dtype want) {
+    char dir[512], p[600];
+    snprintf(dir, sizeof dir, "tests/golden/synthetic/%s", name);
+    json_error_t je;
+    snprintf(p, sizeof p, "%s/case.json", dir);
+    json_t *meta = json_load_file(p, 0, &je);
+    cr_assert(meta, "%s: %s", p, je.text);
+    double tol = json_number_value(json_object_get(meta, "tolerance"));
+    snprintf(p, sizeof p, "%s/ids.json", dir);
+    json_t *idj = json_load_file(p, 0, &je);
+    cr_assert(idj, "%s: %s", p, je.text);
+    json_t *arr = json_object_get(idj, "ids");
+    int n = (int)json_array_size(arr);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    size_t len;
+    snprintf(p, sizeof p, "%s/logits.f32", dir);
+    float *want_z = tu_read(p, &len);
+    cr_assert(want_z, "%s missing", p);
+    mf_err err;
+    mf_source *src = mf_source_open(dir, &err);
+    cr_assert(src, "%s", err.msg);
+    mf_model *m = mf_model_load_w(src, mf_backend_cpu(), 0, src->cfg.n_layers, 1, 1, MF_WEIGHTS_AUTO, &err);
+    cr_assert(m, "%s", err.msg);
+    cr_expect_eq(m->wdt, want, "%s held as %s", name, mf_dtype_short(m->wdt));
+    int V = m->cfg.vocab_size;
+    cr_assert_eq(len, (size_t)n * V * sizeof(float));
+    mf_state *s = mf_state_new(m, n, n);
+    mf_forward_embed(m, s, ids, n);
+    mf_forward_layers(m, s, n, 0);
+    mf_forward_head(m, s, n);
+    double d = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) d = fmax(d, fabs((double)s->logits[i] - want_z[i]));
+    cr_log_info("synthetic/%s held in %s: max |logit - transformers| = %.3g (tolerance %.3g)", name,
+                mf_dtype_short(m->wdt), d, tol);
+    cr_expect(d < tol, "%s: max |logit - transformers| = %g with %s weights (want < %g)", name, d,
+              mf_dtype_short(m->wdt), tol);
+    mf_state_free(m, s);
+    mf_model_free(m);
+    mf_source_close(src);
+    free(ids);
+    free(want_z);
+    json_decref(idj);
+    json_decref(meta);
+}
+
+Test(weights, synthetic_bf16_file_in_place) { synthetic_auto("mistral_bf16", MF_DT_BF16); }
+Test(weights, synthetic_f16_sharded_in_place) { synthetic_auto("llama_f16_sharded", MF_DT_F16); }
