@@ -337,3 +337,35 @@ static void synthetic_auto(const char *name, mf_dtype want) {
 
 Test(weights, synthetic_bf16_file_in_place) { synthetic_auto("mistral_bf16", MF_DT_BF16); }
 Test(weights, synthetic_f16_sharded_in_place) { synthetic_auto("llama_f16_sharded", MF_DT_F16); }
+
+/* first-step loss of distilling stories260K into itself: 0 with an f32 teacher, small but
+ * not 0 with a bf16 one (the teacher really runs in 16 bits, the student in float32) */
+static double distill_first_loss(const char *tw) {
+    char cmd[16384], out[4200], log[4300], *err;
+    snprintf(out, sizeof out, "%s/d-%s", tu_tmpdir(), tw);
+    snprintf(log, sizeof log, "%s.train.jsonl", out);
+    char m[4096], tok[4096], text[4096];
+    snprintf(m, sizeof m, "%s", tu_shared(STORIES_HF));
+    snprintf(tok, sizeof tok, "%s", tu_shared(TOK512));
+    snprintf(text, sizeof text, "%s", tu_shared(TINY));
+    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --tokenizer %s --text %s --out %s --tokens 512 "
+             "--ctx 64 --batch 4 --teacher-weights %s", tu_mpirun(2), m, m, tok, text, out, tw);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "distill --teacher-weights %s: %s", tw, err);
+    free(err);
+    size_t n;
+    char *s = tu_read(log, &n);
+    cr_assert(s, "no %s", log);
+    json_t *j = json_loads(s, JSON_DISABLE_EOF_CHECK, NULL); /* the first line */
+    cr_assert(j, "%s: %s", log, s);
+    double loss = json_number_value(json_object_get(j, "loss"));
+    json_decref(j);
+    free(s);
+    return loss;
+}
+
+Test(weights, distill_teacher_bf16_student_f32) {
+    double f = distill_first_loss("f32"), b = distill_first_loss("bf16");
+    cr_log_info("distill stories260K -> itself, first step loss: f32 teacher %.3g, bf16 teacher %.3g", f, b);
+    cr_expect_eq(f, 0.0, "an f32 teacher equal to the student gives loss %g", f);
+    cr_expect(b > 0 && b < 1e-2, "a bf16 teacher gives loss %g (want small, not 0)", b);
+}
