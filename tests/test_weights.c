@@ -369,3 +369,23 @@ Test(weights, distill_teacher_bf16_student_f32) {
     cr_expect_eq(f, 0.0, "an f32 teacher equal to the student gives loss %g", f);
     cr_expect(b > 0 && b < 1e-2, "a bf16 teacher gives loss %g (want small, not 0)", b);
 }
+
+/* a converted tensor's file pages are dropped (mf_mmap_drop); reading it again faults them back intact */
+Test(weights, dropped_pages_read_back) {
+    mf_err err;
+    mf_source *src = mf_source_open("tests/golden/synthetic/llama_f16_sharded", &err);
+    cr_assert(src, "%s", err.msg);
+    int64_t shape[2] = {src->cfg.vocab_size, src->cfg.dim};
+    int o1, o2;
+    float *a = mf_source_get(src, "model.embed_tokens.weight", 2, shape, &o1, &err);
+    cr_assert(a && o1, "%s", err.msg);
+    float *b = mf_source_get(src, "model.embed_tokens.weight", 2, shape, &o2, &err);
+    cr_assert(b && o2, "%s", err.msg);
+    cr_expect(memcmp(a, b, (size_t)shape[0] * shape[1] * sizeof *a) == 0, "second read differs after the drop");
+    long nz = 0;
+    for (int64_t i = 0; i < shape[0] * shape[1]; i++) nz += a[i] != 0;
+    cr_expect_gt(nz, shape[0] * shape[1] / 2, "the embedding is mostly zeros: pages zeroed, not re-read");
+    free(a);
+    free(b);
+    mf_source_close(src);
+}

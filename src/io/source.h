@@ -44,6 +44,8 @@ struct mf_source {
                             the model directory, or NULL */
     void (*close)(mf_source *s);
     char *tokenizer_refused; /* such a path that leads out of the model directory (not followed), or NULL */
+    int mapped;          /* 1: tensor data lies in read-only file maps (every mf_source_open format), so the
+                            pages of a tensor that was converted can be dropped from memory (mf_mmap_drop) */
 };
 
 mf_source *mf_source_open(const char *path, mf_err *err);

@@ -5,6 +5,7 @@
 
 #include "io/source.h"
 #include "util/half.h"
+#include "util/mmapfile.h"
 
 mf_dtype mf_source_dtype(const mf_source *s, const char *name) {
     mf_raw_tensor raw;
@@ -46,6 +47,7 @@ uint16_t *mf_source_get_half(const mf_source *s, const char *name, int ndim, con
             uint16_t *h = mf_malloc((size_t)numel * sizeof *h);
             memcpy(h, raw.data, (size_t)numel * sizeof *h);
             if (raw.rope_heads > 0) unpermute_rope_rows16(h, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
+            if (s->mapped) mf_mmap_drop(raw.data, raw.nbytes);
             *owned = 1;
             return h;
         }
@@ -57,6 +59,7 @@ uint16_t *mf_source_get_half(const mf_source *s, const char *name, int ndim, con
     uint16_t *h = mf_malloc((size_t)numel * sizeof *h);
     for (int64_t i = 0; i < numel; i++) h[i] = dt == MF_DT_BF16 ? mf_f32_to_bf16(f[i]) : mf_f32_to_fp16(f[i]);
     if (fowned) free(f);
+    else if (s->mapped) mf_mmap_drop(f, (size_t)numel * sizeof *f); /* an F32 file's map, read once */
     *owned = 1;
     return h;
 }
