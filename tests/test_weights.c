@@ -72,16 +72,17 @@ Test(weights, stories260k_bf16_vs_f32) {
     cr_expect_str_eq(a.wdt, "f32", "auto on an F32 file holds f32, got %s", a.wdt);
     cr_expect_eq(a.ppl, f.ppl, "auto on an F32 file: ppl %.9g, f32 gives %.9g", a.ppl, f.ppl);
     cr_expect(b.ppl != f.ppl, "bf16 gave the f32 perplexity bit for bit: the 16-bit path did not run");
-    /* measured 2.4e-4 on 8 windows; a tiny model (dim 64) with an 8-bit mantissa */
+    /* measured 7.0e-4 on these 16 windows: a tiny model (dim 64) with bf16's 8-bit mantissa */
     cr_expect(rel < 2e-3, "stories260K perplexity changed by %.3e with bf16 weights (bound 2e-3)", rel);
     cr_expect(b.weight_bytes < f.weight_bytes * 0.55, "bf16 holds %lld bytes, f32 %lld", b.weight_bytes, f.weight_bytes);
 }
 
-Test(weights, smollm2_bf16_within_0_1_percent) {
+Test(weights, smollm2_bf16_within_0_1_percent, .timeout = 900) {
     char m[4096];
     snprintf(m, sizeof m, "%s", tu_smollm2());
-    eval_out f = eval_w(m, NULL, tu_shared(WIKI), 256, 6, "f32", 2);
-    eval_out b = eval_w(m, NULL, tu_shared(WIKI), 256, 6, "bf16", 2);
+    /* 4 windows of WikiText-2 (0.062 % on 6 windows; docs/performance.md: 16 windows) */
+    eval_out f = eval_w(m, NULL, tu_shared(WIKI), 256, 4, "f32", 2);
+    eval_out b = eval_w(m, NULL, tu_shared(WIKI), 256, 4, "bf16", 2);
     double rel = fabs(b.ppl - f.ppl) / f.ppl;
     cr_log_info("SmolLM2 Q4_1 WikiText-2 ppl f32 %.6f bf16 %.6f (rel %.2e)", f.ppl, b.ppl, rel);
     cr_expect_str_eq(b.wdt, "bf16");
