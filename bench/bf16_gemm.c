@@ -7,7 +7,7 @@
  *            float32 a block at a time, then sgemm; src/backend/cpu_half.c);
  *   sbgemm:  linear_h through OpenBLAS cblas_sbgemm (x rounded to bf16 too),
  *            null when this OpenBLAS does not export it.
- * and prints one line per shape, then one JSON line: per shape and method
+ * (M = BENCH_M, default 256) and prints one line per shape, then one JSON line: per shape and method
  * GFLOP/s, plus the forward-weighted aggregate (SmolLM2-135M at ctx 256:
  * 30 layers x {q,k,v,o,gate,up,down} + the head), the OpenBLAS core and threads.
  *
@@ -84,7 +84,9 @@ static void bench(shape *s, double min_s, int have_sbgemm) {
 int main(int argc, char **argv) {
     (void)argc;
     mf_blas_ensure_core(argv); /* the kernels bin/minifuse runs */
-    const int L = 30, T = 256;
+    const char *em = getenv("BENCH_M"); /* tokens per product: 256 (eval, default) or 1 (generate) */
+    const int L = 30, T = em ? atoi(em) : 256;
+    if (T < 1) { fprintf(stderr, "bf16_gemm: BENCH_M=%s must be a positive integer\n", em); return 2; }
     shape s[] = {
         {"q", T, 576, 576, L, {0}},     {"k", T, 192, 576, L, {0}},    {"v", T, 192, 576, L, {0}},
         {"o", T, 576, 576, L, {0}},     {"gate", T, 1536, 576, L, {0}}, {"up", T, 1536, 576, L, {0}},
@@ -111,6 +113,7 @@ int main(int argc, char **argv) {
     for (int m = 0; m < 3; m++) json_object_set_new(agg, METHOD[m], sec[m] > 0 ? json_real(flop / sec[m] * 1e-9) : json_null());
     json_object_set_new(j, "shapes", arr);
     json_object_set_new(j, "weighted_gflops", agg);
+    json_object_set_new(j, "m", json_integer(T));
     json_object_set_new(j, "sbgemm_available", json_boolean(have_sbgemm));
     json_object_set_new(j, "blas_core", json_string(mf_blas_core()));
     json_object_set_new(j, "blas_threads", json_integer(mf_blas_threads()));
