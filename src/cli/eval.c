@@ -178,8 +178,6 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
         mem.weight_bytes = mf_malloc((size_t)m.pipe.size * sizeof(long long));
         mem.peak_rss = mf_malloc((size_t)m.pipe.size * sizeof(long long));
         for (int i = 0; i < m.pipe.size; i++) mem.weight_bytes[i] = all[2 * i], mem.peak_rss[i] = all[2 * i + 1];
-    }
-    if (last) {
         double kl_mean = 0;
         for (long i = 0; o->ref && i < acc.n_tok; i++) kl_mean += acc.kl[i];
         kl_mean = acc.n_tok ? kl_mean / (double)acc.n_tok : 0;
