@@ -77,12 +77,12 @@ Test(weights, stories260k_bf16_vs_f32) {
     cr_expect(b.weight_bytes < f.weight_bytes * 0.55, "bf16 holds %lld bytes, f32 %lld", b.weight_bytes, f.weight_bytes);
 }
 
-Test(weights, smollm2_bf16_within_0_1_percent, .timeout = 900) {
+Test(weights, smollm2_bf16_within_0_1_percent, .timeout = 1200) {
     char m[4096];
     snprintf(m, sizeof m, "%s", tu_smollm2());
-    /* 4 windows of WikiText-2 (0.062 % on 6 windows; docs/performance.md: 16 windows) */
-    eval_out f = eval_w(m, NULL, tu_shared(WIKI), 256, 4, "f32", 2);
-    eval_out b = eval_w(m, NULL, tu_shared(WIKI), 256, 4, "bf16", 2);
+    /* the 16 windows of docs/performance.md (+0.015 %); fewer are noisier: 6 gave 0.062 %, 4 gave 0.097 % */
+    eval_out f = eval_w(m, NULL, tu_shared(WIKI), 256, 16, "f32", 2);
+    eval_out b = eval_w(m, NULL, tu_shared(WIKI), 256, 16, "bf16", 2);
     double rel = fabs(b.ppl - f.ppl) / f.ppl;
     cr_log_info("SmolLM2 Q4_1 WikiText-2 ppl f32 %.6f bf16 %.6f (rel %.2e)", f.ppl, b.ppl, rel);
     cr_expect_str_eq(b.wdt, "bf16");
