@@ -13,8 +13,10 @@
  * Thresholds: an fp32 backend against the double reference. "worst" is the
  * largest NMSE the CPU backend gave over these cases and 30 other seeds; the
  * thresholds keep a margin of 5x..200x over it (docs/backend_ops.md says why
- * per op). A backend may have its own threshold for an op (DEV_THR: the
- * CUDA attention 1e-10, its linear_h 1e-5 for x rounded to bf16).
+ * per op). linear_h/embed_h take 16-bit weights on both sides (the reference
+ * widens the same bf16/f16 values exactly), so they keep fp32 thresholds on
+ * cpu. A backend may have its own threshold for an op (DEV_THR: the CUDA
+ * attention 1e-10, its linear_h 1e-5 for x rounded to bf16).
  *     op               threshold   worst (cpu)  dominated by
  *     linear           1e-11       1.1e-13      sgemm: fp32 sums of <= 512 products
  *     linear_bwd       1e-10       2.2e-12      1-element dW += dy x cancelling its start; 8.3e-14 else
@@ -26,6 +28,9 @@
  *     swiglu           1e-12       3.2e-14      mf_expf (~2 ulp)
  *     swiglu_bwd       1e-11       8.0e-13      n = 1 (dg cancels near g = -1.28); 3.1e-14 for n >= 127
  *     add, embed       0           0            one rounding or a copy: exact
+ *     linear_h         1e-11       see docs     as linear: ref converts the same 16-bit weights exactly,
+ *                                               so only fp32 accumulation error remains
+ *     embed_h          0           0            an exact widening of 16-bit values
  *     embed_bwd        1e-12       8.4e-16      fp32 sums of repeated rows
  *     logsumexp        1e-13       1.5e-15      mf_expf, double sums
  *     loss_ce          1e-12       4.5e-15      value and gradient
@@ -49,6 +54,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "util/half.h"
 
 /* The backends compared with "ref". A name mf_backend_get does not know in
  * this build is skipped with a line saying so ("cuda" outside make CUDA=1), and
@@ -97,8 +103,9 @@ enum {
     F_NO_GRAD = 32,  /* losses: gradient NULL (value only) */
     F_IGNORE = 64,   /* loss_ce: some targets out of range; embed_bwd: some ids out of range */
     F_NO_P = 128,    /* fuse_weight: P NULL */
-    F_TINY = 256     /* cosine / nmse: a zero row and a row of norm ~1e-8 in b (the clamped norm);
+    F_TINY = 256,    /* cosine / nmse: a zero row and a row of norm ~1e-8 in b (the clamped norm);
                         rmsnorm: x of magnitude ~1e-3 (eps matters) */
+    F_F16 = 512      /* linear_h, embed_h: IEEE half weights (default bf16) */
 };
 
 typedef struct op_case {
@@ -158,6 +165,17 @@ static const op_case CASES[] = {
     {"swiglu_bwd", .n = 4099},
     {"add", .n = 1},
     {"add", .n = 1000},
+    /* linear_h: linear with 16-bit W; out = 600 at in = 512 spans three conversion blocks (256 rows each) */
+    {"linear_h", .T = 1, .n_in = 1, .n_out = 1},
+    {"linear_h", .T = 1, .n_in = 7, .n_out = 33, .flags = F_BIAS},
+    {"linear_h", .T = 7, .n_in = 33, .n_out = 127, .acc = 1, .flags = F_BIAS},
+    {"linear_h", .T = 64, .n_in = 128, .n_out = 512, .flags = F_BIAS | F_F16},
+    {"linear_h", .T = 33, .n_in = 512, .n_out = 600},
+    {"linear_h", .T = 5, .n_in = 512, .n_out = 600, .acc = 1, .flags = F_F16},
+    /* embed_h: table[V][C] 16-bit, ids[T] */
+    {"embed_h", .T = 1, .C = 1, .V = 1},
+    {"embed_h", .T = 7, .C = 33, .V = 512},
+    {"embed_h", .T = 64, .C = 64, .V = 127, .flags = F_F16},
     /* embed: table[V][C], ids[T] */
     {"embed", .T = 1, .C = 1, .V = 1},
     {"embed", .T = 7, .C = 33, .V = 512},
@@ -267,8 +285,8 @@ static const char *shape(const op_case *c) {
 #undef FLD
     if (c->tau) n += snprintf(s + n, sizeof s - n, "tau=%g ", c->tau);
     if (c->norm) n += snprintf(s + n, sizeof s - n, "norm=%g ", c->norm);
-    static const char *fl[] = {"bias", "no_rinv", "no_dx", "no_dw", "no_db", "no_grad", "ignore", "no_P", "tiny"};
-    for (int i = 0; i < 9; i++)
+    static const char *fl[] = {"bias", "no_rinv", "no_dx", "no_dw", "no_db", "no_grad", "ignore", "no_P", "tiny", "f16"};
+    for (int i = 0; i < 10; i++)
         if (c->flags & (1 << i)) n += snprintf(s + n, sizeof s - n, "%s ", fl[i]);
     if (n > 0) s[n - 1] = 0;
     return s;
@@ -304,6 +322,15 @@ static void *hbuf(ctx *x, size_t bytes) { return x->host[x->n_host++] = calloc(b
 static float *put(ctx *x, const float *h, size_t n) {
     float *d = x->be->alloc(n * sizeof *d);
     x->be->upload(d, h, n * sizeof *d);
+    return x->dev[x->n_dev++] = d;
+}
+/* n random values in [-s, s) rounded to 16 bits (bf16, or f16 with F_F16), in the backend's memory */
+static uint16_t *dput16(ctx *x, size_t n, float s, int f16) {
+    float *h = rnd(x, n, s);
+    uint16_t *h16 = hbuf(x, n * sizeof *h16);
+    for (size_t i = 0; i < n; i++) h16[i] = f16 ? mf_f32_to_fp16(h[i]) : mf_f32_to_bf16(h[i]);
+    uint16_t *d = x->be->alloc(n * sizeof *d);
+    x->be->upload(d, h16, n * sizeof *d);
     return x->dev[x->n_dev++] = d;
 }
 /* n random values in [-s, s) in the backend's memory */
@@ -376,6 +403,25 @@ static void run_linear(ctx *x, const op_case *c, outs *o) {
     float *b = c->flags & F_BIAS ? dput(x, O, 1) : NULL, *y = dput(x, (size_t)T * O, 1);
     x->be->linear(y, in, W, b, T, I, O, c->acc);
     out_dev(x, o, "y", y, (size_t)T * O);
+}
+
+static void run_linear_h(ctx *x, const op_case *c, outs *o) {
+    int T = c->T, I = c->n_in, O = c->n_out, f16 = c->flags & F_F16;
+    float *in = dput(x, (size_t)T * I, 1);
+    uint16_t *W = dput16(x, (size_t)O * I, 1, f16);
+    float *b = c->flags & F_BIAS ? dput(x, O, 1) : NULL, *y = dput(x, (size_t)T * O, 1);
+    x->be->linear_h(y, in, W, f16 ? MF_DT_F16 : MF_DT_BF16, b, T, I, O, c->acc);
+    out_dev(x, o, "y", y, (size_t)T * O);
+}
+
+static void run_embed_h(ctx *x, const op_case *c, outs *o) {
+    size_t n = (size_t)c->T * c->C;
+    int f16 = c->flags & F_F16;
+    uint16_t *E = dput16(x, (size_t)c->V * c->C, 1, f16);
+    float *y = dput(x, n, 1);
+    int32_t *ids = ids_of(x, c->T, c->V, 0);
+    x->be->embed_h(y, E, f16 ? MF_DT_F16 : MF_DT_BF16, ids, c->T, c->C);
+    out_dev(x, o, "x", y, n);
 }
 
 static void run_rmsnorm(ctx *x, const op_case *c, outs *o) {
@@ -598,6 +644,8 @@ static const op_def OPS[] = {
     {"swiglu", run_swiglu, 1e-12},
     {"add", run_add, 0},
     {"embed", run_embed, 0},
+    {"linear_h", run_linear_h, 1e-11},
+    {"embed_h", run_embed_h, 0},
     {"logsumexp", run_logsumexp, 1e-13},
     {"linear_bwd", run_linear_bwd, 1e-10},
     {"rmsnorm_bwd", run_rmsnorm_bwd, 1e-11},
@@ -708,6 +756,8 @@ Test(backend_ops, attention) { check_op("attention"); }
 Test(backend_ops, swiglu) { check_op("swiglu"); }
 Test(backend_ops, add) { check_op("add"); }
 Test(backend_ops, embed) { check_op("embed"); }
+Test(backend_ops, linear_h) { check_op("linear_h"); }
+Test(backend_ops, embed_h) { check_op("embed_h"); }
 Test(backend_ops, logsumexp) { check_op("logsumexp"); }
 Test(backend_ops, linear_bwd) { check_op("linear_bwd"); }
 Test(backend_ops, rmsnorm_bwd) { check_op("rmsnorm_bwd"); }

@@ -6,6 +6,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu_backward.h"
+#include "backend/cpu_half.h"
 #include "util/fastmath.h"
 #include "util/err.h"
 
@@ -176,6 +177,8 @@ static const mf_backend CPU = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .embed = cpu_embed,
+    .linear_h = mf_cpu_linear_h,
+    .embed_h = mf_cpu_embed_h,
     .logsumexp = cpu_logsumexp,
     .linear_bwd = mf_linear_bwd,
     .rmsnorm_bwd = mf_rmsnorm_bwd,

@@ -30,7 +30,7 @@
 #include "version.h"
 
 typedef struct score_opts {
-    const char *model, *text, *out, *metrics, *agg_seq, *agg_batch, *tokenizer, *backend;
+    const char *model, *text, *out, *metrics, *agg_seq, *agg_batch, *tokenizer, *backend, *weights;
     int samples, ctx, mi_iters, mi_samples, json;
     int want_width, want_bi, want_ppl, want_mi;
     mf_agg seq, batch;
@@ -147,7 +147,7 @@ static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, de
 }
 
 int mf_cmd_score(int argc, char **argv) {
-    score_opts o = {.samples = 32, .ctx = 256, .metrics = "width,bi,ppl,mi", .agg_seq = "mean", .agg_batch = "l2", .mi_iters = -1, .mi_samples = -1, .backend = "cpu"};
+    score_opts o = {.samples = 32, .ctx = 256, .metrics = "width,bi,ppl,mi", .agg_seq = "mean", .agg_batch = "l2", .mi_iters = -1, .mi_samples = -1, .backend = "cpu", .weights = "auto"};
     const mf_opt opts[] = {
         {"model", MF_OPT_STR, &o.model, "model: HF directory, GGUF file or llama2.c .bin", 1},
         {"text", MF_OPT_STR, &o.text, "calibration text (UTF-8)", 1},
@@ -162,6 +162,7 @@ int mf_cmd_score(int argc, char **argv) {
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"json", MF_OPT_FLAG, &o.json, "print a JSON summary", 0},
         {"backend", MF_OPT_STR, &o.backend, MF_BACKEND_HELP, 0},
+        {"weights", MF_OPT_STR, &o.weights, MF_WEIGHTS_HELP, 0},
     };
     const char *summary =
         "Score what matters in a model on calibration text: Minitron width importance (MLP neurons,\n"
@@ -179,7 +180,8 @@ int mf_cmd_score(int argc, char **argv) {
     if (n < (size_t)o.samples * o.ctx)
         mf_fatal("score: %s has %zu tokens, fewer than --samples %d x --ctx %d", o.text, n, o.samples, o.ctx);
     mf_stage st;
-    mf_stage_open(&st, o.model, MPI_COMM_WORLD, mf_cli_backend("score", o.backend), o.ctx, o.ctx);
+    mf_stage_open_w(&st, o.model, MPI_COMM_WORLD, mf_cli_backend("score", o.backend), o.ctx, o.ctx,
+                    mf_cli_weights("score", o.weights));
     mf_stage_log_layout(&st, "score");
     int L = st.model->cfg.n_layers;
     if (o.mi_iters < 0) o.mi_iters = (L + 3) / 4;

@@ -369,7 +369,10 @@ static void open_models(trainer *t) {
     const mf_distill_opts *o = &t->o;
     const mf_backend *be = mf_backend_get(o->backend);
     if (!be) mf_fatal("distill: --backend '%s' is not one of %s", o->backend, mf_backend_names());
-    mf_stage_open(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx);
+    mf_weights tw;
+    if (mf_weights_parse(o->teacher_weights ? o->teacher_weights : "auto", &tw) != 0)
+        mf_fatal("distill: --teacher-weights '%s' is not one of auto, bf16, f32", o->teacher_weights);
+    mf_stage_open_w(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx, tw); /* frozen: may be 16-bit */
     mf_stage_open(&t->student, o->student, t->pipe, be, o->ctx, o->ctx);
     const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
     if (sc->vocab_size != tc->vocab_size)

@@ -31,6 +31,7 @@ typedef struct mf_distill_opts {
     float lr, min_lr, wd, clip, temp, kl, ce, hidden;
     float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
     const char *hidden_loss, *tcache_path;
+    const char *teacher_weights; /* --teacher-weights: auto, bf16, f32 (the teacher only; the student is float32) */
     int topk;
 } mf_distill_opts;
 
