@@ -50,6 +50,14 @@ typedef struct mf_train_meta {
     char *student, *student_sha;
     char *teacher, *teacher_sha;
     char *provenance_json;  /* where the numbers came from: backend, BLAS core and threads, layout (JSON) */
+    /* The writing run, also as plain attributes (write: rank 0's; read: "" / 0
+     * when absent, in checkpoints of older versions): backend, OpenBLAS core and
+     * threads per rank, the pp x dp layout, and the pipeline stage of each of the
+     * model's layers (/layer_stage; read: malloc'ed, n_layers 0 when absent). */
+    char *backend, *blas_core;
+    int32_t blas_threads, pp, dp;
+    int32_t n_layers;
+    int32_t *layer_stage; /* [n_layers] */
     char *software_version; /* read only (written: MF_VERSION) */
     char *created;          /* read only (written: UTC now, ISO 8601) */
 } mf_train_meta;
@@ -82,7 +90,7 @@ int mf_ckpt_list_complete(const char *dir, char ***paths, int *n, mf_err *err);
  * read. Independent per rank (no MPI). Errors name the file and dataset. */
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err);
 
-/* Free the strings and rng_all that mf_ckpt_read allocated. */
+/* Free the strings, rng_all and layer_stage that mf_ckpt_read allocated. */
 void mf_train_meta_free(mf_train_meta *m);
 
 /* Resuming with other options would silently give a run that is neither the

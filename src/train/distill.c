@@ -337,10 +337,12 @@ static void train(trainer *t) {
         train_step(t, teacher_logits, in);
         mf_watchdog_step_time(t->wd, mf_now() - t0);
         mf_watchdog_kick(t->wd, "checkpoint or stop agreement");
-        int sig = mf_run_stop_agreed(&t->run);
-        if (mf_run_ckpt_due(&t->run, t->step) || sig) save_checkpoint(t);
-        if (sig) {
-            if (t->wrank == 0) mf_log_always("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+        int sig = mf_run_stop_agreed(&t->run), cap = mf_run_at_limit(&t->run, t->step) && t->step < t->steps;
+        if (mf_run_ckpt_due(&t->run, t->step) || sig || cap) save_checkpoint(t);
+        if (sig || cap) {
+            if (t->wrank == 0 && sig) mf_log_always("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+            if (t->wrank == 0 && !sig) mf_log_always("--max-steps %lld: checkpoint written at step %lld, exiting (resume with --resume)",
+                                                     (long long)t->run.max_steps, (long long)t->step);
             break;
         }
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
@@ -420,6 +422,8 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
     t->wd = mf_watchdog_start("distill", t->wrank, o->watchdog);
     mf_run_set_provenance(&t->run, t->student.model->be->name, t->P, o->dp);
+    mf_run_set_layers(&t->run, t->student.pipe.bounds, t->P);
+    t->run.max_steps = o->max_steps;
     set_options(t);
     if (t->wrank == 0) {
         t->logf = fopen(o->log, o->resume ? "a" : "w");
@@ -438,6 +442,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
 
 static void teardown(trainer *t) {
     mf_watchdog_stop(t->wd);
+    mf_run_free(&t->run);
     if (t->logf) fclose(t->logf);
     free(t->x);
     mf_epochs_free(&t->order);

@@ -32,6 +32,7 @@ typedef struct mf_distill_opts {
     float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
     const char *hidden_loss, *tcache_path;
     int topk;
+    int max_steps;             /* > 0: checkpoint and exit after this step (--max-steps) */
 } mf_distill_opts;
 
 typedef struct mf_distill_result {
