@@ -201,7 +201,7 @@ Test(resume, fuse_2_to_3_to_1, .timeout = 900) {
     snprintf(path, sizeof path, "%s/a", dir);
     cr_assert(access(path, F_OK) != 0, "a run stopped by --max-steps must not write the model");
     snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000003.h5", dir);
-    expect_layout(path, 2, 1, 6);
+    expect_layout(path, 2, 1, 5);
     /* 2 -> 3 ranks: the rest of block 1, its fold, the second Macro Influence pass, 3 steps of block 2 */
     fuse_cmd(cmd, sizeof cmd, dir, 3, "a", "--max-steps 10 --resume");
     err = run_ok(cmd, "fuse on 3 ranks from step 3");
@@ -211,7 +211,7 @@ Test(resume, fuse_2_to_3_to_1, .timeout = 900) {
     expect_in(err, "--max-steps 10: checkpoint 10 written at block", "fuse on 3 ranks");
     free(err);
     snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000010.h5", dir);
-    expect_layout(path, 3, 1, 6);
+    expect_layout(path, 3, 1, 5);
     /* 3 -> 1 rank, to the end */
     fuse_cmd(cmd, sizeof cmd, dir, 1, "a", "--resume");
     err = run_ok(cmd, "fuse on 1 rank from step 10");

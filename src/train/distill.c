@@ -157,9 +157,10 @@ static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
 static void set_options(trainer *t) {
     const mf_distill_opts *o = &t->o;
     mf_run_set_options(&t->run, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,"
-                       "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\"}",
+                       "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\","
+                       "\"teacher_topk\":%d}",
                        o->ctx, o->batch, o->lr, o->min_lr, o->warmup, o->wd, o->clip, o->temp, o->kl, o->ce, o->hidden,
-                       o->hidden_loss, o->seed, o->tokens, t->text_id);
+                       o->hidden_loss, o->seed, o->tokens, t->text_id, o->topk);
 }
 
 static void save_checkpoint(trainer *t) {
