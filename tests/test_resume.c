@@ -283,3 +283,53 @@ Test(resume, checkpoint_dir_locked_at_start_up, .timeout = 300) {
              tu_mpirun(2), tu_shared(STORIES), tu_shared(STORIES), tu_shared(TINY), dir, ck);
     free(run_ok(cmd, "distill after the lock was released"));
 }
+
+/* ------------------------------------------------------------ score */
+
+/* The scoring pass (8 windows, then a second Macro Influence pass over 8: 16 in all), stopped
+ * after window 5 on 2 ranks, after window 11 (inside the second pass) on 3, finished on 1: every
+ * dataset of rankings.h5 equals the uninterrupted run's bit for bit (score is bit-identical for
+ * any rank count, and the checkpoint keeps every running sum in float64). */
+Test(resume, score_2_to_3_to_1_bit_identical, .timeout = 600) {
+    const char *dir = tu_tmpdir();
+    char cmd[16384], path[4400], *err;
+    const char *fmt = "%s score --model %s --text %s --samples 8 --ctx 128 --out %s/%s %s";
+    snprintf(cmd, sizeof cmd, fmt, tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir, "ref.h5", "");
+    free(run_ok(cmd, "uninterrupted score (2 ranks)"));
+    snprintf(cmd, sizeof cmd, fmt, tu_mpirun(2), tu_shared(STORIES), tu_shared(TINY), dir, "a.h5", "--max-steps 5");
+    err = run_ok(cmd, "score to window 5");
+    expect_in(err, "--max-steps 5: checkpoint written at window 5 (pass 1)", "score to window 5");
+    free(err);
+    snprintf(path, sizeof path, "%s/a.h5", dir);
+    cr_assert(access(path, F_OK) != 0, "a score stopped by --max-steps must not write the rankings");
+    snprintf(path, sizeof path, "%s/a.h5.ckpt/ckpt-00000005.h5", dir);
+    expect_layout(path, 2, 1, 5);
+    /* the running sums are float64 datasets, the width ones by layer */
+    snprintf(cmd, sizeof cmd, "python3 -c \"import h5py,sys; f=h5py.File(sys.argv[1]); d=f['f64/score.layers.4.mlp_q']; "
+             "assert d.dtype=='float64' and d.shape==(172,), (d.dtype, d.shape); assert f['f64/score.depth'].shape==(3,)\" %s", path);
+    free(run_ok(cmd, "score checkpoint datasets"));
+    snprintf(cmd, sizeof cmd, fmt, tu_mpirun(3), tu_shared(STORIES), tu_shared(TINY), dir, "a.h5", "--max-steps 11 --resume");
+    err = run_ok(cmd, "score on 3 ranks from window 5");
+    expect_in(err, "ckpt-00000005.h5 at window 5 (pass 1, window 5)", "score on 3 ranks");
+    expect_in(err, "resuming a pp 2 x dp 1 checkpoint on pp 3 x dp 1", "score on 3 ranks");
+    expect_in(err, "checkpoint written at window 11 (pass 2)", "score on 3 ranks");
+    free(err);
+    snprintf(cmd, sizeof cmd, fmt, tu_mpirun(1), tu_shared(STORIES), tu_shared(TINY), dir, "a.h5", "--resume");
+    err = run_ok(cmd, "score on 1 rank from window 11");
+    expect_in(err, "ckpt-00000011.h5 at window 11 (pass 2, window 3)", "score on 1 rank");
+    free(err);
+    snprintf(cmd, sizeof cmd, "python3 -c \"import h5py,sys,numpy as np; a=h5py.File(sys.argv[1]); b=h5py.File(sys.argv[2]); n=[]; "
+             "a.visititems(lambda k,o: n.append(k) if isinstance(o,h5py.Dataset) else None); "
+             "bad=[k for k in n if not np.array_equal(a[k][()],b[k][()],equal_nan=True)]; print(len(n),'datasets'); "
+             "sys.exit('differ: '+' '.join(bad) if bad else 0)\" %s/ref.h5 %s/a.h5", dir, dir);
+    free(run_ok(cmd, "rankings of the resumed score equal the uninterrupted run's"));
+    /* another option that changes the scores is refused, naming it */
+    snprintf(cmd, sizeof cmd, fmt, tu_mpirun(1), tu_shared(STORIES), tu_shared(TINY), dir, "b.h5",
+             "--agg-seq l2 --resume --checkpoint-dir");
+    strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
+    strncat(cmd, dir, sizeof cmd - strlen(cmd) - 1);
+    strncat(cmd, "/a.h5.ckpt", sizeof cmd - strlen(cmd) - 1);
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0, "resume with another --agg-seq must fail");
+    expect_in(err, "--agg-seq \"l2\" differs from the checkpoint's \"mean\"", "score resume with another option");
+    free(err);
+}

@@ -32,6 +32,15 @@
 /* The lock file in a checkpoint directory: one writer at a time. */
 #define MF_CKPT_LOCK ".minifuse.lock"
 
+/* A float64 array kept beside the tensors, /f64/NAME float64 [n]: state that
+ * must come back bit for bit, such as score's running sums. Each rank passes
+ * its own arrays (names unique over all ranks, n > 0) and writes them. */
+typedef struct mf_ckpt_f64 {
+    const char *name;
+    int64_t n;
+    double *data;
+} mf_ckpt_f64;
+
 typedef struct mf_train_meta {
     int64_t step;        /* optimizer updates done */
     int64_t tokens;      /* training tokens seen (all replicas) */
@@ -58,6 +67,9 @@ typedef struct mf_train_meta {
     int32_t blas_threads, pp, dp;
     int32_t n_layers;
     int32_t *layer_stage; /* [n_layers] */
+    /* write: this rank's float64 arrays (mf_ckpt_read_f64 reads them) */
+    const mf_ckpt_f64 *f64;
+    int n_f64;
     char *software_version; /* read only (written: MF_VERSION) */
     char *created;          /* read only (written: UTC now, ISO 8601) */
 } mf_train_meta;
@@ -89,6 +101,10 @@ int mf_ckpt_list_complete(const char *dir, char ***paths, int *n, mf_err *err);
  * of ps must be in the file with its shape; tensors of other ranks are not
  * read. Independent per rank (no MPI). Errors name the file and dataset. */
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err);
+
+/* Read float64 arrays list[0..n-1] (each /f64/NAME with exactly list[i].n
+ * entries) into list[i].data. Independent per rank; errors name file and dataset. */
+int mf_ckpt_read_f64(const char *path, const mf_ckpt_f64 *list, int n, mf_err *err);
 
 /* Free the strings, rng_all and layer_stage that mf_ckpt_read allocated. */
 void mf_train_meta_free(mf_train_meta *m);
