@@ -6,6 +6,7 @@
  *   fuse (stories260K, 2 blocks of 6 steps): 2 ranks stopped mid-block 1 ->
  *     3 ranks (through a fold and a Macro Influence pass) stopped mid-block 2 -> 1 rank
  *   SmolLM2 (a short distill, ctx 64): 2 ranks stopped at step 1 -> 1 rank
+ *   score (stories260K, 2 passes of 8 windows): 2 -> 3 -> 1 ranks, rankings bit-identical
  * Each asserts the resume happened (the log line naming the checkpoint, the
  * layout change and the step), the checkpoint's layout records (pp, dp,
  * /layer_stage, backend, BLAS core and threads), and the final loss and weights

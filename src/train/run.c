@@ -157,8 +157,8 @@ void mf_run_check_provenance(const mf_run *r, const char *path, const char *stor
         }
         json_t *pp = json_object_get(s, "pp"), *dp = json_object_get(s, "dp");
         if ((pp && !json_equal(pp, json_object_get(c, "pp"))) || (dp && !json_equal(dp, json_object_get(c, "dp"))))
-            mf_log_always("%s: resuming a pp %lld x dp %lld checkpoint on pp %lld x dp %lld: same data in the same order, results "
-                          "agree within reduction noise",
+            mf_log_always("%s: resuming a pp %lld x dp %lld checkpoint on pp %lld x dp %lld: same data in the same order, only "
+                          "the order of floating-point sums may differ",
                    r->what, (long long)json_integer_value(pp), (long long)json_integer_value(dp),
                    (long long)json_integer_value(json_object_get(c, "pp")), (long long)json_integer_value(json_object_get(c, "dp")));
     }
