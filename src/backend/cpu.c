@@ -137,6 +137,28 @@ static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
     }
 }
 
+/* AdamW, element by element, exactly optim.c's adam_tensor (float, fmaf; decay = 1 leaves p as it is). */
+static void cpu_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t j = 0; j < n; j++) {
+        float gj = grad[j] * scale;
+        float pj = p[j] * k->decay;
+        float mj = fmaf(k->w1, gj - m[j], m[j]);
+        float vj = fmaf(k->c2 * gj, gj, v[j] * k->b2);
+        float denom = sqrtf(vj) / k->bc2_sqrt + k->eps;
+        p[j] = pj + k->neg_step * mj / denom;
+        m[j] = mj;
+        v[j] = vj;
+    }
+}
+
+/* sum x^2 in double, in index order (as mf_params_grad_sq) */
+static double cpu_sumsq(const float *x, size_t n) {
+    double s = 0;
+    for (size_t j = 0; j < n; j++) s += (double)x[j] * x[j];
+    return s;
+}
+
 static const mf_backend CPU = {
     .name = "cpu",
     .is_host = 1,
@@ -169,6 +191,8 @@ static const mf_backend CPU = {
     .fuse_weight = mf_fuse_weight,
     .fuse_weight_bwd = mf_fuse_weight_bwd,
     .loss_kl_batch = mf_loss_kl_batch,
+    .adamw = cpu_adamw,
+    .sumsq = cpu_sumsq,
 };
 
 const mf_backend *mf_backend_cpu(void) { return &CPU; }

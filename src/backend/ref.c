@@ -139,6 +139,25 @@ static void ref_logsumexp(const float *logits, int T, int V, double *lse) {
     }
 }
 
+/* AdamW in double from the float coefficients, each of p, m, v rounded once (optim.c's formula). */
+static void ref_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
+    for (size_t j = 0; j < n; j++) {
+        double g = (double)grad[j] * scale;
+        double mj = m[j] + (double)k->w1 * (g - m[j]);
+        double vj = (double)v[j] * k->b2 + (double)k->c2 * g * g;
+        double denom = sqrt(vj) / k->bc2_sqrt + k->eps;
+        p[j] = (float)((double)p[j] * k->decay + (double)k->neg_step * mj / denom);
+        m[j] = (float)mj;
+        v[j] = (float)vj;
+    }
+}
+
+static double ref_sumsq(const float *x, size_t n) {
+    double s = 0;
+    for (size_t j = 0; j < n; j++) s += (double)x[j] * x[j];
+    return s;
+}
+
 static const mf_backend REF = {
     .name = "ref",
     .is_host = 1,
@@ -171,6 +190,8 @@ static const mf_backend REF = {
     .fuse_weight = mf_ref_fuse_weight,
     .fuse_weight_bwd = mf_ref_fuse_weight_bwd,
     .loss_kl_batch = mf_ref_loss_kl_batch,
+    .adamw = ref_adamw,
+    .sumsq = ref_sumsq,
 };
 
 const mf_backend *mf_backend_ref(void) { return &REF; }

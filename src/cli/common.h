@@ -33,5 +33,6 @@ int mf_cmd_score(int argc, char **argv);
 int mf_cmd_prune(int argc, char **argv);
 int mf_cmd_distill(int argc, char **argv);
 int mf_cmd_fuse(int argc, char **argv);
+int mf_cmd_plan(int argc, char **argv);
 
 #endif
