@@ -46,6 +46,7 @@ int mf_cmd_distill(int argc, char **argv) {
         {"checkpoint-dir", MF_OPT_STR, &o->ckpt_dir, "checkpoint directory (default OUT.ckpt)", 0},
         {"keep", MF_OPT_INT, &o->keep, "complete checkpoints to keep (default 2)", 0},
         {"resume", MF_OPT_FLAG, &o->resume, "continue from the newest complete checkpoint", 0},
+        {"max-steps", MF_OPT_INT, &o->max_steps, "stop after step N with a checkpoint, as on SIGTERM (to split a run into jobs; default 0: no limit)", 0},
         {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.train.jsonl)", 0},
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: the student's)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
@@ -68,6 +69,7 @@ int mf_cmd_distill(int argc, char **argv) {
     snprintf(tc_default, sizeof tc_default, "%s.teacher-topk.h5", o->out);
     if (!o->tcache_path) o->tcache_path = tc_default;
     if (o->topk < 0) mf_fatal("distill: --teacher-topk %d must not be negative", o->topk);
+    if (o->max_steps < 0) mf_fatal("distill: --max-steps %d must not be negative", o->max_steps);
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);
     size_t n;

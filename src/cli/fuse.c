@@ -92,6 +92,7 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"checkpoint-dir", MF_OPT_STR, &o->ckpt_dir, "checkpoint directory (default OUT.ckpt); one after every block", 0},
         {"keep", MF_OPT_INT, &o->keep, "complete checkpoints to keep (default 2)", 0},
         {"resume", MF_OPT_FLAG, &o->resume, "continue from the newest complete checkpoint", 0},
+        {"max-steps", MF_OPT_INT, &o->max_steps, "stop at the first checkpoint at or after global step N, as on SIGTERM (default 0: no limit)", 0},
         {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.fuse.jsonl)", 0},
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
@@ -125,6 +126,7 @@ int mf_cmd_fuse(int argc, char **argv) {
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("fuse: --out %s already exists (use --force to replace it)", o->out);
     if (o->drop < 1) mf_fatal("fuse: --drop-layers %d must be at least 1", o->drop);
+    if (o->max_steps < 0) mf_fatal("fuse: --max-steps %d must not be negative", o->max_steps);
     if (o->blocks_s) o->blocks = parse_blocks(o->blocks_s, o->drop);
     size_t n;
     char text_id[64];

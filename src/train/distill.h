@@ -33,6 +33,7 @@ typedef struct mf_distill_opts {
     const char *hidden_loss, *tcache_path;
     const char *teacher_weights; /* --teacher-weights: auto, bf16, f32 (the teacher only; the student is float32) */
     int topk;
+    int max_steps;             /* > 0: checkpoint and exit after this step (--max-steps) */
 } mf_distill_opts;
 
 typedef struct mf_distill_result {
