@@ -142,5 +142,6 @@ bench: setup
 clean:
 	rm -rf build build-cuda $(ABUILD) $(FBUILD) bin
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d $(wildcard $(ABUILD)/*/*.d $(ABUILD)/*/*/*.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d $(wildcard $(ABUILD)/*/*.d $(ABUILD)/*/*/*.d) \
+    $(BUILD)/tests/fuzz/seed_h5.d
 -include $(wildcard $(FBUILD)/*/*.d $(FBUILD)/*/*/*.d)
