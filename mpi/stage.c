@@ -6,17 +6,24 @@
 
 #include "util/log.h"
 
-void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
+void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                          const int *bounds) {
     mf_err err;
     memset(s, 0, sizeof *s);
     s->src = mf_source_open(path, &err);
     if (!s->src) mf_fatal_err(&err);
     if (mf_config_check_ctx(&s->src->cfg, max_ctx, path, &err) != 0) mf_fatal_err(&err); /* e.g. a sliding window */
-    if (mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err) != 0) mf_fatal_err(&err);
+    int rc = bounds ? mf_pipe_init_bounds(&s->pipe, comm, bounds, s->src->cfg.n_layers, &err)
+                    : mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err);
+    if (rc != 0) mf_fatal_err(&err);
     s->pipe.be = be;
     s->model = mf_model_load(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, &err);
     if (!s->model) mf_fatal_err(&err);
     s->st = mf_state_new(s->model, max_T, max_ctx);
+}
+
+void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
+    mf_stage_open_bounds(s, path, comm, be, max_T, max_ctx, NULL);
 }
 
 const float *mf_stage_to_host(const mf_stage *s, const float *dev, size_t n, float **buf, size_t *cap) {

@@ -19,6 +19,9 @@ typedef struct mf_stage {
 
 /* Open `path` on every rank of comm, each loading only its layers. Errors abort all ranks. */
 void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx);
+/* The same with the layer bounds given ([size of comm + 1], e.g. a joint teacher + student layout). */
+void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                          const int *bounds);
 void mf_stage_close(mf_stage *s);
 
 /* Forward T tokens (ids: host memory, needed on the first rank) at positions

@@ -16,7 +16,7 @@ int mf_cmd_distill(int argc, char **argv) {
     mf_distill_opts opts_v, *o = &opts_v;
     *o = (mf_distill_opts){.tokens = 1 << 20, .ctx = 256, .batch = 8, .dp = 1, .warmup = -1, .ckpt_every = 0, .keep = 2,
                         .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234,
-                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu"};
+                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu", .schedule = "1f1b"};
     const mf_opt opts[] = {
         {"teacher", MF_OPT_STR, &o->teacher, "teacher model (the original)", 1},
         {"student", MF_OPT_STR, &o->student, "student model to train (e.g. a pruned HF directory)", 1},
@@ -26,6 +26,8 @@ int mf_cmd_distill(int argc, char **argv) {
         {"ctx", MF_OPT_INT, &o->ctx, "tokens per window (default 256)", 0},
         {"batch", MF_OPT_INT, &o->batch, "windows per optimizer step, all replicas together (default 8)", 0},
         {"dp", MF_OPT_INT, &o->dp, "data-parallel replicas (ranks = dp x pipeline stages; default 1)", 0},
+        {"schedule", MF_OPT_STR, &o->schedule, "pipeline schedule: 1f1b (default: at most P-s micro-batches alive on stage s) or gpipe (all forwards, then all backwards); same gradients", 0},
+        {"micro-batches", MF_OPT_INT, &o->micro_batches, "micro-batches per step and replica, dividing --batch / --dp (default: one window each)", 0},
         {"lr", MF_OPT_FLOAT, &o->lr, "peak learning rate (default 1e-4)", 0},
         {"min-lr", MF_OPT_FLOAT, &o->min_lr, "final learning rate of the cosine (default lr/10)", 0},
         {"warmup", MF_OPT_INT, &o->warmup, "linear warm-up steps (default 5% of the steps)", 0},
