@@ -157,6 +157,12 @@ Test(schedule, bad_micro_batches, .timeout = 120) {
     cr_expect_neq(tu_run(cmd, NULL, &err), 0);
     cr_expect(strstr(err, "--schedule 'zigzag'"), "%s", err);
     free(err);
+    /* a memory budget no stage of stories260K fits (about 8 MiB each on 2 stages) */
+    snprintf(cmd, sizeof cmd, "%s distill --teacher %s --student %s --text %s --out %s/x --stage-memory 1", tu_mpirun(2),
+             tu_shared(STORIES), tu_shared(STORIES), tu_shared(TINY), dir);
+    cr_expect_neq(tu_run(cmd, NULL, &err), 0);
+    cr_expect(strstr(err, "fits 1.0 MiB per stage") && strstr(err, "--stage-memory"), "%s", err);
+    free(err);
 }
 
 /* SmolLM2 (a short run): the student without 8 blocks, 2 steps of 4 windows x 32

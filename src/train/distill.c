@@ -423,7 +423,8 @@ static void joint_layout(trainer *t, int *sb, int *tb) {
     int *map = mf_malloc((size_t)(Ls > 0 ? Ls : 1) * sizeof *map);
     int mapped = mf_distill_layer_map(o->student, Lt, Ls, map, NULL);
     mf_joint_model jm = {&ts->cfg, &ss->cfg, mapped ? map : NULL, o->ctx, t->k, t->m, t->onef1b, o->recompute, o->topk};
-    if (mf_joint_partition(&jm, t->P, 0, sb, tb, &err) != 0) mf_fatal("distill: %s", err.msg);
+    if (mf_joint_partition(&jm, t->P, o->stage_mem_mib * 1048576.0, sb, tb, &err) != 0)
+        mf_fatal("distill: %s%s", err.msg, o->stage_mem_mib > 0 ? " (--stage-memory)" : "");
     for (int s = 0; s < t->P && t->wrank == 0; s++) {
         mf_stage_cost c = mf_joint_stage_cost(&jm, s, t->P, sb[s], sb[s + 1], tb[s], tb[s + 1]);
         mf_log("distill: stage %d: student layers [%d, %d), teacher [%d, %d)%s; modelled %.3g GFLOP per step, %.1f MiB", s,

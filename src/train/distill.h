@@ -40,6 +40,7 @@ typedef struct mf_distill_opts {
     int topk;
     const char *schedule;      /* "1f1b" (NULL: the same) or "gpipe" */
     int micro_batches;         /* per step and replica; 0: one per window (batch / dp) */
+    float stage_mem_mib;       /* > 0: modelled memory budget per stage of the joint layout (MiB) */
 } mf_distill_opts;
 
 typedef struct mf_distill_result {
