@@ -6,6 +6,8 @@
 #   make asan       build bin/minifuse-asan and the tests under ASan/UBSan
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS (default 60) each (docs/fuzzing.md)
 #   make fuzz-smoke every target for FUZZ_SMOKE_SECONDS (default 2) + the regression inputs (run by make test)
+#   make CUDA=1     bin/minifuse with the CUDA backend too (objects in build-cuda/; cuda/README.md)
+#   make test-gpu   the CUDA build's op-parity tests ("skipped: no CUDA device" counted where there is none)
 
 CC      := mpicc
 PKGS    := hdf5-openmpi jansson libpcre2-8
@@ -16,7 +18,7 @@ INCS    := -Isrc -Impi -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell p
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp $(INCS) -MMD -MP
 LDLIBS  := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -lm
 
-BUILD   := build
+BUILD   := $(if $(filter 1,$(CUDA)),build-cuda,build)
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c mpi/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(wildcard tests/*.c)
@@ -24,15 +26,46 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # small MPI programs the tests run under mpirun (tests/tools/*.c, one binary each)
 TOOLS   := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
+# CUDA=1: every cuda/*.c by mpicc with -DMF_CUDA=1, every cuda/*.cu by nvcc (sm_80, sm_90 + compute_90 PTX),
+# linked with cudart, cuBLAS(Lt) and NCCL; CPU and CUDA objects never share a tree.
+CUDA_HOME ?= /usr/local/cuda
+NVCC    ?= $(CUDA_HOME)/bin/nvcc
+FLAVOR  := $(if $(filter 1,$(CUDA)),cuda,cpu)
+ifeq ($(CUDA),1)
+CU_SRC  := $(wildcard cuda/*.cu)
+LIB_SRC += $(wildcard cuda/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
+CFLAGS  += -DMF_CUDA=1 -I. -I$(CUDA_HOME)/include
+NVFLAGS := -O3 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+           -gencode arch=compute_90,code=compute_90 -DMF_CUDA=1 -I. -Isrc -Werror all-warnings \
+           -Xcompiler -Wall,-Wextra,-Werror -MMD -MP
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas -lcublasLt -lnccl -lstdc++
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+endif
+
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 
-.PHONY: all test run bench asan setup clean fuzz fuzz-build fuzz-seeds fuzz-smoke
+.PHONY: all test run bench asan setup clean fuzz fuzz-build fuzz-seeds fuzz-smoke test-gpu cuda-build FORCE
 
 all: bin/minifuse
 
-bin/minifuse: $(BUILD)/src/main.o $(LIB_OBJ)
+# bin/.flavor (cpu or cuda) changes only when the flavor does: switching relinks bin/minifuse
+bin/.flavor: FORCE
+	@mkdir -p bin; [ "$$(cat $@ 2>/dev/null)" = "$(FLAVOR)" ] || echo $(FLAVOR) > $@
+bin/minifuse: $(BUILD)/src/main.o $(LIB_OBJ) bin/.flavor
 	@mkdir -p bin
+	$(CC) -o $@ $(filter %.o,$^) $(LDLIBS)
+
+# the CUDA build, compiled and linked without touching bin/ (make test runs it: CI has nvcc, no GPU)
+$(BUILD)/minifuse: $(BUILD)/src/main.o $(LIB_OBJ)
 	$(CC) -o $@ $^ $(LDLIBS)
+cuda-build:
+	$(MAKE) CUDA=1 build-cuda/minifuse build-cuda/tests/run_tests
+test-gpu:
+	$(MAKE) -j$(shell nproc) CUDA=1 bin/minifuse build-cuda/tests/run_tests
+	bash tests/run_gpu.sh build-cuda/tests/run_tests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -93,6 +126,8 @@ setup:
 
 test: setup
 	$(MAKE) -j$(shell nproc) all $(BUILD)/tests/run_tests asan fuzz-build $(BUILD)/tests/fuzz/seed_h5
+	@if [ -x $(NVCC) ] || [ "$$CI" = true ]; then $(MAKE) -j$(shell nproc) cuda-build; \
+	else echo "cuda-build: skipped (no nvcc at $(NVCC); CI=true requires it)"; fi
 	$(MAKE) fuzz-seeds
 	bash tests/run_all.sh
 
@@ -105,7 +140,7 @@ bench: setup
 	bash bench/run_bench.sh
 
 clean:
-	rm -rf $(BUILD) $(ABUILD) $(FBUILD) bin
+	rm -rf build build-cuda $(ABUILD) $(FBUILD) bin
 
 -include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/src/main.d $(wildcard $(ABUILD)/*/*.d $(ABUILD)/*/*/*.d)
 -include $(wildcard $(FBUILD)/*/*.d $(FBUILD)/*/*/*.d)

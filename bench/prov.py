@@ -67,6 +67,28 @@ def torch_side(py):
     return json.loads(out) if out else {"error": f"{py} has no torch"}
 
 
+def read_first(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def busy_others():
+    """Other processes that have been using CPU (ps: %CPU over their lifetime
+    >= 5, not this script or its ps), so a loaded machine shows in the record. With
+    sched_autogroup on, `nice` does not shield a benchmark from other
+    sessions: run benchmarks with nothing else running."""
+    out = sh("ps", "-eo", "pid,ppid,ni,pcpu,comm", "--no-headers")
+    mine, rows = {os.getpid(), os.getppid()}, []
+    for line in out.splitlines():
+        f = line.split(None, 4)
+        if len(f) == 5 and int(f[0]) not in mine and int(f[1]) != os.getpid() and float(f[3]) >= 5.0:
+            rows.append({"pid": int(f[0]), "nice": f[2], "pcpu": float(f[3]), "comm": f[4]})
+    return rows
+
+
 def sha256(path):
     if not os.path.exists(path):
         return None
@@ -102,6 +124,8 @@ def main(argv):
         "cpu": lscpu(),
         "nproc": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
+        "others_busy_at_start": busy_others(),
+        "sched_autogroup": read_first("/proc/sys/kernel/sched_autogroup_enabled"),
         "environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
                                                        "MINIFUSE_BLAS_AUTO", "OMP_PROC_BIND", "OMP_PLACES")},
         "python": sys.version.split()[0],

@@ -29,13 +29,15 @@ typedef struct mf_coll {
     MPI_Comm gather;          /* bucket sums' second phase (mf_coll_buckets), else MPI_COMM_NULL */
     int rank, size;
     const mf_backend *be;     /* whose memory the float buffers are */
-    void *stream;             /* device implementations queue on it (NULL: the backend's default stream) */
+    void *stream;             /* device implementations: the stream the backend queues on, which a collective
+                               * waits for (NULL: be->sync() before it) */
+    void *dev;                /* the device implementation's state (collective_nccl.c), else NULL */
 } mf_coll;
 
 /* A bucket sum in flight: exchange of pieces, local sum, all-gather. */
 typedef struct mf_coll_req {
     MPI_Request r;
-    int phase;                /* 0 idle, 1 exchanging pieces, 2 gathering sums */
+    int phase;                /* 0 idle, 1 exchanging pieces, 2 gathering sums, 3 queued on a device stream */
     float *buf, *tmp;         /* the caller's buffer; [P][my piece] received pieces */
     int *cnt, *dsp, *rdsp;    /* [P] piece sizes, offsets in buf, offsets in tmp */
     const mf_coll *c;

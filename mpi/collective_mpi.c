@@ -1,6 +1,26 @@
 /* collective_mpi.c - collective.h on MPI, for host-memory backends.
- * Large buffers go in pieces of at most CHUNK elements (MPI counts are int). */
+ * Large buffers go in pieces of at most CHUNK elements (MPI counts are int).
+ * In a CUDA build (MF_CUDA) these are mf_coll_host_* (collective_host.h):
+ * cuda/collective_nccl.c owns the public names and hands host memory here. */
 #include "collective.h"
+#ifdef MF_CUDA
+#include "collective_host.h"
+#define mf_coll_init mf_coll_host_init
+#define mf_coll_buckets mf_coll_host_buckets
+#define mf_coll_free mf_coll_host_free
+#define mf_coll_sum mf_coll_host_sum
+#define mf_coll_sum_start mf_coll_host_sum_start
+#define mf_coll_req_init mf_coll_host_req_init
+#define mf_coll_progress mf_coll_host_progress
+#define mf_coll_wait mf_coll_host_wait
+#define mf_coll_sum_f64 mf_coll_host_sum_f64
+#define mf_coll_max_int mf_coll_host_max_int
+#define mf_coll_any mf_coll_host_any
+#define mf_coll_all mf_coll_host_all
+#define mf_coll_bcast mf_coll_host_bcast
+#define mf_coll_bcast_f32 mf_coll_host_bcast_f32
+#define mf_coll_tied_fold mf_coll_host_tied_fold
+#endif
 
 #include <limits.h>
 #include <stdlib.h>
@@ -20,6 +40,7 @@ void mf_coll_init(mf_coll *c, MPI_Comm comm, const mf_backend *be) {
     c->gather = MPI_COMM_NULL;
     c->be = be;
     c->stream = NULL;
+    c->dev = NULL;
     MPI_Comm_rank(comm, &c->rank);
     MPI_Comm_size(comm, &c->size);
 }

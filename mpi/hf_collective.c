@@ -202,6 +202,9 @@ void mf_hf_write_collective(const char *out, MPI_Comm comm, const mf_config *cfg
             if (mf_rmtree(old, &err) != 0) mf_fatal("%s: the new %s is in place, but the old one is not all gone: %s", who, out, err.msg);
             free(old);
         } else if (rename(tmpdir, out) != 0) mf_fatal("%s: cannot rename %s to %s: %s", who, tmpdir, out, strerror(errno));
+        char lock[4300]; /* the output is in place: its lock (make_tmpdir) goes, file and all */
+        snprintf(lock, sizeof lock, "%s.lock", out);
+        mf_lock_drop(lock);
     }
     MPI_Barrier(comm);
 }

@@ -6,8 +6,22 @@
 
 #include "util/log.h"
 
+void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, MF_WEIGHTS_F32, NULL);
+}
+
+void mf_stage_open_w(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                     mf_weights w) {
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, w, NULL);
+}
+
 void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
                           const int *bounds) {
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, MF_WEIGHTS_F32, bounds);
+}
+
+void mf_stage_open_full(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                        mf_weights w, const int *bounds) {
     mf_err err;
     memset(s, 0, sizeof *s);
     s->src = mf_source_open(path, &err);
@@ -17,13 +31,9 @@ void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf
                     : mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err);
     if (rc != 0) mf_fatal_err(&err);
     s->pipe.be = be;
-    s->model = mf_model_load(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, &err);
+    s->model = mf_model_load_w(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, w, &err);
     if (!s->model) mf_fatal_err(&err);
     s->st = mf_state_new(s->model, max_T, max_ctx);
-}
-
-void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
-    mf_stage_open_bounds(s, path, comm, be, max_T, max_ctx, NULL);
 }
 
 const float *mf_stage_to_host(const mf_stage *s, const float *dev, size_t n, float **buf, size_t *cap) {
@@ -86,8 +96,8 @@ int mf_stage_forward_without(mf_stage *s, float *const *cache, const unsigned ch
 
 void mf_stage_log_layout(const mf_stage *s, const char *what) {
     const mf_config *c = &s->model->cfg;
-    mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d), %.1f MiB of weights on this rank", what,
+    mf_log("%s: %s layers [%d, %d) of %d%s%s (%s, dim %d, heads %d/%d, vocab %d), %.1f MiB of %s weights on this rank", what,
            s->src->path, s->pipe.l0, s->pipe.l1, c->n_layers, s->pipe.first ? " + embedding" : "",
            s->pipe.last ? " + head" : "", mf_format_name(s->src->format), c->dim, c->n_heads, c->n_kv_heads,
-           c->vocab_size, mf_model_weight_bytes(s->model) / 1048576.0);
+           c->vocab_size, mf_model_weight_bytes(s->model) / 1048576.0, mf_dtype_short(s->model->wdt));
 }

@@ -15,6 +15,7 @@ enum mf_tag {
     MF_TAG_STUDENT_FWD = 12,   /* distill: student activations, stage p -> p+1 */
     MF_TAG_STUDENT_BWD = 13,   /* distill: activation gradients, stage p -> p-1 */
     MF_TAG_TIED_EMBED = 21,    /* collective: the two copies of a tied embedding's gradient */
+    MF_TAG_NCCL_ID = 22,       /* collective (CUDA build): NCCL id of the tied-embedding pair, first -> last stage */
     MF_TAG_FUSE_X = 40,        /* fuse: a window input to the rank that owns the sample */
     MF_TAG_FUSE_BATCH_X = 41,  /* fuse: a batch element's input to the rank that trains it */
     MF_TAG_FUSE_BATCH_T = 42,  /* fuse: a batch element's teacher output */

@@ -23,6 +23,7 @@ static const command COMMANDS[] = {
     {"prune", mf_cmd_prune, "remove blocks / shrink widths by a rankings file -> Hugging Face directory"},
     {"fuse", mf_cmd_fuse, "FuseGPT: remove blocks, folding each into its neighbours (restartable)"},
     {"distill", mf_cmd_distill, "knowledge distillation of a student from its teacher (restartable)"},
+    {"plan", mf_cmd_plan, "memory, step time and checkpoint size of a job on a cluster, before submitting it"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -34,7 +34,7 @@ run() { # kind (main|rerun), label, command... (a Criterion runner; its JSON rep
 run main "criterion" build/tests/run_tests --jobs 2
 # Sanitizers, in process: the parsers and every bad-input case (forward passes are exercised above)
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*' 'harden*'; do
+for suite in 'gguf*' 'tok*' 'badinput*' 'rankings*' 'hfwrite*' 'synthetic*' 'ckpt*' 'optim*' 'harden*' 'plan*'; do
     run rerun "asan $suite" build-asan/tests/run_tests --jobs 2 --filter "$suite/*"
 done
 # the fusion window (adapters, fold, batch KL) in process
@@ -43,7 +43,7 @@ for t in 'fuse/zero*' 'fuse/folding*' 'fuse/kl_batch*' 'fuse/fused_weight*'; do
 done
 # the command-line cases (bad options, bad files, bad rankings) with the ASan program
 # (tests/testutil.c: tu_bin; a sanitizer report in stderr fails the test)
-for t in 'badinput/cli_errors' 'fuse/bad_options' 'distill/bad_options' 'prune/bad_rankings_refused' 'prune/drop_list*' 'blas/*'; do
+for t in 'badinput/cli_errors' 'fuse/bad_options' 'distill/bad_options' 'prune/bad_rankings_refused' 'prune/drop_list*' 'blas/*' 'plan/cli*' 'plan/bad_configs'; do
     run rerun "asan program: $t" env MINIFUSE_BIN=bin/minifuse-asan build/tests/run_tests --jobs 2 --filter "$t"
 done
 
@@ -73,14 +73,17 @@ slurm_skipped() { # reason
     fi
 }
 if [ "$(id -u)" -eq 0 ]; then
-    echo "== jobscripts: tests/slurm/test_jobscripts.sh"
-    bash tests/slurm/test_jobscripts.sh 2>&1 | tee "$W/jobscripts.log"
-    js=$(grep -a "^jobscripts:" "$W/jobscripts.log" | tail -1)
-    if [ -z "$js" ]; then echo "== jobscripts: no summary (script died)"; failed=$((failed + 1))
-    elif [[ $js == *skipped* ]]; then slurm_skipped "${js#jobscripts: }"
-    else
-        passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$js"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$js")))
-    fi
+    # the CPU scripts, then the GPU ones (*_gpu.sbatch, on a node with placeholder GPUs and the cpu backend)
+    for t in "test_jobscripts.sh:jobscripts" "test_gpu_jobscripts.sh:gpu jobscripts"; do
+        echo "== ${t#*:}: tests/slurm/${t%%:*}"
+        bash "tests/slurm/${t%%:*}" 2>&1 | tee "$W/jobscripts.log"
+        js=$(grep -a "^${t#*:}:" "$W/jobscripts.log" | tail -1)
+        if [ -z "$js" ]; then echo "== ${t#*:}: no summary (script died)"; failed=$((failed + 1))
+        elif [[ $js == *skipped* ]]; then slurm_skipped "${js#*: }"
+        else
+            passed=$((passed + $(sed 's/.*: \([0-9]*\) passed.*/\1/' <<<"$js"))); failed=$((failed + $(sed 's/.*, \([0-9]*\) failed.*/\1/' <<<"$js")))
+        fi
+    done
 else
     slurm_skipped "starting a test Slurm cluster needs root"
 fi

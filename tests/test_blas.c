@@ -212,7 +212,7 @@ Test(blas, ranks_compare_cores, .timeout = 120) {
 
 /* Every command's --help (and the program's) documents MINIFUSE_BLAS_AUTO=0. */
 Test(blas, help_documents_blas_auto, .timeout = 120) {
-    const char *cmds[] = {"", "eval", "logits", "generate", "score", "prune", "fuse", "distill"};
+    const char *cmds[] = {"", "eval", "logits", "generate", "score", "prune", "fuse", "distill", "plan"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[4096], *out;
         snprintf(cmd, sizeof cmd, "%s %s --help", tu_mpirun(1), cmds[i]);

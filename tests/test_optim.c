@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "train/optim.h"
+#include "train/params.h"
 
 #define ADAMW_GOLDEN "tests/golden/optim/adamw.json"
 #define RNG_GOLDEN "tests/golden/optim/rng.json"
@@ -237,6 +239,59 @@ Test(optim, global_norm_one_rank) {
     cr_assert(mf_grad_global_norm(&ps, MPI_COMM_WORLD) == 5.0);
     mf_params none = {0};
     cr_assert(mf_grad_global_norm(&none, MPI_COMM_WORLD) == 0.0);
+}
+
+/* The backend's adamw and sumsq (the ops a device runs the step with) against
+ * mf_adamw_step and mf_params_grad_sq: the CPU backend bit for bit, the
+ * reference (double) within float rounding; a 2-D tensor decays, a 1-D one not. */
+Test(optim, backend_adamw_equals_optim) {
+    enum { N0 = 12, N1 = 5 };
+    float d0[N0], d1[N1], g0[N0], g1[N1];
+    uint64_t x = 42;
+    for (int i = 0; i < N0; i++) d0[i] = (float)((mf_splitmix64(&x) >> 40) * 0x1p-24 - 0.5);
+    for (int i = 0; i < N1; i++) d1[i] = (float)((mf_splitmix64(&x) >> 40) * 0x1p-24 - 0.5);
+    mf_param p[2] = {{.name = "w", .ndim = 2, .shape = {3, 4}, .numel = N0, .data = d0, .grad = g0},
+                     {.name = "b", .ndim = 1, .shape = {N1}, .numel = N1, .data = d1, .grad = g1}};
+    mf_params ps = {.n = 2, .p = p, .total = N0 + N1};
+    mf_adamw_opts o;
+    mf_adamw_defaults(&o);
+    mf_adamw opt;
+    mf_adamw_init(&opt, &ps, &o);
+    const mf_backend *be[2] = {mf_backend_cpu(), mf_backend_ref()};
+    float bp[2][2][N0], bm[2][2][N0], bv[2][2][N0];
+    memset(bm, 0, sizeof bm);
+    memset(bv, 0, sizeof bv);
+    for (int k = 0; k < 2; k++) {
+        memcpy(bp[k][0], d0, sizeof d0);
+        memcpy(bp[k][1], d1, sizeof d1);
+    }
+    for (int step = 1; step <= 3; step++) {
+        for (int i = 0; i < N0; i++) g0[i] = (float)((mf_splitmix64(&x) >> 40) * 0x1p-24 - 0.5);
+        for (int i = 0; i < N1; i++) g1[i] = (float)((mf_splitmix64(&x) >> 40) * 0x1p-24 - 0.5);
+        double lr = 1e-2 * step, t = step;
+        float scale = step == 2 ? 0.5f : 1.0f;
+        cr_assert(be[0]->sumsq(g0, N0) + be[0]->sumsq(g1, N1) == mf_params_grad_sq(&ps), "sumsq = grad_sq");
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < 2; i++) {
+                mf_adamw_coef c = {.decay = mf_adamw_decays(&o, &p[i]) ? (float)(1 - lr * o.weight_decay) : 1.0f,
+                                   .w1 = (float)(1 - o.beta1), .b2 = (float)o.beta2, .c2 = (float)(1 - o.beta2),
+                                   .bc2_sqrt = (float)pow(1 - pow(o.beta2, t), 0.5), .eps = (float)o.eps,
+                                   .neg_step = (float)-(lr / (1 - pow(o.beta1, t)))};
+                be[k]->adamw(bp[k][i], p[i].grad, bm[k][i], bv[k][i], p[i].numel, scale, &c);
+            }
+        mf_adamw_step(&opt, &ps, lr, scale);
+        for (int i = 0; i < 2; i++) {
+            size_t n = p[i].numel;
+            cr_assert(memcmp(bp[0][i], p[i].data, n * 4) == 0 && memcmp(bm[0][i], opt.m[i], n * 4) == 0 &&
+                          memcmp(bv[0][i], opt.v[i], n * 4) == 0,
+                      "step %d tensor %s: cpu adamw differs from mf_adamw_step", step, p[i].name);
+            for (size_t j = 0; j < n; j++)
+                cr_assert(fabsf(bp[1][i][j] - p[i].data[j]) <= 1e-6f * fabsf(p[i].data[j]) + 1e-9f &&
+                              fabsf(bm[1][i][j] - opt.m[i][j]) <= 1e-5f * fabsf(opt.m[i][j]) + 1e-12f,
+                          "step %d %s[%zu]: ref adamw %.9g vs %.9g", step, p[i].name, j, bp[1][i][j], p[i].data[j]);
+        }
+    }
+    mf_adamw_free(&opt);
 }
 
 /* ---- RNG ---- */

@@ -12,7 +12,9 @@
  * alloc() and moved with upload()/download()/copy(). A backend with is_host = 1
  * (cpu, ref) works on host memory: a memory-mapped weight file is used in
  * place, with no copy. Arguments documented as "host" (token ids, lse of
- * logsumexp) are always host memory. All matrices row-major. */
+ * logsumexp, RoPE's inv_freq, the AdamW coefficients) are always host memory;
+ * everything else, rmsnorm's rinv included, is backend memory. All matrices
+ * row-major. */
 #ifndef MF_BACKEND_H
 #define MF_BACKEND_H
 
@@ -23,6 +25,14 @@
 /* Element type of a weight matrix (util/dtype.h). Trainable tensors are always
  * MF_DT_F32; frozen ones (a teacher, eval, score, the frozen base of a fusion
  * window) may be held in 16 bits, MF_DT_BF16 or MF_DT_F16 (--weights). */
+
+/* The per-step scalars of one AdamW update (src/train/optim.c computes them,
+ * rounded to float as torch does): decay = 1 - lr*wd (1 for a tensor that does
+ * not decay), w1 = 1 - beta1, b2 = beta2, c2 = 1 - beta2, bc2_sqrt =
+ * sqrt(1 - beta2^t), eps, neg_step = -lr / (1 - beta1^t). */
+typedef struct mf_adamw_coef {
+    float decay, w1, b2, c2, bc2_sqrt, eps, neg_step;
+} mf_adamw_coef;
 
 typedef struct mf_backend mf_backend;
 struct mf_backend {
@@ -44,7 +54,7 @@ struct mf_backend {
     /* y[T][C] = x / rms(x) * w, rms over C with eps; rinv[T] (backend memory, may be NULL) gets 1/rms per row */
     void (*rmsnorm)(float *y, float *rinv, const float *x, const float *w, int T, int C, float eps);
 
-    /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] */
+    /* rotate-half RoPE in place on x[T][n_heads*hd] at positions pos0..pos0+T-1; inv_freq[hd/2] (host) */
     void (*rope)(float *x, int T, int n_heads, int hd, int pos0, const float *inv_freq);
 
     /* Causal GQA attention for T new tokens at positions pos0.. against a cache
@@ -96,16 +106,36 @@ struct mf_backend {
     void (*fuse_weight_bwd)(float *dA, float *dB, float *dU, float *dV, const float *G, const float *P, const float *A,
                             const float *B, const float *U, const float *V, int out, int in, int r, float *scratch);
     double (*loss_kl_batch)(const float *S, const float *Tt, int B, size_t n, double norm, float *dS);
+
+    /* ---- optimizer on the backend's memory (optim.c's formula, element by element):
+     *   g = grad[j] * scale ; p = p * decay ; m = fmaf(w1, g - m, m) ; v = fmaf(c2 g, g, v b2)
+     *   p += neg_step * m / (sqrtf(v) / bc2_sqrt + eps)      for j < n (p, m, v updated in place; k is host memory) */
+    void (*adamw)(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k);
+    /* sum_j x[j]^2 in double (global-norm clipping) */
+    double (*sumsq)(const float *x, size_t n);
 };
 
 const mf_backend *mf_backend_cpu(void);
 /* Plain loops, double accumulation: slow and obviously correct (ref.c). */
 const mf_backend *mf_backend_ref(void);
-/* Pick by name: "cpu" or "ref"; NULL for any other name. */
+#ifdef MF_CUDA
+/* cuda/ (make CUDA=1): cuBLAS + kernels on the GPU of this rank (local rank
+ * mod device count). Without a usable device it is fatal with one line. */
+const mf_backend *mf_backend_cuda(void);
+/* The number of CUDA devices (0 when there is none or the driver fails; then
+ * why[n] says what cudaGetDeviceCount answered). Never fatal. */
+int mf_cuda_device_count(char *why, size_t n);
+#endif
+/* Pick by name: "cpu", "ref" (and "cuda" in a CUDA build); NULL for any other name. */
 const mf_backend *mf_backend_get(const char *name);
 /* The names mf_backend_get accepts, for messages ("cpu, ref"). */
 const char *mf_backend_names(void);
 /* --backend's help line: only what this build can run. */
+#ifdef MF_CUDA
+#define MF_BACKEND_HELP \
+    "compute backend: cpu (default: OpenBLAS + OpenMP), ref (plain loops, for checking) or cuda (cuBLAS, one GPU per rank)"
+#else
 #define MF_BACKEND_HELP "compute backend: cpu (default: OpenBLAS + OpenMP) or ref (plain loops, for checking)"
+#endif
 
 #endif

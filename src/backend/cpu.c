@@ -6,6 +6,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu_backward.h"
+#include "backend/cpu_half.h"
 #include "util/fastmath.h"
 #include "util/err.h"
 
@@ -137,6 +138,28 @@ static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
     }
 }
 
+/* AdamW, element by element, exactly optim.c's adam_tensor (float, fmaf; decay = 1 leaves p as it is). */
+static void cpu_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
+#pragma omp parallel for schedule(static) if (n > 32768)
+    for (size_t j = 0; j < n; j++) {
+        float gj = grad[j] * scale;
+        float pj = p[j] * k->decay;
+        float mj = fmaf(k->w1, gj - m[j], m[j]);
+        float vj = fmaf(k->c2 * gj, gj, v[j] * k->b2);
+        float denom = sqrtf(vj) / k->bc2_sqrt + k->eps;
+        p[j] = pj + k->neg_step * mj / denom;
+        m[j] = mj;
+        v[j] = vj;
+    }
+}
+
+/* sum x^2 in double, in index order (as mf_params_grad_sq) */
+static double cpu_sumsq(const float *x, size_t n) {
+    double s = 0;
+    for (size_t j = 0; j < n; j++) s += (double)x[j] * x[j];
+    return s;
+}
+
 static const mf_backend CPU = {
     .name = "cpu",
     .is_host = 1,
@@ -154,6 +177,8 @@ static const mf_backend CPU = {
     .swiglu = cpu_swiglu,
     .add = cpu_add,
     .embed = cpu_embed,
+    .linear_h = mf_cpu_linear_h,
+    .embed_h = mf_cpu_embed_h,
     .logsumexp = cpu_logsumexp,
     .linear_bwd = mf_linear_bwd,
     .rmsnorm_bwd = mf_rmsnorm_bwd,
@@ -169,6 +194,8 @@ static const mf_backend CPU = {
     .fuse_weight = mf_fuse_weight,
     .fuse_weight_bwd = mf_fuse_weight_bwd,
     .loss_kl_batch = mf_loss_kl_batch,
+    .adamw = cpu_adamw,
+    .sumsq = cpu_sumsq,
 };
 
 const mf_backend *mf_backend_cpu(void) { return &CPU; }

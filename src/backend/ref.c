@@ -14,6 +14,7 @@
 #include "backend/backend.h"
 #include "backend/ref_backward.h"
 #include "util/err.h"
+#include "util/half.h"
 
 /* ------------------------------------------------------------------ memory */
 
@@ -127,6 +128,31 @@ static void ref_embed(float *x, const float *table, const int32_t *ids, int T, i
         for (int c = 0; c < C; c++) x[(size_t)t * C + c] = table[(size_t)ids[t] * C + c];
 }
 
+/* A 16-bit weight (MF_DT_BF16 or MF_DT_F16) as float: exact conversions. */
+static float ref_half(uint16_t v, mf_dtype dt) { return dt == MF_DT_BF16 ? mf_bf16_to_f32(v) : mf_fp16_to_f32(v); }
+
+/* linear with 16-bit W[n_out][n_in]: the same products from the same weight values, double accumulation */
+static void ref_linear_h(float *y, const float *x, const uint16_t *w, mf_dtype dt, const float *b, int T, int n_in,
+                         int n_out, int accumulate) {
+    if (dt != MF_DT_BF16 && dt != MF_DT_F16) mf_fatal("ref linear_h: weight type %d is not bf16 or f16", (int)dt);
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * n_in;
+        for (int o = 0; o < n_out; o++) {
+            const uint16_t *wo = w + (size_t)o * n_in;
+            double s = b ? b[o] : 0.0;
+            for (int i = 0; i < n_in; i++) s += (double)xt[i] * ref_half(wo[i], dt);
+            float *yo = y + (size_t)t * n_out + o;
+            *yo = accumulate ? (float)(*yo + s) : (float)s;
+        }
+    }
+}
+
+/* x[T][C] = float(table[ids[t]][C]) */
+static void ref_embed_h(float *x, const uint16_t *table, mf_dtype dt, const int32_t *ids, int T, int C) {
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) x[(size_t)t * C + c] = ref_half(table[(size_t)ids[t] * C + c], dt);
+}
+
 /* lse[T] (host) = log sum_v exp(logits[t][v]) */
 static void ref_logsumexp(const float *logits, int T, int V, double *lse) {
     for (int t = 0; t < T; t++) {
@@ -137,6 +163,25 @@ static void ref_logsumexp(const float *logits, int T, int V, double *lse) {
         for (int v = 0; v < V; v++) s += exp(z[v] - m);
         lse[t] = m + log(s);
     }
+}
+
+/* AdamW in double from the float coefficients, each of p, m, v rounded once (optim.c's formula). */
+static void ref_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
+    for (size_t j = 0; j < n; j++) {
+        double g = (double)grad[j] * scale;
+        double mj = m[j] + (double)k->w1 * (g - m[j]);
+        double vj = (double)v[j] * k->b2 + (double)k->c2 * g * g;
+        double denom = sqrt(vj) / k->bc2_sqrt + k->eps;
+        p[j] = (float)((double)p[j] * k->decay + (double)k->neg_step * mj / denom);
+        m[j] = (float)mj;
+        v[j] = (float)vj;
+    }
+}
+
+static double ref_sumsq(const float *x, size_t n) {
+    double s = 0;
+    for (size_t j = 0; j < n; j++) s += (double)x[j] * x[j];
+    return s;
 }
 
 static const mf_backend REF = {
@@ -156,6 +201,8 @@ static const mf_backend REF = {
     .swiglu = ref_swiglu,
     .add = ref_add,
     .embed = ref_embed,
+    .linear_h = ref_linear_h,
+    .embed_h = ref_embed_h,
     .logsumexp = ref_logsumexp,
     .linear_bwd = mf_ref_linear_bwd,
     .rmsnorm_bwd = mf_ref_rmsnorm_bwd,
@@ -171,6 +218,8 @@ static const mf_backend REF = {
     .fuse_weight = mf_ref_fuse_weight,
     .fuse_weight_bwd = mf_ref_fuse_weight_bwd,
     .loss_kl_batch = mf_ref_loss_kl_batch,
+    .adamw = ref_adamw,
+    .sumsq = ref_sumsq,
 };
 
 const mf_backend *mf_backend_ref(void) { return &REF; }

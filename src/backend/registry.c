@@ -11,6 +11,9 @@ typedef struct entry {
 static const entry BACKENDS[] = {
     {"cpu", mf_backend_cpu},
     {"ref", mf_backend_ref},
+#ifdef MF_CUDA
+    {"cuda", mf_backend_cuda},
+#endif
 };
 
 const mf_backend *mf_backend_get(const char *name) {
@@ -20,4 +23,10 @@ const mf_backend *mf_backend_get(const char *name) {
     return NULL;
 }
 
-const char *mf_backend_names(void) { return "cpu, ref"; }
+const char *mf_backend_names(void) {
+#ifdef MF_CUDA
+    return "cpu, ref, cuda";
+#else
+    return "cpu, ref";
+#endif
+}

@@ -84,3 +84,9 @@ void mf_cli_tokens_id(const int32_t *ids, size_t n, char *out, size_t cap) {
              (unsigned long long)mf_fnv1a64(ids, n * sizeof *ids, MF_FNV1A64_SEED));
 }
 
+
+mf_weights mf_cli_weights(const char *cmd, const char *name) {
+    mf_weights w;
+    if (mf_weights_parse(name, &w) != 0) mf_fatal("%s: --weights '%s' is not one of auto, bf16, f32", cmd, name);
+    return w;
+}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include "backend/backend.h"
 #include "io/source.h"
+#include "model/model.h"
 
 /* Rank 0 reads and tokenizes `text_path` with the model's tokenizer (no BOS)
  * and broadcasts the ids to every rank. Errors abort all ranks. */
@@ -25,6 +26,9 @@ int mf_write_atomic(const char *path, const void *data, size_t bytes, mf_err *er
 /* The backend named by --backend, or a one-line fatal error listing the names (cmd: "eval"). */
 const mf_backend *mf_cli_backend(const char *cmd, const char *name);
 
+/* --weights NAME (auto, bf16, f32), or a one-line fatal error naming the command and the value. */
+mf_weights mf_cli_weights(const char *cmd, const char *name);
+
 /* Command entry points. */
 int mf_cmd_eval(int argc, char **argv);
 int mf_cmd_logits(int argc, char **argv);
@@ -33,5 +37,6 @@ int mf_cmd_score(int argc, char **argv);
 int mf_cmd_prune(int argc, char **argv);
 int mf_cmd_distill(int argc, char **argv);
 int mf_cmd_fuse(int argc, char **argv);
+int mf_cmd_plan(int argc, char **argv);
 
 #endif

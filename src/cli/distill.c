@@ -16,7 +16,8 @@ int mf_cmd_distill(int argc, char **argv) {
     mf_distill_opts opts_v, *o = &opts_v;
     *o = (mf_distill_opts){.tokens = 1 << 20, .ctx = 256, .batch = 8, .dp = 1, .warmup = -1, .ckpt_every = 0, .keep = 2,
                         .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234,
-                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu", .schedule = "1f1b"};
+                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu", .schedule = "1f1b",
+                        .teacher_weights = "auto"};
     const mf_opt opts[] = {
         {"teacher", MF_OPT_STR, &o->teacher, "teacher model (the original)", 1},
         {"student", MF_OPT_STR, &o->student, "student model to train (e.g. a pruned HF directory)", 1},
@@ -39,6 +40,7 @@ int mf_cmd_distill(int argc, char **argv) {
         {"ce", MF_OPT_FLOAT, &o->ce, "weight of cross-entropy on the data (default 0)", 0},
         {"hidden", MF_OPT_FLOAT, &o->hidden, "weight of the intermediate hidden-state loss (default 0; depth-pruned students)", 0},
         {"hidden-loss", MF_OPT_STR, &o->hidden_loss, "cosine (default) or nmse, between mapped student/teacher layer outputs", 0},
+        {"teacher-weights", MF_OPT_STR, &o->teacher_weights, "the teacher's weights in memory: auto (default: the file's bf16/f16 when all its matrices are), bf16 or f32; the student is always float32", 0},
         {"teacher-topk", MF_OPT_INT, &o->topk, "use the teacher's top-K logits, computed once into --teacher-cache (default 0: full logits every step)", 0},
         {"teacher-cache", MF_OPT_STR, &o->tcache_path, "HDF5 file of the teacher's top-K logits (default OUT.teacher-topk.h5)", 0},
         {"seed", MF_OPT_U64, &o->seed, "seed of the data order (default 1234)", 0},
@@ -47,6 +49,7 @@ int mf_cmd_distill(int argc, char **argv) {
         {"checkpoint-dir", MF_OPT_STR, &o->ckpt_dir, "checkpoint directory (default OUT.ckpt)", 0},
         {"keep", MF_OPT_INT, &o->keep, "complete checkpoints to keep (default 2)", 0},
         {"resume", MF_OPT_FLAG, &o->resume, "continue from the newest complete checkpoint", 0},
+        {"max-steps", MF_OPT_INT, &o->max_steps, "stop after step N with a checkpoint, as on SIGTERM (to split a run into jobs; default 0: no limit)", 0},
         {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.train.jsonl)", 0},
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: the student's)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
@@ -70,6 +73,7 @@ int mf_cmd_distill(int argc, char **argv) {
     if (!o->tcache_path) o->tcache_path = tc_default;
     if (o->topk < 0) mf_fatal("distill: --teacher-topk %d must not be negative", o->topk);
     if (o->stage_mem_mib < 0) mf_fatal("distill: --stage-memory %g must not be negative", o->stage_mem_mib);
+    if (o->max_steps < 0) mf_fatal("distill: --max-steps %d must not be negative", o->max_steps);
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);
     size_t n;

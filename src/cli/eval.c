@@ -16,12 +16,19 @@
 #include "stage.h"
 #include "tags.h"
 #include "util/log.h"
+#include "util/rss.h"
 #include "util/vec.h"
 
 typedef struct eval_opts {
-    const char *model, *text, *ref, *tokenizer, *backend;
+    const char *model, *text, *ref, *tokenizer, *backend, *weights;
     int ctx, max_windows, skip, json;
 } eval_opts;
+
+/* Memory of every rank, gathered on the last: held weight bytes and peak RSS. */
+typedef struct eval_mem {
+    const char *wdt;
+    long long *weight_bytes, *peak_rss; /* [ranks] (last rank) */
+} eval_mem;
 
 /* Running sums on the last rank. */
 typedef struct eval_acc {
@@ -68,7 +75,18 @@ static double percentile(float *v, long n, double p) {
     return i + 1 < n ? v[i] * (1 - f) + v[i + 1] * f : v[i];
 }
 
-static void report(const eval_opts *o, const eval_acc *a, long windows, double secs, int nranks, double kl_mean, double kl_p99) {
+static json_t *json_ll_array(const long long *v, int n, long long *max) {
+    json_t *a = json_array();
+    *max = 0;
+    for (int i = 0; i < n; i++) {
+        json_array_append_new(a, json_integer(v[i]));
+        if (v[i] > *max) *max = v[i];
+    }
+    return a;
+}
+
+static void report(const eval_opts *o, const eval_acc *a, const eval_mem *mem, long windows, double secs, int nranks,
+                   double kl_mean, double kl_p99) {
     double mean = a->nll_sum / (double)a->n_tok;
     double var = a->nll_sq / (double)a->n_tok - mean * mean;
     double se = sqrt(var > 0 ? var / (double)a->n_tok : 0);
@@ -83,6 +101,11 @@ static void report(const eval_opts *o, const eval_acc *a, long windows, double s
             json_object_set_new(j, "kl_p99", json_real(kl_p99));
             json_object_set_new(j, "top1_agree", json_real((double)a->top1_same / (double)a->n_tok));
         }
+        long long wmax, rmax;
+        json_object_set_new(j, "weights", json_string(mem->wdt));
+        json_object_set_new(j, "weight_bytes", json_ll_array(mem->weight_bytes, nranks, &wmax));
+        json_object_set_new(j, "peak_rss_bytes", json_ll_array(mem->peak_rss, nranks, &rmax));
+        json_object_set_new(j, "peak_rss_max", json_integer(rmax));
         mf_blas_json(j); /* the kernels change the last bits: part of the result's provenance */
         char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(17));
         printf("%s\n", s);
@@ -101,10 +124,11 @@ static void report(const eval_opts *o, const eval_acc *a, long windows, double s
 static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_Comm comm) {
     const mf_backend *be = mf_cli_backend("eval", o->backend);
     mf_stage m, r;
-    mf_stage_open(&m, o->model, comm, be, o->ctx, o->ctx);
+    mf_weights wsel = mf_cli_weights("eval", o->weights);
+    mf_stage_open_w(&m, o->model, comm, be, o->ctx, o->ctx, wsel);
     mf_stage_log_layout(&m, "model");
     if (o->ref) {
-        mf_stage_open(&r, o->ref, comm, be, o->ctx, o->ctx);
+        mf_stage_open_w(&r, o->ref, comm, be, o->ctx, o->ctx, wsel);
         if (r.model->cfg.vocab_size != m.model->cfg.vocab_size)
             mf_fatal("eval: --ref-model %s has vocabulary %d, model has %d", o->ref, r.model->cfg.vocab_size, m.model->cfg.vocab_size);
         mf_stage_log_layout(&r, "ref");
@@ -145,13 +169,24 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
     if (o->ref) mf_pipe_flush(&r.pipe);
     MPI_Barrier(comm);
     double secs = mf_now() - t0;
+    long long mine[2] = {(long long)mf_model_weight_bytes(m.model) + (o->ref ? (long long)mf_model_weight_bytes(r.model) : 0),
+                         (long long)mf_peak_rss_bytes()};
+    long long *all = last ? mf_malloc((size_t)m.pipe.size * 2 * sizeof *all) : NULL;
+    MPI_Gather(mine, 2, MPI_LONG_LONG, all, 2, MPI_LONG_LONG, m.pipe.size - 1, comm);
+    eval_mem mem = {.wdt = mf_dtype_short(m.model->wdt)};
     if (last) {
+        mem.weight_bytes = mf_malloc((size_t)m.pipe.size * sizeof(long long));
+        mem.peak_rss = mf_malloc((size_t)m.pipe.size * sizeof(long long));
+        for (int i = 0; i < m.pipe.size; i++) mem.weight_bytes[i] = all[2 * i], mem.peak_rss[i] = all[2 * i + 1];
         double kl_mean = 0;
         for (long i = 0; o->ref && i < acc.n_tok; i++) kl_mean += acc.kl[i];
         kl_mean = acc.n_tok ? kl_mean / (double)acc.n_tok : 0;
         double kl_p99 = o->ref ? percentile(acc.kl, acc.n_tok, 0.99) : 0;
-        report(o, &acc, windows, secs, m.pipe.size, kl_mean, kl_p99);
+        report(o, &acc, &mem, windows, secs, m.pipe.size, kl_mean, kl_p99);
     }
+    free(all);
+    free(mem.weight_bytes);
+    free(mem.peak_rss);
     free(in);
     free(zbuf);
     free(lse);
@@ -163,7 +198,7 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
 }
 
 int mf_cmd_eval(int argc, char **argv) {
-    eval_opts o = {.ctx = 256, .max_windows = 0, .backend = "cpu"};
+    eval_opts o = {.ctx = 256, .max_windows = 0, .backend = "cpu", .weights = "auto"};
     const mf_opt opts[] = {
         {"model", MF_OPT_STR, &o.model, "model: HF directory, GGUF file or llama2.c .bin", 1},
         {"text", MF_OPT_STR, &o.text, "UTF-8 text file to score", 1},
@@ -173,7 +208,8 @@ int mf_cmd_eval(int argc, char **argv) {
         {"ref-model", MF_OPT_STR, &o.ref, "reference model: also report KL(ref || model) and top-1 agreement", 0},
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"backend", MF_OPT_STR, &o.backend, MF_BACKEND_HELP, 0},
-        {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
+        {"weights", MF_OPT_STR, &o.weights, MF_WEIGHTS_HELP " (model and --ref-model)", 0},
+        {"json", MF_OPT_FLAG, &o.json, "print one JSON object (with weight bytes and peak RSS per rank)", 0},
     };
     const char *summary =
         "Perplexity of a model on a text file: the file is tokenized without BOS and cut into\n"
@@ -183,6 +219,7 @@ int mf_cmd_eval(int argc, char **argv) {
     if (mf_args_parse_or_die("eval", summary, opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
     if (o.ctx < 2 || o.ctx > 1 << 16) mf_fatal("eval: --ctx %d must be between 2 and 65536", o.ctx);
     if (o.max_windows < 0) mf_fatal("eval: --max-windows %d must not be negative", o.max_windows);
+    mf_cli_weights("eval", o.weights); /* a bad --weights fails before the text is read */
     size_t n;
     int32_t *ids = mf_cli_tokenize_file(o.model, o.tokenizer, o.text, &n, MPI_COMM_WORLD);
     if (o.skip < 0) mf_fatal("eval: --skip %d must not be negative", o.skip);

@@ -66,6 +66,7 @@ static int *parse_blocks(const char *s, int drop) {
 
 int mf_cmd_fuse(int argc, char **argv) {
     int json = 0;
+    const char *weights = "f32";
     mf_fuse_opts opts_v, *o = &opts_v;
     *o = (mf_fuse_opts){.window = 8, .rank = 128, .samples = 64, .mi_samples = -1, .epochs = 20, .ctx = 256, .batch = 8,
                      .keep = 2, .lr = 1e-2f, .lr_base = 1e-3f, .loss_name = "nmse", .seed = 0, .backend = "cpu"};
@@ -91,11 +92,13 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"checkpoint-dir", MF_OPT_STR, &o->ckpt_dir, "checkpoint directory (default OUT.ckpt); one after every block", 0},
         {"keep", MF_OPT_INT, &o->keep, "complete checkpoints to keep (default 2)", 0},
         {"resume", MF_OPT_FLAG, &o->resume, "continue from the newest complete checkpoint", 0},
+        {"max-steps", MF_OPT_INT, &o->max_steps, "stop at the first checkpoint at or after global step N, as on SIGTERM (default 0: no limit)", 0},
         {"log", MF_OPT_STR, &o->log, "per-step JSON lines log (default OUT.fuse.jsonl)", 0},
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
         {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
+        {"weights", MF_OPT_STR, &weights, "f32 only: the frozen base is held in float32 (bf16/f16 weights are not supported by fuse)", 0},
         {"watchdog", MF_OPT_FLOAT, &o->watchdog, "abort the job after S seconds without progress (default 0: 10 x the slowest step, at least 600 s; -1 off)", 0},
     };
     const char *summary =
@@ -104,6 +107,9 @@ int mf_cmd_fuse(int argc, char **argv) {
         "writes an ordinary Llama with fewer layers. Restartable (checkpoint after every block, --resume;\n"
         "SIGTERM, SIGUSR1 or SIGINT: checkpoint and exit).";
     if (mf_args_parse_or_die("fuse", summary, opts, sizeof opts / sizeof opts[0], argc, argv)) return 0;
+    if (mf_cli_weights("fuse", weights) != MF_WEIGHTS_F32)
+        mf_fatal("fuse: --weights %s is not supported: the fusion window trains W + B A + (U V) * P on the frozen base W and "
+                 "writes the folded weights in float32, so fuse holds the model in float32 (--weights f32)", weights);
     o->loss = mf_fuse_loss_parse(o->loss_name);
     if (o->loss < 0) mf_fatal("fuse: --loss '%s' is not one of kl-batch, nmse, cosine", o->loss_name);
     if (o->ctx < 2 || o->samples < 1 || o->batch < 1 || o->epochs < 1 || o->window < 2 || o->rank < 1 || o->lr <= 0 ||
@@ -120,6 +126,7 @@ int mf_cmd_fuse(int argc, char **argv) {
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("fuse: --out %s already exists (use --force to replace it)", o->out);
     if (o->drop < 1) mf_fatal("fuse: --drop-layers %d must be at least 1", o->drop);
+    if (o->max_steps < 0) mf_fatal("fuse: --max-steps %d must not be negative", o->max_steps);
     if (o->blocks_s) o->blocks = parse_blocks(o->blocks_s, o->drop);
     size_t n;
     char text_id[64];

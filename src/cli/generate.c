@@ -95,7 +95,7 @@ static void print_json(const mf_tokenizer *tok, const int32_t *seq, int n, size_
 }
 
 int mf_cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = "", *tokp = NULL, *backend = "cpu";
+    const char *model = NULL, *prompt = "", *tokp = NULL, *backend = "cpu", *weights = "auto";
     int steps = 256, json = 0;
     float temp = 1.0f, topp = 0.9f;
     unsigned long long seed = 0;
@@ -108,6 +108,7 @@ int mf_cmd_generate(int argc, char **argv) {
         {"seed", MF_OPT_U64, &seed, "random seed (default: time)", 0},
         {"tokenizer", MF_OPT_STR, &tokp, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"backend", MF_OPT_STR, &backend, MF_BACKEND_HELP, 0},
+        {"weights", MF_OPT_STR, &weights, MF_WEIGHTS_HELP, 0},
         {"json", MF_OPT_FLAG, &json, "print a JSON object with the ids and text instead of streaming", 0},
     };
     mf_err err;
@@ -140,7 +141,7 @@ int mf_cmd_generate(int argc, char **argv) {
     MPI_Bcast(seq, (int)n_prompt, MPI_INT32_T, 0, MPI_COMM_WORLD);
 
     mf_stage s;
-    mf_stage_open(&s, model, MPI_COMM_WORLD, be, (int)n_prompt, steps);
+    mf_stage_open_w(&s, model, MPI_COMM_WORLD, be, (int)n_prompt, steps, mf_cli_weights("generate", weights));
     int V = s.model->cfg.vocab_size, root = s.pipe.size - 1;
     sampler sm = {temp, topp, seed, mf_malloc((size_t)V * sizeof(float)), mf_malloc((size_t)V * sizeof(struct pi))};
     float *row = mf_malloc((size_t)V * sizeof *row);

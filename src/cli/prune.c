@@ -113,11 +113,11 @@ int mf_cmd_prune(int argc, char **argv) {
     int need_rk = (o.metric != MF_DEPTH_RANDOM && !o.drop_list) || ffn || heads || hidden;
     if (need_rk && !rankings) mf_fatal("prune: --rankings is required unless only --drop-list or random depth pruning is asked");
     if (rankings) {
-        if (mf_rankings_read(rankings, &rk, &err) != 0) mf_fatal_err(&err);
         char sha[65] = "";
         if (rank == 0 && mf_sha256_path(model, sha, &err) != 0) mf_fatal_err(&err);
         MPI_Bcast(sha, 65, MPI_CHAR, 0, MPI_COMM_WORLD);
-        if (mf_rankings_check_model(&rk, &st.model->cfg, sha, &err) != 0) mf_fatal("prune: %s", err.msg);
+        /* the file's model shape and SHA are checked before any dataset is read */
+        if (mf_rankings_read_model(rankings, &st.model->cfg, sha, &rk, &err) != 0) mf_fatal("prune: %s", err.msg);
     }
     mf_prune_plan plan;
     if (mf_prune_plan_make(&plan, &st.model->cfg, &rk, &o, &err) != 0) mf_fatal_err(&err);

@@ -10,7 +10,11 @@
  *      scores the tokens (perplexity with block i removed).
  * Macro Influence is iterative: after a pass, the least influential block is
  * removed and the next pass scores the remaining blocks (--mi-iters passes
- * over the first --mi-samples windows). */
+ * over the first --mi-samples windows).
+ * With --checkpoint-dir (or --checkpoint-every, --resume, --max-steps) the pass
+ * is restartable: every running sum is checkpointed (compress/score_ckpt.h)
+ * and a resumed run, on any number of ranks, writes the rankings of an
+ * uninterrupted one. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,17 +25,19 @@
 #include "cli/common.h"
 #include "compress/importance.h"
 #include "compress/macro_influence.h"
+#include "compress/score_ckpt.h"
 #include "compress/score_out.h"
 #include "model/loss.h"
 #include "collective.h"
 #include "stage.h"
 #include "tags.h"
 #include "util/log.h"
+#include "io/safetensors.h" /* mf_dtype_name */
 #include "version.h"
 
 typedef struct score_opts {
-    const char *model, *text, *out, *metrics, *agg_seq, *agg_batch, *tokenizer, *backend;
-    int samples, ctx, mi_iters, mi_samples, json;
+    const char *model, *text, *out, *metrics, *agg_seq, *agg_batch, *tokenizer, *backend, *weights, *ckpt_dir;
+    int samples, ctx, mi_iters, mi_samples, json, ckpt_every, keep, resume, max_steps;
     int want_width, want_bi, want_ppl, want_mi;
     mf_agg seq, batch;
 } score_opts;
@@ -114,20 +120,45 @@ static int finish_mi_pass(mf_stage *st, depth_acc *d, unsigned char *skip, int i
     return pick;
 }
 
-static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, depth_acc *d, const int32_t *ids) {
-    int T = o->ctx, L = d->L;
+/* After window `next` - 1 of `pass` (checkpointing on): a checkpoint when due,
+ * and stop (1) on a signal or at --max-steps. Ranks agree on a signal only
+ * every --checkpoint-every windows (16 without it), so the pipeline keeps
+ * several windows in flight between agreements. */
+static int checkpoint_point(const score_opts *o, const mf_run *run, mf_score_state *s, mf_stage *st, int pass, int next) {
+    s->done++;
+    int every = run->ckpt_every > 0 ? run->ckpt_every : 16;
+    int cap = mf_run_at_limit(run, s->done) && s->done < s->total;
+    if (s->done % every != 0 && !cap) return 0;
+    int sig = mf_run_stop_agreed(run);
+    if (!mf_run_ckpt_due(run, s->done) && !sig && !cap) return 0;
+    mf_pipe_flush(&st->pipe);
+    s->pass = pass;
+    s->window = next;
+    mf_score_ckpt_save(run, s, o->model);
+    if (!sig && !cap) return 0;
+    if (run->world.rank == 0)
+        mf_log_always("%s%d: checkpoint written at window %lld (pass %d), exiting (resume with --resume)",
+                      sig ? "signal " : "--max-steps ", sig ? sig : o->max_steps, (long long)s->done, pass + 1);
+    return 1;
+}
+
+/* The passes from where s says (0, 0 on a fresh start); 1: stopped with a checkpoint. */
+static int run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, depth_acc *d, const int32_t *ids,
+                      mf_score_state *s, const mf_run *run) {
+    int T = o->ctx, L = d->L, stopped = 0;
     unsigned char *skip = mf_calloc((size_t)L, 1);
+    for (int i = 0; i < s->pass; i++) skip[d->mi_order[i]] = 1;
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     float *ref = mf_malloc((size_t)T * st->model->cfg.dim * sizeof *ref);
     d->lse = mf_malloc((size_t)T * sizeof *d->lse);
     int passes = o->want_mi ? o->mi_iters : 1;
-    for (int pass = 0; pass < passes; pass++) {
+    for (int pass = s->pass; pass < passes && !stopped; pass++) {
         int nwin = pass == 0 ? o->samples : o->mi_samples;
         mf_progress prog;
         char what[64];
         snprintf(what, sizeof what, "score pass %d/%d", pass + 1, passes);
         mf_progress_start(&prog, what, nwin);
-        for (int w = 0; w < nwin; w++) {
+        for (int w = pass == s->pass ? s->window : 0; w < nwin && !stopped; w++) {
             const int32_t *win = ids + (size_t)w * T;
             in[0] = st->model->cfg.bos_id;
             memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
@@ -136,18 +167,38 @@ static void run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, de
             score_window(o, st, imp, d, in, win, skip, pass, variants, mi, ref);
             if (o->want_ppl && pass == 0) d->ppl_tokens += T;
             if (st->pipe.last) mf_progress_update(&prog, w + 1, "windows");
+            if (run) stopped = checkpoint_point(o, run, s, st, pass, w + 1);
         }
         mf_pipe_flush(&st->pipe);
-        if (o->want_mi) {
+        if (o->want_mi && !stopped) {
             int pick = finish_mi_pass(st, d, skip, pass);
             if (st->pipe.rank == 0) mf_log("MI pass %d: removing block %d", pass + 1, pick);
         }
     }
     free(skip); free(in); free(ref); free(d->lse);
+    return stopped;
+}
+
+/* Checkpointing on: the run (lock, fingerprint, provenance, layout), signals, --resume. */
+static void open_run(const score_opts *o, mf_run *run, mf_stage *st, const int32_t *ids, size_t n, mf_score_state *s) {
+    mf_run_catch_signals();
+    mf_run_init(run, "score", MPI_COMM_WORLD, o->ckpt_dir, o->ckpt_every, o->keep);
+    char text_id[64];
+    mf_cli_tokens_id(ids, n, text_id, sizeof text_id);
+    mf_run_set_options(run, "{\"samples\":%d,\"ctx\":%d,\"metrics\":\"%s%s%s%s\",\"agg_seq\":\"%s\",\"agg_batch\":\"%s\","
+                       "\"mi_iters\":%d,\"mi_samples\":%d,\"text\":\"%s\",\"weights\":\"%s\"}", o->samples, o->ctx,
+                       o->want_width ? "width," : "", o->want_bi ? "bi," : "", o->want_ppl ? "ppl," : "", o->want_mi ? "mi" : "",
+                       mf_agg_name(o->seq), mf_agg_name(o->batch), o->want_mi ? o->mi_iters : 0, o->mi_samples, text_id,
+                       mf_dtype_name(st->model->wdt)); /* 16-bit weights change the sums */
+    mf_run_set_provenance(run, st->model->be->name, st->pipe.size, 1);
+    mf_run_set_layers(run, st->pipe.bounds, st->pipe.size);
+    run->max_steps = o->max_steps;
+    if (o->resume) mf_score_ckpt_resume(run, s);
 }
 
 int mf_cmd_score(int argc, char **argv) {
-    score_opts o = {.samples = 32, .ctx = 256, .metrics = "width,bi,ppl,mi", .agg_seq = "mean", .agg_batch = "l2", .mi_iters = -1, .mi_samples = -1, .backend = "cpu"};
+    score_opts o = {.samples = 32, .ctx = 256, .metrics = "width,bi,ppl,mi", .agg_seq = "mean", .agg_batch = "l2", .mi_iters = -1,
+                    .mi_samples = -1, .backend = "cpu", .weights = "auto", .keep = 2};
     const mf_opt opts[] = {
         {"model", MF_OPT_STR, &o.model, "model: HF directory, GGUF file or llama2.c .bin", 1},
         {"text", MF_OPT_STR, &o.text, "calibration text (UTF-8)", 1},
@@ -162,6 +213,12 @@ int mf_cmd_score(int argc, char **argv) {
         {"tokenizer", MF_OPT_STR, &o.tokenizer, "tokenizer.bin or GGUF file (default: from the model)", 0},
         {"json", MF_OPT_FLAG, &o.json, "print a JSON summary", 0},
         {"backend", MF_OPT_STR, &o.backend, MF_BACKEND_HELP, 0},
+        {"weights", MF_OPT_STR, &o.weights, MF_WEIGHTS_HELP, 0},
+        {"checkpoint-dir", MF_OPT_STR, &o.ckpt_dir, "make the pass restartable: checkpoints here (default OUT.ckpt with the next three)", 0},
+        {"checkpoint-every", MF_OPT_INT, &o.ckpt_every, "checkpoint every K windows (default 0: only on signals)", 0},
+        {"resume", MF_OPT_FLAG, &o.resume, "continue from the newest complete checkpoint (any number of ranks)", 0},
+        {"max-steps", MF_OPT_INT, &o.max_steps, "stop after N windows (all passes counted) with a checkpoint", 0},
+        {"keep", MF_OPT_INT, &o.keep, "complete checkpoints to keep (default 2)", 0},
     };
     const char *summary =
         "Score what matters in a model on calibration text: Minitron width importance (MLP neurons,\n"
@@ -173,13 +230,18 @@ int mf_cmd_score(int argc, char **argv) {
         mf_fatal("score: --agg-seq/--agg-batch must be mean, l2 or var (got '%s', '%s')", o.agg_seq, o.agg_batch);
     if (o.ctx < 2 || o.samples < 1) mf_fatal("score: --ctx must be >= 2 and --samples >= 1");
     if (o.mi_samples < 0 || o.mi_samples > o.samples) o.mi_samples = o.samples;
+    if (o.ckpt_every < 0 || o.max_steps < 0) mf_fatal("score: --checkpoint-every and --max-steps must not be negative");
+    char ckpt_default[4200];
+    snprintf(ckpt_default, sizeof ckpt_default, "%s.ckpt", o.out);
+    if (!o.ckpt_dir && (o.ckpt_every > 0 || o.resume || o.max_steps > 0)) o.ckpt_dir = ckpt_default;
 
     size_t n;
     int32_t *ids = mf_cli_tokenize_file(o.model, o.tokenizer, o.text, &n, MPI_COMM_WORLD);
     if (n < (size_t)o.samples * o.ctx)
         mf_fatal("score: %s has %zu tokens, fewer than --samples %d x --ctx %d", o.text, n, o.samples, o.ctx);
     mf_stage st;
-    mf_stage_open(&st, o.model, MPI_COMM_WORLD, mf_cli_backend("score", o.backend), o.ctx, o.ctx);
+    mf_stage_open_w(&st, o.model, MPI_COMM_WORLD, mf_cli_backend("score", o.backend), o.ctx, o.ctx,
+                    mf_cli_weights("score", o.weights));
     mf_stage_log_layout(&st, "score");
     int L = st.model->cfg.n_layers;
     if (o.mi_iters < 0) o.mi_iters = (L + 3) / 4;
@@ -192,11 +254,26 @@ int mf_cmd_score(int argc, char **argv) {
     mf_mi_acc_init(&d.mi_acc, L);
     d.mi = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1) * L, sizeof(double));
     d.mi_order = mf_calloc((size_t)(o.mi_iters > 0 ? o.mi_iters : 1), sizeof(int));
+    mf_score_state ss = {.L = L, .mi_iters = o.want_mi ? o.mi_iters : 0, .last = st.pipe.last, .want_width = o.want_width,
+                         .imp = &imp, .ppl_nll = d.ppl_nll, .base_nll = &d.base_nll, .ppl_tokens = &d.ppl_tokens,
+                         .mi_acc = &d.mi_acc, .mi = d.mi, .mi_order = d.mi_order, .layer_fwd = &d.layer_fwd, .heads = &d.heads,
+                         .passes = o.want_mi ? o.mi_iters : 1, .samples = o.samples, .mi_samples = o.mi_samples};
+    ss.total = o.samples + (int64_t)(ss.passes - 1) * o.mi_samples;
+    mf_run run, *runp = o.ckpt_dir ? &run : NULL;
+    if (runp) open_run(&o, runp, &st, ids, n, &ss);
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = mf_now();
-    run_passes(&o, &st, &imp, &d, ids);
+    int stopped = run_passes(&o, &st, &imp, &d, ids, &ss, runp);
     MPI_Barrier(MPI_COMM_WORLD);
     double secs = mf_now() - t0;
+    if (runp) mf_run_free(runp);
+    if (stopped) {
+        free(d.ppl_nll); mf_mi_acc_free(&d.mi_acc); free(d.mi); free(d.mi_order);
+        mf_importance_free(&imp);
+        mf_stage_close(&st);
+        free(ids);
+        return 0;
+    }
 
     mf_score_result res = {.opts_samples = o.samples, .opts_ctx = o.ctx, .mi_iters = o.want_mi ? o.mi_iters : 0,
                            .mi_samples = o.mi_samples, .seconds = secs, .want_width = o.want_width, .want_bi = o.want_bi,

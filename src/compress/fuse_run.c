@@ -277,11 +277,14 @@ static int train_window(fuser *f) {
         mf_watchdog_kick(f->wd, "checkpoint or stop agreement");
         if (f->step == 1 || r->loss_first == 0) r->loss_first = loss;
         r->loss_last = loss;
-        int any = mf_run_stop_agreed(&f->run);
-        if (any || (mf_run_ckpt_due(&f->run, f->step) && f->step < f->steps)) mf_fuser_save(f, 1);
-        if (any) {
-            if (f->rank == 0) mf_log_always("signal %d: checkpoint written at block %d step %lld, exiting (resume with --resume)",
+        int any = mf_run_stop_agreed(&f->run), cap = mf_run_at_limit(&f->run, f->gstep) && f->step < f->steps;
+        if (any || cap || (mf_run_ckpt_due(&f->run, f->step) && f->step < f->steps)) mf_fuser_save(f, 1);
+        if (any || cap) {
+            if (f->rank == 0 && any) mf_log_always("signal %d: checkpoint written at block %d step %lld, exiting (resume with --resume)",
                                      any, f->pick, (long long)f->step);
+            if (f->rank == 0 && !any) mf_log_always("--max-steps %lld: checkpoint %lld written at block %d step %lld, exiting (resume "
+                                                    "with --resume)", (long long)f->run.max_steps, (long long)f->gstep, f->pick,
+                                                    (long long)f->step);
             stop = 1;
             break;
         }
@@ -341,8 +344,10 @@ static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
                    r->loss_last, r->seconds, parts);
         mf_fuser_save(f, 0);
         int any = mf_run_stop_agreed(&f->run); /* a signal during the MI pass or the fold: stop at this checkpoint */
-        if (any && f->it < f->o.drop) {
-            if (f->rank == 0) mf_log_always("signal %d: checkpoint written after block %d, exiting (resume with --resume)", any, r->block);
+        if ((any || mf_run_at_limit(&f->run, f->gstep)) && f->it < f->o.drop) {
+            if (f->rank == 0 && any) mf_log_always("signal %d: checkpoint written after block %d, exiting (resume with --resume)", any, r->block);
+            if (f->rank == 0 && !any) mf_log_always("--max-steps %lld: checkpoint %lld written after block %d, exiting (resume with "
+                                                    "--resume)", (long long)f->run.max_steps, (long long)f->gstep, r->block);
             return 1;
         }
     }
@@ -402,6 +407,8 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
     mf_run_init(&f->run, "fuse", f->comm, o->ckpt_dir, o->ckpt_every, o->keep);
     f->wd = mf_watchdog_start("fuse", f->rank, o->watchdog);
     mf_run_set_provenance(&f->run, f->st.model->be->name, f->size, 1);
+    mf_run_set_layers(&f->run, f->st.pipe.bounds, f->size);
+    f->run.max_steps = o->max_steps;
     if (f->rank == 0) {
         f->logf = fopen(o->log, o->resume ? "a" : "w");
         if (!f->logf) mf_fatal("fuse: cannot write --log %s: %s", o->log, strerror(errno));
@@ -413,6 +420,7 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
 
 static void teardown(fuser *f) {
     mf_watchdog_stop(f->wd);
+    mf_run_free(&f->run);
     if (f->logf) fclose(f->logf);
     for (int k = 0; k < f->n_own; k++) { free(f->X[k]); free(f->Tg[k]); }
     for (int k = 0; k < f->n_slots; k++) { free(f->xin[k]); free(f->tin[k]); }

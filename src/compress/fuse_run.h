@@ -44,6 +44,7 @@ typedef struct mf_fuse_opts {
     int drop, window, rank, samples, mi_samples, epochs, ctx, batch, ckpt_every, keep, resume, recompute, force;
     float lr, lr_base;
     float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
+    int max_steps;             /* > 0: stop at the first checkpoint at or after global step N (--max-steps) */
     unsigned long long seed;
     int loss;                  /* MF_FUSE_LOSS_* */
 } mf_fuse_opts;

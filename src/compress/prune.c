@@ -267,6 +267,8 @@ static void slice_layer(const mf_prune_plan *p, const mf_layer *L, int old_l, in
 }
 
 int mf_prune_slice(const mf_prune_plan *p, const mf_model *m, mf_tensor_ref **out) {
+    mf_err err;
+    if (mf_model_require_f32(m, "prune", &err) != 0) mf_fatal_err(&err); /* slices read the weights as float */
     const mf_config *c = &p->old_cfg, *nc = &p->new_cfg;
     mf_tensor_ref *t = NULL;
     int n = 0;

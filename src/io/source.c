@@ -9,6 +9,7 @@
 
 #include "io/dequant.h"
 #include "io/safetensors.h"
+#include "util/mmapfile.h"
 
 const char *mf_format_name(mf_format f) {
     switch (f) {
@@ -41,6 +42,7 @@ mf_source *mf_source_open(const char *path, mf_err *err) {
     else if (has_gguf_magic(path)) rc = mf_gguf_model_open(s, path, err);
     else rc = mf_llama2c_open(s, path, err);
     if (rc == 0) rc = mf_config_validate(&s->cfg, path, err);
+    s->mapped = 1; /* safetensors, GGUF, llama2.c: all read through mmap */
     if (rc != 0) {
         mf_source_close(s);
         return NULL;
@@ -122,6 +124,7 @@ float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64
         return NULL;
     }
     if (raw.rope_heads > 0) unpermute_rope_rows(dst, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
+    if (s->mapped) mf_mmap_drop(raw.data, raw.nbytes); /* converted: its file pages need not stay resident */
     *owned = 1;
     return dst;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
+#include "util/dtype.h"
 #include "util/err.h"
 
 typedef enum { MF_FMT_HF, MF_FMT_GGUF, MF_FMT_LLAMA2C } mf_format;
@@ -43,6 +44,8 @@ struct mf_source {
                             the model directory, or NULL */
     void (*close)(mf_source *s);
     char *tokenizer_refused; /* such a path that leads out of the model directory (not followed), or NULL */
+    int mapped;          /* 1: tensor data lies in read-only file maps (every mf_source_open format), so the
+                            pages of a tensor that was converted can be dropped from memory (mf_mmap_drop) */
 };
 
 mf_source *mf_source_open(const char *path, mf_err *err);
@@ -53,6 +56,18 @@ int mf_source_has(const mf_source *s, const char *name);
 /* Tensor `name` as float32 with the given shape (checked). *owned tells whether
  * the caller must free() it (0: it points into the memory map). */
 float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64_t *shape, int *owned, mf_err *err);
+
+/* The stored type of tensor `name` as the weights would see it: MF_DT_BF16 or
+ * MF_DT_F16 for a 16-bit float tensor, MF_DT_F32 for float32, a quantized
+ * GGML type or a missing tensor (other types: theirs). Reads only the header. */
+mf_dtype mf_source_dtype(const mf_source *s, const char *name);
+/* Tensor `name` as 16-bit weights of type dt (MF_DT_BF16 or MF_DT_F16) with
+ * the given shape (checked). A tensor stored in that very type (safetensors,
+ * GGUF) comes straight from the memory map (*owned = 0), or as a reordered
+ * copy for GGUF q/k rows; any other type is converted through float32 one
+ * tensor at a time, rounding to nearest even (*owned = 1: free() it). */
+uint16_t *mf_source_get_half(const mf_source *s, const char *name, int ndim, const int64_t *shape, mf_dtype dt,
+                             int *owned, mf_err *err);
 
 /* The tokenizer: from tok_path when given (llama2.c tokenizer.bin or a GGUF
  * file), else the one inside the model (GGUF) or next to it (tokenizer.bin,

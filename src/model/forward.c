@@ -5,8 +5,16 @@
  *            -> xn = rmsnorm(x) -> x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T */
 #include "model/model.h"
 
+/* y[T][n_out] (=|+=) x W^T (+ b) with W held at m->wdt: float32 or 16 bits (linear_h). */
+static void lin(const mf_model *m, float *y, const float *x, const float *w, const float *b, int T, int n_in, int n_out,
+                int acc) {
+    if (m->wdt == MF_DT_F32) m->be->linear(y, x, w, b, T, n_in, n_out, acc);
+    else m->be->linear_h(y, x, (const uint16_t *)w, m->wdt, b, T, n_in, n_out, acc);
+}
+
 void mf_forward_embed(const mf_model *m, mf_state *s, const int32_t *ids, int T) {
-    m->be->embed(s->x, m->tok_embd, ids, T, m->cfg.dim);
+    if (m->wdt == MF_DT_F32) m->be->embed(s->x, m->tok_embd, ids, T, m->cfg.dim);
+    else m->be->embed_h(s->x, (const uint16_t *)m->tok_embd, m->wdt, ids, T, m->cfg.dim);
 }
 
 static void observe(const mf_model *m, const mf_state *s, int layer, mf_act_point pt, const float *x, int T, int C) {
@@ -27,14 +35,14 @@ static void attention_block(const mf_model *m, const mf_layer *L, mf_state *s, i
 
     be->rmsnorm(s->xn, NULL, s->x, L->attn_norm, T, D, c->norm_eps);
     observe(m, s, m->layer_begin + li, MF_ACT_ATTN_NORM, s->xn, T, D);
-    be->linear(s->q, s->xn, L->wq, L->bq, T, D, Q, 0);
-    be->linear(k_new, s->xn, L->wk, L->bk, T, D, KV, 0); /* straight into the cache */
-    be->linear(v_new, s->xn, L->wv, L->bv, T, D, KV, 0);
+    lin(m, s->q, s->xn, L->wq, L->bq, T, D, Q, 0);
+    lin(m, k_new, s->xn, L->wk, L->bk, T, D, KV, 0); /* straight into the cache */
+    lin(m, v_new, s->xn, L->wv, L->bv, T, D, KV, 0);
     be->rope(s->q, T, c->n_heads, hd, pos0, m->inv_freq);
     be->rope(k_new, T, c->n_kv_heads, hd, pos0, m->inv_freq);
     be->attention(s->att, s->q, kc, vc, T, pos0, c->n_heads, c->n_kv_heads, hd);
     observe(m, s, m->layer_begin + li, MF_ACT_ATTN_CTX, s->att, T, Q);
-    be->linear(s->x, s->att, L->wo, NULL, T, Q, D, 1); /* residual: x += att Wo^T */
+    lin(m, s->x, s->att, L->wo, NULL, T, Q, D, 1); /* residual: x += att Wo^T */
 }
 
 static void mlp_block(const mf_model *m, const mf_layer *L, mf_state *s, int layer, int T) {
@@ -43,11 +51,11 @@ static void mlp_block(const mf_model *m, const mf_layer *L, mf_state *s, int lay
     int D = c->dim, F = c->ffn_dim;
     be->rmsnorm(s->xn, NULL, s->x, L->ffn_norm, T, D, c->norm_eps);
     observe(m, s, layer, MF_ACT_MLP_NORM, s->xn, T, D);
-    be->linear(s->gate, s->xn, L->w_gate, NULL, T, D, F, 0);
-    be->linear(s->up, s->xn, L->w_up, NULL, T, D, F, 0);
+    lin(m, s->gate, s->xn, L->w_gate, NULL, T, D, F, 0);
+    lin(m, s->up, s->xn, L->w_up, NULL, T, D, F, 0);
     be->swiglu(s->gate, s->gate, s->up, (size_t)T * F);
     observe(m, s, layer, MF_ACT_MLP_ACT, s->gate, T, F);
-    be->linear(s->x, s->gate, L->w_down, NULL, T, F, D, 1); /* residual */
+    lin(m, s->x, s->gate, L->w_down, NULL, T, F, D, 1); /* residual */
 }
 
 void mf_forward_range(const mf_model *m, mf_state *s, int T, int pos0, int from, int to, const unsigned char *skip) {
@@ -71,5 +79,5 @@ void mf_forward_layers(const mf_model *m, mf_state *s, int T, int pos0) {
 void mf_forward_head(const mf_model *m, mf_state *s, int T) {
     const mf_config *c = &m->cfg;
     m->be->rmsnorm(s->xn, NULL, s->x, m->out_norm, T, c->dim, c->norm_eps);
-    m->be->linear(s->logits, s->xn, m->lm_head, NULL, T, c->dim, c->vocab_size, 0);
+    lin(m, s->logits, s->xn, m->lm_head, NULL, T, c->dim, c->vocab_size, 0);
 }

@@ -34,6 +34,85 @@ static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t
     return p;
 }
 
+/* A 16-bit value's exponent all ones: inf or nan. */
+static long first_nonfinite16(const uint16_t *h, size_t n, mf_dtype dt) {
+    uint16_t e = dt == MF_DT_BF16 ? 0x7f80 : 0x7c00;
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] & e) == e) return (long)i;
+    return -1;
+}
+
+/* A matrix held in 16 bits (m->wdt): from the map in place when stored so, else converted. */
+static void *fetch_half(mf_model *m, const mf_source *src, const char *name, int64_t d0, int64_t d1, mf_err *err) {
+    int64_t shape[2] = {d0, d1};
+    int owned;
+    size_t n = (size_t)d0 * (size_t)d1, bytes = n * sizeof(uint16_t);
+    uint16_t *p = mf_source_get_half(src, name, 2, shape, m->wdt, &owned, err);
+    long bad = p ? first_nonfinite16(p, n, m->wdt) : -1;
+    if (bad >= 0) {
+        mf_err_set(err, "%s: tensor %s has a non-finite value in %s (element %ld): the model file is damaged%s", src->path,
+                   name, mf_dtype_short(m->wdt), bad, owned ? " or a value overflows the type (use --weights f32)" : "");
+        if (owned) free(p);
+        return NULL;
+    }
+    if (p && !m->be->is_host) {
+        uint16_t *d = m->be->alloc(bytes);
+        m->be->upload(d, p, bytes);
+        if (owned) free(p);
+        p = d;
+        owned = 1;
+    }
+    if (p && owned) {
+        m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+        m->owned[m->n_owned++] = p;
+    }
+    return p;
+}
+
+/* A tensor at the type it is held in: matrices (d1 > 0) at m->wdt, vectors float32.
+ * Returned as float * (mf_layer's type); with wdt != F32 a matrix holds uint16_t. */
+static float *fetch_w(mf_model *m, const mf_source *src, const char *name, int64_t d0, int64_t d1, mf_err *err) {
+    if (d1 && m->wdt != MF_DT_F32) return (float *)fetch_half(m, src, name, d0, d1, err);
+    return fetch(m, src, name, d0, d1, err);
+}
+
+int mf_weights_parse(const char *s, mf_weights *w) {
+    if (strcmp(s, "auto") == 0) *w = MF_WEIGHTS_AUTO;
+    else if (strcmp(s, "bf16") == 0) *w = MF_WEIGHTS_BF16;
+    else if (strcmp(s, "f32") == 0) *w = MF_WEIGHTS_F32;
+    else return -1;
+    return 0;
+}
+
+const char *mf_dtype_short(mf_dtype dt) { return dt == MF_DT_BF16 ? "bf16" : dt == MF_DT_F16 ? "f16" : "f32"; }
+
+/* auto: BF16 or F16 when every matrix of the whole model is stored so (headers only). */
+mf_dtype mf_weights_dtype(const mf_source *src, mf_weights w) {
+    if (w == MF_WEIGHTS_F32) return MF_DT_F32;
+    if (w == MF_WEIGHTS_BF16) return MF_DT_BF16;
+    const mf_config *c = &src->cfg;
+    mf_dtype dt = mf_source_dtype(src, "model.embed_tokens.weight");
+    if (dt != MF_DT_BF16 && dt != MF_DT_F16) return MF_DT_F32;
+    if (!c->tied_embeddings && mf_source_has(src, "lm_head.weight") && mf_source_dtype(src, "lm_head.weight") != dt)
+        return MF_DT_F32;
+    mf_layer_tensor t[MF_LAYER_TENSORS];
+    mf_layer_tensors(c, t);
+    char n[160];
+    for (int l = 0; l < c->n_layers; l++)
+        for (int i = 0; i < MF_LAYER_TENSORS; i++) {
+            if (!t[i].d1) continue;
+            snprintf(n, sizeof n, "model.layers.%d.%s", l, t[i].suffix);
+            if (mf_source_dtype(src, n) != dt) return MF_DT_F32;
+        }
+    return dt;
+}
+
+int mf_model_require_f32(const mf_model *m, const char *what, mf_err *err) {
+    if (m->wdt == MF_DT_F32) return 0;
+    return mf_err_set(err, "%s needs float32 weights, this model holds its matrices in %s (use --weights f32)", what,
+                      mf_dtype_short(m->wdt));
+}
+
 void mf_layer_tensors(const mf_config *c, mf_layer_tensor out[MF_LAYER_TENSORS]) {
     int64_t D = c->dim, F = c->ffn_dim, Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
     const mf_layer_tensor t[MF_LAYER_TENSORS] = {
@@ -60,14 +139,29 @@ static int load_layer(mf_model *m, const mf_source *src, int l, mf_layer *L, mf_
     for (int i = 0; i < MF_LAYER_TENSORS; i++) {
         if (t[i].is_bias && !m->cfg.qkv_bias) continue;
         snprintf(n, sizeof n, "model.layers.%d.%s", l, t[i].suffix);
-        if (!(*mf_layer_slot(L, &t[i]) = fetch(m, src, n, t[i].d0, t[i].d1, err))) return -1;
+        if (!(*mf_layer_slot(L, &t[i]) = fetch_w(m, src, n, t[i].d0, t[i].d1, err))) return -1;
     }
     return 0;
 }
 
 mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err) {
+    return mf_model_load_w(src, be, l0, l1, first, last, MF_WEIGHTS_F32, err);
+}
+
+mf_model *mf_model_load_w(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_weights w,
+                          mf_err *err) {
     mf_model *m = mf_calloc(1, sizeof *m);
     m->cfg = src->cfg;
+    m->wdt = mf_weights_dtype(src, w);
+    if (m->wdt != MF_DT_F32 && (!be->linear_h || !be->embed_h)) { /* a backend without the 16-bit weight ops */
+        if (w == MF_WEIGHTS_AUTO) m->wdt = MF_DT_F32;
+        else {
+            mf_err_set(err, "%s: --weights bf16: backend '%s' has no half-precision weight ops (use --weights f32)",
+                       src->path, be->name);
+            free(m);
+            return NULL;
+        }
+    }
     m->be = be;
     m->layer_begin = l0;
     m->layer_end = l1;
@@ -78,10 +172,10 @@ mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int 
     mf_config_rope_inv_freq(c, m->inv_freq);
     m->layers = mf_calloc((size_t)(l1 - l0 > 0 ? l1 - l0 : 1), sizeof *m->layers);
     if (first || (last && c->tied_embeddings))
-        if (!(m->tok_embd = fetch(m, src, "model.embed_tokens.weight", c->vocab_size, c->dim, err))) goto fail;
+        if (!(m->tok_embd = fetch_w(m, src, "model.embed_tokens.weight", c->vocab_size, c->dim, err))) goto fail;
     if (last) {
         if (!(m->out_norm = fetch(m, src, "model.norm.weight", c->dim, 0, err))) goto fail;
-        m->lm_head = c->tied_embeddings ? m->tok_embd : fetch(m, src, "lm_head.weight", c->vocab_size, c->dim, err);
+        m->lm_head = c->tied_embeddings ? m->tok_embd : fetch_w(m, src, "lm_head.weight", c->vocab_size, c->dim, err);
         if (!m->lm_head) goto fail;
     }
     for (int l = l0; l < l1; l++)
@@ -140,11 +234,21 @@ void mf_state_free(const mf_model *m, mf_state *s) {
     free(s);
 }
 
+/* matrices at sizeof(wdt), norms and biases float32 */
 size_t mf_model_weight_bytes(const mf_model *m) {
     const mf_config *c = &m->cfg;
-    size_t n = (size_t)(m->layer_end - m->layer_begin) * (size_t)mf_config_layer_params(c);
-    size_t emb = (size_t)c->vocab_size * c->dim;
-    if (m->tok_embd) n += emb;
-    if (m->last) n += c->dim + (c->tied_embeddings ? 0 : emb);
-    return n * sizeof(float);
+    size_t ew = m->wdt == MF_DT_F32 ? sizeof(float) : sizeof(uint16_t);
+    mf_layer_tensor t[MF_LAYER_TENSORS];
+    mf_layer_tensors(c, t);
+    size_t mat = 0, vec = 0;
+    for (int i = 0; i < MF_LAYER_TENSORS; i++) {
+        if (t[i].is_bias && !c->qkv_bias) continue;
+        if (t[i].d1) mat += (size_t)(t[i].d0 * t[i].d1);
+        else vec += (size_t)t[i].d0;
+    }
+    size_t nl = (size_t)(m->layer_end - m->layer_begin), emb = (size_t)c->vocab_size * c->dim;
+    size_t bytes = nl * (mat * ew + vec * sizeof(float));
+    if (m->tok_embd) bytes += emb * ew;
+    if (m->last) bytes += c->dim * sizeof(float) + (c->tied_embeddings ? 0 : emb * ew);
+    return bytes;
 }

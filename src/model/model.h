@@ -2,7 +2,15 @@
  *
  * A stage owns layers [layer_begin, layer_end), plus the token embedding if
  * it is the first stage and the final norm + LM head if it is the last. Only
- * those tensors are materialized (F32 files are used in place from the map). */
+ * those tensors are materialized (F32 files are used in place from the map).
+ *
+ * Frozen models (eval, score, logits, generate, a distillation teacher) may
+ * hold their matrices - the layers' projections, the embedding and the head -
+ * in 16 bits (mf_model.wdt, --weights); norms and biases stay float32. Then
+ * those pointers of mf_layer/mf_model hold uint16_t values of type wdt and
+ * must never be read as float: code that needs float32 weights (training,
+ * prune, writing a model, the fusion window) loads with MF_WEIGHTS_F32
+ * (mf_model_load) or calls mf_model_require_f32. */
 #ifndef MF_MODEL_H
 #define MF_MODEL_H
 
@@ -34,11 +42,23 @@ typedef struct mf_layer_tensor {
 void mf_layer_tensors(const mf_config *c, mf_layer_tensor out[MF_LAYER_TENSORS]);
 static inline float **mf_layer_slot(mf_layer *L, const mf_layer_tensor *t) { return (float **)((char *)L + t->offset); }
 
+/* --weights: how a frozen model holds its matrices.
+ *   f32:  float32 (the map of an F32 file in place, other types converted);
+ *   auto: the source's type when every matrix of the model (embedding, head,
+ *         projections) is stored as BF16, or every one as F16; else f32;
+ *   bf16: BF16, converting other types on load (one tensor at a time). */
+typedef enum { MF_WEIGHTS_F32 = 0, MF_WEIGHTS_AUTO, MF_WEIGHTS_BF16 } mf_weights;
+#define MF_WEIGHTS_HELP "frozen weights in memory: auto (default: the file's bf16/f16 when all its matrices are), bf16 or f32"
+/* "auto", "bf16", "f32" -> 0 and *w; anything else -1. */
+int mf_weights_parse(const char *s, mf_weights *w);
+const char *mf_dtype_short(mf_dtype dt); /* "f32", "bf16", "f16" */
+
 typedef struct mf_model {
     mf_config cfg;
     const mf_backend *be;
     int layer_begin, layer_end; /* owned layers */
     int first, last;            /* owns embedding / owns final norm + head */
+    mf_dtype wdt;               /* type of tok_embd, lm_head and the layers' matrices: MF_DT_F32, MF_DT_BF16 or MF_DT_F16 */
     /* Every tensor is memory of be: a host backend uses a float32 file's map in
      * place (no copy); a device backend gets each tensor uploaded once. */
     float *tok_embd;            /* [V][D] (first stage, or last stage when tied) */
@@ -51,11 +71,18 @@ typedef struct mf_model {
     int n_owned;
 } mf_model;
 
-/* Load the tensors of layers [l0, l1) (plus embedding if first, head if last). */
+/* Load the tensors of layers [l0, l1) (plus embedding if first, head if last), float32. */
 mf_model *mf_model_load(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_err *err);
+/* The same, holding the matrices as `w` says (a frozen model). */
+mf_model *mf_model_load_w(const mf_source *src, const mf_backend *be, int l0, int l1, int first, int last, mf_weights w,
+                          mf_err *err);
+/* The type mf_model_load_w holds a source's matrices in for `w` (the same on every rank). */
+mf_dtype mf_weights_dtype(const mf_source *src, mf_weights w);
 void mf_model_free(mf_model *m);
-/* Bytes of float32 weights this stage holds (its layers, embedding/head if owned). */
+/* Bytes of weights this stage holds (its layers, embedding/head if owned), at their held types. */
 size_t mf_model_weight_bytes(const mf_model *m);
+/* 0 when m holds float32 weights; else -1 and err: "<what> needs float32 weights, <path> is held in bf16". */
+int mf_model_require_f32(const mf_model *m, const char *what, mf_err *err);
 
 /* Observers of intermediate activations (importance scoring, distillation of
  * hidden states). Called with host pointers after each point is computed (a

@@ -86,12 +86,15 @@ typedef struct trec {
 typedef struct wnums {
     int64_t step, tokens, data_pos, adam_step, warmup, total;
     double lr, max_lr, min_lr, beta1, beta2, eps, wd;
-    int32_t decay_1d;
+    int32_t decay_1d, blas_threads, pp, dp, n_layers;
 } wnums;
 
-enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_STATE, S_CREATED, S_PROV, N_STR };
+enum { S_OPTIONS, S_STUDENT, S_STUDENT_SHA, S_TEACHER, S_TEACHER_SHA, S_STATE, S_CREATED, S_PROV, S_BACKEND, S_BLAS_CORE, N_STR };
 static const char *str_attr[N_STR] = {"options", "student_path", "student_sha256", "teacher_path", "teacher_sha256",
-                                      "state", "created", "provenance"};
+                                      "state", "created", "provenance", "backend", "blas_core"};
+
+/* Largest model depth a /layer_stage map may describe. */
+#define MAX_LAYERS (1 << 20)
 
 typedef struct wctx {
     MPI_Comm comm;
@@ -100,11 +103,15 @@ typedef struct wctx {
     char *s[N_STR];
     wnums nums;
     uint64_t *rng;          /* [n_rep][4] */
+    int32_t *layer_stage;   /* [nums.n_layers] rank 0's, on every rank */
     trec *all;              /* every rank's tensors, rank order */
     int n_all;
     int *wr, n_wr;          /* indices into all of the tensors in the file (replica 0's) */
+    trec *f64;              /* every rank's float64 arrays (shape[0] = n), rank order */
+    int n_f64, my_f64;      /* how many; index of this rank's first */
+    hid_t *f64_ds;          /* [n_f64] */
     int my_first;           /* index in wr of this rank's first tensor (replica 0), else -1 */
-    hid_t file, rng_ds;
+    hid_t file, rng_ds, stage_ds;
     hid_t *ds;              /* [n_wr][3] */
 } wctx;
 
@@ -114,6 +121,12 @@ static int check_local(const char *dir, int replica, const mf_params *ps, const 
     const char *d = dir ? dir : "(no directory)";
     if (!dir || !dir[0]) return mf_err_set(e, "checkpoint: no directory given");
     if (!ps || !opt || !meta) return mf_err_set(e, "%s: checkpoint: tensors, optimizer state or metadata missing", d);
+    if (meta->n_layers < 0 || meta->n_layers > MAX_LAYERS || (meta->n_layers > 0 && !meta->layer_stage))
+        return mf_err_set(e, "%s: checkpoint: the layer -> stage map has %d entries", d, (int)meta->n_layers);
+    for (int i = 0; i < meta->n_f64; i++)
+        if (bad_name(meta->f64[i].name) || meta->f64[i].n <= 0 || !meta->f64[i].data)
+            return mf_err_set(e, "%s: checkpoint: float64 array %d ('%.127s') has %lld entries", d, i,
+                              meta->f64[i].name ? meta->f64[i].name : "", (long long)meta->f64[i].n);
     if (replica < 0) return mf_err_set(e, "%s: checkpoint: data-parallel replica index %d is negative", d, replica);
     if (meta->step < 0) return mf_err_set(e, "%s: checkpoint: step %lld is negative", d, (long long)meta->step);
     if (opt->n != ps->n)
@@ -140,13 +153,17 @@ static void share_meta(wctx *w, const char *dir, const mf_adamw *opt, const mf_t
         n = (wnums){.step = m->step, .tokens = m->tokens, .data_pos = m->data_pos, .adam_step = opt->step,
                     .warmup = m->sched.warmup, .total = m->sched.total, .lr = m->lr, .max_lr = m->sched.max_lr,
                     .min_lr = m->sched.min_lr, .beta1 = opt->o.beta1, .beta2 = opt->o.beta2, .eps = opt->o.eps,
-                    .wd = opt->o.weight_decay, .decay_1d = opt->o.decay_1d};
+                    .wd = opt->o.weight_decay, .decay_1d = opt->o.decay_1d, .blas_threads = m->blas_threads,
+                    .pp = m->pp, .dp = m->dp, .n_layers = m->n_layers};
     MPI_Bcast(&n, (int)sizeof n, MPI_BYTE, 0, w->comm);
     w->nums = n;
+    w->layer_stage = mf_calloc((size_t)n.n_layers + 1, sizeof *w->layer_stage);
+    if (w->rank == 0 && n.n_layers > 0) memcpy(w->layer_stage, m->layer_stage, (size_t)n.n_layers * sizeof *w->layer_stage);
+    if (n.n_layers > 0) MPI_Bcast(w->layer_stage, n.n_layers, MPI_INT32_T, 0, w->comm);
     char now[32];
     mf_h5_now_iso(now);
     const char *v[N_STR] = {m->options_json, m->student, m->student_sha, m->teacher, m->teacher_sha, m->state_json, now,
-                            m->provenance_json};
+                            m->provenance_json, m->backend, m->blas_core};
     for (int i = 0; i < N_STR; i++) w->s[i] = mf_h5_bcast_str(w->comm, v[i]);
     size_t cap = strlen(d) + 64;
     w->path = mf_malloc(cap);
@@ -202,6 +219,39 @@ static int find_sorted(const trec *all, const int *sorted, int n, const char *na
 
 /* Gather every rank's tensor list; the file holds replica 0's, which must not
  * repeat a name; every other replica must hold exactly the same tensors. */
+/* Every rank's float64 arrays (meta->f64), names unique over all ranks. */
+static int share_f64(wctx *w, const mf_train_meta *m, mf_err *e) {
+    int *counts = mf_malloc(sizeof(int) * (size_t)w->size), *bytes = mf_malloc(sizeof(int) * (size_t)w->size),
+        *displs = mf_malloc(sizeof(int) * (size_t)w->size);
+    MPI_Allgather(&m->n_f64, 1, MPI_INT, counts, 1, MPI_INT, w->comm);
+    trec *mine = mf_calloc((size_t)m->n_f64 + 1, sizeof *mine);
+    for (int i = 0; i < m->n_f64; i++) {
+        snprintf(mine[i].name, sizeof mine[i].name, "%s", m->f64[i].name);
+        mine[i].ndim = 1;
+        mine[i].rank = w->rank;
+        mine[i].shape[0] = m->f64[i].n;
+    }
+    w->n_f64 = 0;
+    for (int r = 0; r < w->size; r++) {
+        if (r == w->rank) w->my_f64 = w->n_f64;
+        displs[r] = w->n_f64 * (int)sizeof(trec);
+        bytes[r] = counts[r] * (int)sizeof(trec);
+        w->n_f64 += counts[r];
+    }
+    w->f64 = mf_calloc((size_t)w->n_f64 + 1, sizeof(trec));
+    MPI_Allgatherv(mine, m->n_f64 * (int)sizeof(trec), MPI_BYTE, w->f64, bytes, displs, MPI_BYTE, w->comm);
+    free(mine); free(counts); free(bytes); free(displs);
+    int rc = 0;
+    for (int i = 0; i < w->n_f64 && rc == 0; i++) /* few arrays: quadratic is fine */
+        for (int j = 0; j < i && rc == 0; j++)
+            if (strcmp(w->f64[i].name, w->f64[j].name) == 0)
+                rc = mf_err_set(e, "%s: float64 array '%s' is held by ranks %d and %d", w->path, w->f64[i].name,
+                                w->f64[j].rank, w->f64[i].rank);
+    w->f64_ds = mf_malloc(sizeof(hid_t) * ((size_t)w->n_f64 + 1));
+    for (int i = 0; i < w->n_f64; i++) w->f64_ds[i] = H5I_INVALID_HID;
+    return rc;
+}
+
 static int share_tensors(wctx *w, const mf_params *ps, const mf_adamw *opt, const int *rep_of, mf_err *e) {
     int *counts = mf_malloc(sizeof(int) * (size_t)w->size), *displs = mf_malloc(sizeof(int) * (size_t)w->size);
     MPI_Allgather(&ps->n, 1, MPI_INT, counts, 1, MPI_INT, w->comm);
@@ -286,6 +336,7 @@ static int root_attrs(wctx *w, mf_err *e) {
         {"format_version", MF_CKPT_VERSION}, {"step", n->step}, {"tokens", n->tokens}, {"data_pos", n->data_pos},
         {"lr_warmup_steps", n->warmup}, {"lr_total_steps", n->total}, {"adam_step", n->adam_step},
         {"adam_decay_1d", n->decay_1d}, {"n_tensors", w->n_wr}, {"n_ranks", w->size}, {"n_replicas", w->n_rep},
+        {"blas_threads", n->blas_threads}, {"pp", n->pp}, {"dp", n->dp},
     };
     struct { const char *k; double v; } dv[] = {
         {"lr", n->lr}, {"lr_max", n->max_lr}, {"lr_min", n->min_lr}, {"adam_beta1", n->beta1},
@@ -320,7 +371,14 @@ static int create_all(wctx *w, mf_err *e) {
                 return -1;
         }
     }
-    hsize_t rd[2] = {(hsize_t)w->n_rep, 4};
+    if (w->n_f64 > 0 && mf_h5_make_group(w->file, w->path, "/f64", e)) return -1;
+    for (int i = 0; i < w->n_f64; i++) {
+        hsize_t n = (hsize_t)w->f64[i].shape[0];
+        snprintf(name, sizeof name, "/f64/%s", w->f64[i].name);
+        if ((w->f64_ds[i] = mf_h5_make_ds(w->file, w->path, name, H5T_IEEE_F64LE, 1, &n, e)) < 0) return -1;
+    }
+    hsize_t rd[2] = {(hsize_t)w->n_rep, 4}, nl = (hsize_t)w->nums.n_layers;
+    if (nl > 0 && (w->stage_ds = mf_h5_make_ds(w->file, w->path, "/layer_stage", H5T_STD_I32LE, 1, &nl, e)) < 0) return -1;
     return (w->rng_ds = mf_h5_make_ds(w->file, w->path, "/rng", H5T_STD_U64LE, 2, rd, e)) < 0 ? -1 : 0;
 }
 
@@ -328,7 +386,7 @@ static int create_all(wctx *w, mf_err *e) {
  * through every dataset of the file in the same order; the rank of replica 0
  * that holds a tensor writes it, the others take part with empty selections;
  * rank 0 writes the RNG table. After a failure a rank still takes part. */
-static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err *e) {
+static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, const mf_train_meta *m, mf_err *e) {
     char why[256];
     int rc = 0;
     for (int j = 0; j < w->n_wr; j++) {
@@ -342,6 +400,14 @@ static int write_data(wctx *w, const mf_params *ps, const mf_adamw *opt, mf_err 
     }
     if (mf_h5_write_coll(w->rng_ds, H5T_NATIVE_UINT64, w->rank == 0 && !rc ? w->rng : NULL, why) < 0 && rc == 0)
         rc = mf_err_set(e, "%s: cannot write dataset '/rng': %s", w->path, why);
+    if (w->nums.n_layers > 0 &&
+        mf_h5_write_coll(w->stage_ds, H5T_NATIVE_INT32, w->rank == 0 && !rc ? w->layer_stage : NULL, why) < 0 && rc == 0)
+        rc = mf_err_set(e, "%s: cannot write dataset '/layer_stage': %s", w->path, why);
+    for (int i = 0; i < w->n_f64; i++) {
+        int k = i - w->my_f64, mine = w->f64[i].rank == w->rank && k >= 0 && k < m->n_f64;
+        if (mf_h5_write_coll(w->f64_ds[i], H5T_NATIVE_DOUBLE, mine && !rc ? m->f64[k].data : NULL, why) < 0 && rc == 0)
+            rc = mf_err_set(e, "%s: cannot write dataset '/f64/%s': %s", w->path, w->f64[i].name, why);
+    }
     return rc;
 }
 
@@ -358,6 +424,8 @@ static int mark_complete(wctx *w, mf_err *e) {
 static int close_all(wctx *w, mf_err *e) {
     for (int i = 0; w->ds && i < 3 * w->n_wr; i++) mf_h5_close_id(&w->ds[i]);
     mf_h5_close_id(&w->rng_ds);
+    mf_h5_close_id(&w->stage_ds);
+    for (int i = 0; w->f64_ds && i < w->n_f64; i++) mf_h5_close_id(&w->f64_ds[i]);
     return mf_h5_close_file(&w->file, w->path, w->tmp, e);
 }
 
@@ -440,19 +508,19 @@ static int claim_dir(const char *dir, mf_err *e) {
 }
 
 static void wctx_free(wctx *w) {
-    free(w->dir); free(w->path); free(w->tmp); free(w->rng); free(w->all); free(w->wr); free(w->ds);
+    free(w->dir); free(w->path); free(w->tmp); free(w->rng); free(w->layer_stage); free(w->all); free(w->f64); free(w->f64_ds); free(w->wr); free(w->ds);
     for (int i = 0; i < N_STR; i++) free(w->s[i]);
 }
 
 /* After the inputs are shared: file, structure, data, marker, rename, prune. */
-static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, int keep, mf_err *e) {
+static int write_file(wctx *w, const mf_params *ps, const mf_adamw *opt, const mf_train_meta *m, int keep, mf_err *e) {
     w->ds = mf_malloc(sizeof(hid_t) * 3 * ((size_t)w->n_wr + 1));
     for (int i = 0; i < 3 * w->n_wr; i++) w->ds[i] = H5I_INVALID_HID;
     int rc = w->rank == 0 ? claim_dir(w->dir, e) : 0;
     if (mf_h5_agree(w->comm, rc, e)) return -1;
     if (mf_h5_create_file(w->comm, w->path, w->tmp, &w->file, e)) return -1;
     rc = mf_h5_agree(w->comm, create_all(w, e), e);
-    if (rc == 0) rc = mf_h5_agree(w->comm, write_data(w, ps, opt, e), e);
+    if (rc == 0) rc = mf_h5_agree(w->comm, write_data(w, ps, opt, m, e), e);
     if (rc == 0) rc = mf_h5_agree(w->comm, mark_complete(w, e), e);
     int crc = close_all(w, e);
     if (rc == 0) rc = mf_h5_agree(w->comm, crc, e);
@@ -492,7 +560,8 @@ static int check_room(const char *dir, MPI_Comm world, int replica, const mf_par
 int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params *ps, const mf_adamw *opt,
                   const mf_train_meta *meta, int keep_last, char *path_out, size_t cap, mf_err *err) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    wctx w = {.comm = world, .replica = replica, .file = H5I_INVALID_HID, .rng_ds = H5I_INVALID_HID, .my_first = -1};
+    wctx w = {.comm = world, .replica = replica, .file = H5I_INVALID_HID, .rng_ds = H5I_INVALID_HID,
+              .stage_ds = H5I_INVALID_HID, .my_first = -1};
     MPI_Comm_rank(world, &w.rank);
     MPI_Comm_size(world, &w.size);
     mf_err e = {{0}};
@@ -508,7 +577,8 @@ int mf_ckpt_write(const char *dir, MPI_Comm world, int replica, const mf_params 
         MPI_Allgather(&replica, 1, MPI_INT, rep_of, 1, MPI_INT, world);
         rc = mf_h5_agree(w.comm, share_tensors(&w, ps, opt, rep_of, &e), &e);
     }
-    if (rc == 0) rc = write_file(&w, ps, opt, keep_last, &e);
+    if (rc == 0) rc = mf_h5_agree(w.comm, share_f64(&w, meta, &e), &e);
+    if (rc == 0) rc = write_file(&w, ps, opt, meta, keep_last, &e);
     if (rc == 0 && path_out && cap) snprintf(path_out, cap, "%s", w.path);
     free(rep_of);
     wctx_free(&w);
@@ -580,16 +650,45 @@ static int read_rng(mf_h5r *c, int replica, mf_train_meta *m) {
     return rc;
 }
 
+/* /layer_stage (absent in checkpoints of older versions: n_layers 0). */
+static int read_layer_stage(mf_h5r *c, mf_train_meta *m) {
+    char why[256];
+    if (!mf_h5_path_exists(c->file, "/layer_stage")) return 0;
+    hsize_t dims[1] = {0};
+    hid_t d = mf_h5_open_ds(c, "/layer_stage", H5T_INTEGER, 1, dims, 1);
+    if (d < 0) return -1;
+    if (dims[0] < 1 || dims[0] > MAX_LAYERS) {
+        H5Dclose(d);
+        return mf_err_set(c->e, "%s: dataset '/layer_stage' has %llu entries", c->path, (unsigned long long)dims[0]);
+    }
+    m->n_layers = (int32_t)dims[0];
+    m->layer_stage = mf_calloc(dims[0], sizeof *m->layer_stage);
+    int rc = H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->layer_stage) < 0
+                 ? mf_err_set(c->e, "%s: cannot read dataset '/layer_stage': %s", c->path, mf_h5_read_reason(why)) : 0;
+    H5Dclose(d);
+    return rc;
+}
+
+/* An optional int32 root attribute (0 when absent). */
+static int get_i32(mf_h5r *c, const char *name, int32_t *out) {
+    int64_t v = 0;
+    if (mf_h5_get_i64(c, name, 0, &v)) return -1;
+    if (v < 0 || v > INT32_MAX) return mf_err_set(c->e, "%s: attribute '%s' is %lld", c->path, name, (long long)v);
+    *out = (int32_t)v;
+    return 0;
+}
+
 static int read_meta(mf_h5r *c, int replica, mf_train_meta *m) {
     char **s[N_STR] = {&m->options_json, &m->student, &m->student_sha, &m->teacher, &m->teacher_sha, &m->state_json,
-                       &m->created, &m->provenance_json};
+                       &m->created, &m->provenance_json, &m->backend, &m->blas_core};
     for (int i = 0; i < N_STR; i++)
         if (mf_h5_get_str(c, str_attr[i], 0, s[i])) return -1;
     if (mf_h5_get_str(c, "software_version", 0, &m->software_version) || mf_h5_get_i64(c, "step", 1, &m->step) ||
         mf_h5_get_i64(c, "tokens", 1, &m->tokens) || mf_h5_get_i64(c, "data_pos", 1, &m->data_pos) ||
         mf_h5_get_f64(c, "lr", 1, &m->lr) || mf_h5_get_f64(c, "lr_max", 0, &m->sched.max_lr) ||
         mf_h5_get_f64(c, "lr_min", 0, &m->sched.min_lr) || mf_h5_get_i64(c, "lr_warmup_steps", 0, &m->sched.warmup) ||
-        mf_h5_get_i64(c, "lr_total_steps", 0, &m->sched.total))
+        mf_h5_get_i64(c, "lr_total_steps", 0, &m->sched.total) || get_i32(c, "blas_threads", &m->blas_threads) ||
+        get_i32(c, "pp", &m->pp) || get_i32(c, "dp", &m->dp) || read_layer_stage(c, m))
         return -1;
     return read_rng(c, replica, m);
 }
@@ -674,10 +773,37 @@ int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf
     return rc;
 }
 
+int mf_ckpt_read_f64(const char *path, const mf_ckpt_f64 *list, int n, mf_err *err) {
+    if (mf_h5_check_file(path, err)) return -1;
+    hid_t f = mf_h5_open_read(path, err);
+    if (f < 0) return -1;
+    mf_err e = {{0}};
+    mf_h5r c = {.path = path, .file = f, .e = &e};
+    int rc = check_format(&c);
+    for (int i = 0; i < n && rc == 0; i++) {
+        char name[200], why[256];
+        snprintf(name, sizeof name, "/f64/%s", list[i].name);
+        if (bad_name(list[i].name) || !mf_h5_path_exists(f, name)) {
+            rc = mf_err_set(&e, "%s: missing dataset '%s'", path, name);
+            break;
+        }
+        hsize_t dims[1] = {(hsize_t)list[i].n};
+        hid_t d = mf_h5_open_ds(&c, name, H5T_FLOAT, 1, dims, 0);
+        if (d < 0) { rc = -1; break; }
+        if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, list[i].data) < 0)
+            rc = mf_err_set(&e, "%s: cannot read dataset '%s': %s", path, name, mf_h5_read_reason(why));
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+    if (rc) mf_err_set(err, "%s", e.msg);
+    return rc;
+}
+
 void mf_train_meta_free(mf_train_meta *m) {
     if (!m) return;
     free(m->options_json); free(m->state_json); free(m->student); free(m->student_sha); free(m->teacher); free(m->teacher_sha);
     free(m->software_version); free(m->created); free(m->rng_all); free(m->provenance_json);
+    free(m->backend); free(m->blas_core); free(m->layer_stage);
     memset(m, 0, sizeof *m);
 }
 

@@ -32,6 +32,15 @@
 /* The lock file in a checkpoint directory: one writer at a time. */
 #define MF_CKPT_LOCK ".minifuse.lock"
 
+/* A float64 array kept beside the tensors, /f64/NAME float64 [n]: state that
+ * must come back bit for bit, such as score's running sums. Each rank passes
+ * its own arrays (names unique over all ranks, n > 0) and writes them. */
+typedef struct mf_ckpt_f64 {
+    const char *name;
+    int64_t n;
+    double *data;
+} mf_ckpt_f64;
+
 typedef struct mf_train_meta {
     int64_t step;        /* optimizer updates done */
     int64_t tokens;      /* training tokens seen (all replicas) */
@@ -50,6 +59,17 @@ typedef struct mf_train_meta {
     char *student, *student_sha;
     char *teacher, *teacher_sha;
     char *provenance_json;  /* where the numbers came from: backend, BLAS core and threads, layout (JSON) */
+    /* The writing run, also as plain attributes (write: rank 0's; read: "" / 0
+     * when absent, in checkpoints of older versions): backend, OpenBLAS core and
+     * threads per rank, the pp x dp layout, and the pipeline stage of each of the
+     * model's layers (/layer_stage; read: malloc'ed, n_layers 0 when absent). */
+    char *backend, *blas_core;
+    int32_t blas_threads, pp, dp;
+    int32_t n_layers;
+    int32_t *layer_stage; /* [n_layers] */
+    /* write: this rank's float64 arrays (mf_ckpt_read_f64 reads them) */
+    const mf_ckpt_f64 *f64;
+    int n_f64;
     char *software_version; /* read only (written: MF_VERSION) */
     char *created;          /* read only (written: UTC now, ISO 8601) */
 } mf_train_meta;
@@ -82,7 +102,11 @@ int mf_ckpt_list_complete(const char *dir, char ***paths, int *n, mf_err *err);
  * read. Independent per rank (no MPI). Errors name the file and dataset. */
 int mf_ckpt_read(const char *path, int replica, mf_params *ps, mf_adamw *opt, mf_train_meta *meta, mf_err *err);
 
-/* Free the strings and rng_all that mf_ckpt_read allocated. */
+/* Read float64 arrays list[0..n-1] (each /f64/NAME with exactly list[i].n
+ * entries) into list[i].data. Independent per rank; errors name file and dataset. */
+int mf_ckpt_read_f64(const char *path, const mf_ckpt_f64 *list, int n, mf_err *err);
+
+/* Free the strings, rng_all and layer_stage that mf_ckpt_read allocated. */
 void mf_train_meta_free(mf_train_meta *m);
 
 /* Resuming with other options would silently give a run that is neither the

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "hf_collective.h"
+#include "io/safetensors.h" /* mf_dtype_name */
 #include "tags.h"
 #include "train/distill_internal.h"
 #include "train/partition.h"
@@ -158,9 +159,11 @@ static void ckpt_view_free(const trainer *t, mf_params *v, mf_adamw *o) {
 static void set_options(trainer *t) {
     const mf_distill_opts *o = &t->o;
     mf_run_set_options(&t->run, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,"
-                       "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\"}",
+                       "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\","
+                       "\"teacher_topk\":%d,\"teacher_weights\":\"%s\"}",
                        o->ctx, o->batch, o->lr, o->min_lr, o->warmup, o->wd, o->clip, o->temp, o->kl, o->ce, o->hidden,
-                       o->hidden_loss, o->seed, o->tokens, t->text_id);
+                       o->hidden_loss, o->seed, o->tokens, t->text_id, o->topk,
+                       mf_dtype_name(t->teacher.model->wdt)); /* a 16-bit teacher changes the targets */
 }
 
 static void save_checkpoint(trainer *t) {
@@ -365,10 +368,12 @@ static void train(trainer *t) {
         train_step(t, teacher_logits, in);
         mf_watchdog_step_time(t->wd, mf_now() - t0);
         mf_watchdog_kick(t->wd, "checkpoint or stop agreement");
-        int sig = mf_run_stop_agreed(&t->run);
-        if (mf_run_ckpt_due(&t->run, t->step) || sig) save_checkpoint(t);
-        if (sig) {
-            if (t->wrank == 0) mf_log_always("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+        int sig = mf_run_stop_agreed(&t->run), cap = mf_run_at_limit(&t->run, t->step) && t->step < t->steps;
+        if (mf_run_ckpt_due(&t->run, t->step) || sig || cap) save_checkpoint(t);
+        if (sig || cap) {
+            if (t->wrank == 0 && sig) mf_log_always("signal %d: checkpoint written at step %lld, exiting (resume with --resume)", sig, (long long)t->step);
+            if (t->wrank == 0 && !sig) mf_log_always("--max-steps %lld: checkpoint written at step %lld, exiting (resume with --resume)",
+                                                     (long long)t->run.max_steps, (long long)t->step);
             break;
         }
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
@@ -440,9 +445,12 @@ static void open_models(trainer *t) {
     const mf_distill_opts *o = &t->o;
     const mf_backend *be = mf_backend_get(o->backend);
     if (!be) mf_fatal("distill: --backend '%s' is not one of %s", o->backend, mf_backend_names());
+    mf_weights tw;
+    if (mf_weights_parse(o->teacher_weights ? o->teacher_weights : "auto", &tw) != 0)
+        mf_fatal("distill: --teacher-weights '%s' is not one of auto, bf16, f32", o->teacher_weights);
     int *sb = mf_malloc((size_t)(t->P + 1) * sizeof *sb), *tb = mf_malloc((size_t)(t->P + 1) * sizeof *tb);
     joint_layout(t, sb, tb);
-    mf_stage_open_bounds(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx, tb);
+    mf_stage_open_full(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx, tw, tb); /* frozen: may be 16-bit */
     mf_stage_open_bounds(&t->student, o->student, t->pipe, be, o->ctx, o->ctx, sb);
     free(sb);
     free(tb);
@@ -498,6 +506,8 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
     t->wd = mf_watchdog_start("distill", t->wrank, o->watchdog);
     mf_run_set_provenance(&t->run, t->student.model->be->name, t->P, o->dp);
+    mf_run_set_layers(&t->run, t->student.pipe.bounds, t->P);
+    t->run.max_steps = o->max_steps;
     set_options(t);
     if (t->wrank == 0) {
         t->logf = fopen(o->log, o->resume ? "a" : "w");
@@ -516,6 +526,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
 
 static void teardown(trainer *t) {
     mf_watchdog_stop(t->wd);
+    mf_run_free(&t->run);
     if (t->logf) fclose(t->logf);
     free(t->x);
     mf_epochs_free(&t->order);

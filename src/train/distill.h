@@ -37,10 +37,12 @@ typedef struct mf_distill_opts {
     float lr, min_lr, wd, clip, temp, kl, ce, hidden;
     float watchdog;            /* seconds without progress before the job is aborted (0 auto, < 0 off) */
     const char *hidden_loss, *tcache_path;
+    const char *teacher_weights; /* --teacher-weights: auto, bf16, f32 (the teacher only; the student is float32) */
     int topk;
     const char *schedule;      /* "1f1b" (NULL: the same) or "gpipe" */
     int micro_batches;         /* per step and replica; 0: one per window (batch / dp) */
     float stage_mem_mib;       /* > 0: modelled memory budget per stage of the joint layout (MiB) */
+    int max_steps;             /* > 0: checkpoint and exit after this step (--max-steps) */
 } mf_distill_opts;
 
 typedef struct mf_distill_result {

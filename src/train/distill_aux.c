@@ -1,12 +1,14 @@
 /* distill_aux.c - two optional parts of distillation: the intermediate
  * hidden-state loss (--hidden) and the teacher's top-K logits cache (--teacher-topk). */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tags.h"
 #include "train/distill_internal.h"
 #include "util/log.h"
+#include "util/sha256.h"
 
 /* ----------------------------------------------------------------- hidden states */
 
@@ -152,6 +154,11 @@ static int open_cache(trainer *t, mf_err *err) {
 void mf_distill_topk_open(trainer *t) {
     mf_err err;
     if (mf_tcache_key(t->world, t->o.teacher, t->o.text, t->teacher_sha, t->text_sha, &err) != 0) mf_fatal_err(&err);
+    if (t->teacher.model->wdt != MF_DT_F32) { /* a 16-bit teacher gives other logits: another cache key */
+        char key[96];
+        snprintf(key, sizeof key, "%s weights %s", t->teacher_sha, mf_dtype_short(t->teacher.model->wdt));
+        mf_sha256_buf(key, strlen(key), t->teacher_sha);
+    }
     int rc = open_cache(t, &err);
     if (rc < 0) mf_fatal_err(&err);
     int any = mf_coll_any(&t->c_world, rc == 1);

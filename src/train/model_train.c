@@ -54,6 +54,7 @@ mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, 
                    mf_backend_names());
         return NULL;
     }
+    if (mf_model_require_f32(m, "training (a student)", err) != 0) return NULL; /* never read 16-bit data as float */
     if (max_T < 1) {
         mf_err_set(err, "training: micro-batch length %d must be at least 1", max_T);
         return NULL;

@@ -82,6 +82,8 @@ static void walk(mf_params *ps, mf_model *m, int pass, size_t *count) {
 }
 
 void mf_params_from_model(mf_params *ps, mf_model *m) {
+    mf_err err;
+    if (mf_model_require_f32(m, "training parameters", &err) != 0) mf_fatal_err(&err);
     memset(ps, 0, sizeof *ps);
     size_t total = 0;
     walk(ps, m, 0, &total);

@@ -12,6 +12,7 @@
 #include "backend/cpu_blas.h"
 #include "train/optim.h"
 #include "util/err.h"
+#include "util/fsutil.h"
 #include "util/log.h"
 
 static volatile sig_atomic_t g_stop;
@@ -37,7 +38,37 @@ void mf_run_init(mf_run *r, const char *what, MPI_Comm world, const char *ckpt_d
     r->ckpt_every = ckpt_every;
     r->keep = keep;
     mf_coll_init(&r->world, world, NULL);
-    if (r->world.rank == 0) mkdir(ckpt_dir, 0755);
+    mf_err err = {{0}};
+    int rc = 0;
+    if (r->world.rank == 0) {
+        mkdir(ckpt_dir, 0755);
+        size_t len = strlen(ckpt_dir) + sizeof MF_CKPT_LOCK + 2;
+        char *lock = mf_malloc(len);
+        snprintf(lock, len, "%s/%s", ckpt_dir, MF_CKPT_LOCK);
+        rc = mf_lock_acquire(lock, ckpt_dir, &err); /* the checkpoint writer finds it held and goes on */
+        free(lock);
+    }
+    mf_coll_bcast(&r->world, &rc, sizeof rc, 0);
+    if (rc != 0) {
+        mf_coll_bcast(&r->world, err.msg, sizeof err.msg, 0);
+        mf_fatal("%s: %s", what, err.msg);
+    }
+}
+
+void mf_run_free(mf_run *r) {
+    free(r->layer_stage);
+    r->layer_stage = NULL;
+    r->n_layers = 0;
+}
+
+int mf_run_at_limit(const mf_run *r, int64_t step) { return r->max_steps > 0 && step >= r->max_steps; }
+
+void mf_run_set_layers(mf_run *r, const int *bounds, int stages) {
+    free(r->layer_stage);
+    r->n_layers = bounds[stages];
+    r->layer_stage = mf_malloc((size_t)(r->n_layers > 0 ? r->n_layers : 1) * sizeof *r->layer_stage);
+    for (int s = 0; s < stages; s++)
+        for (int l = bounds[s]; l < bounds[s + 1]; l++) r->layer_stage[l] = s;
 }
 
 int mf_run_stop_agreed(const mf_run *r) {
@@ -97,6 +128,11 @@ void mf_run_no_readable(const mf_run *r, int n) {
 }
 
 void mf_run_set_provenance(mf_run *r, const char *backend, int pp, int dp) {
+    snprintf(r->backend, sizeof r->backend, "%s", backend ? backend : "cpu");
+    snprintf(r->blas_core, sizeof r->blas_core, "%s", mf_blas_core());
+    r->blas_threads = mf_blas_threads();
+    r->pp = pp;
+    r->dp = dp;
     snprintf(r->provenance, sizeof r->provenance,
              "{\"backend\":\"%s\",\"blas_core\":\"%s\",\"blas_threads\":%d,\"ranks\":%d,\"pp\":%d,\"dp\":%d}",
              backend ? backend : "cpu", mf_blas_core(), mf_blas_threads(), r->world.size, pp, dp);
@@ -121,7 +157,8 @@ void mf_run_check_provenance(const mf_run *r, const char *path, const char *stor
         }
         json_t *pp = json_object_get(s, "pp"), *dp = json_object_get(s, "dp");
         if ((pp && !json_equal(pp, json_object_get(c, "pp"))) || (dp && !json_equal(dp, json_object_get(c, "dp"))))
-            mf_log("%s: resuming a pp %lld x dp %lld checkpoint on pp %lld x dp %lld: results agree within reduction noise",
+            mf_log_always("%s: resuming a pp %lld x dp %lld checkpoint on pp %lld x dp %lld: same data in the same order, only "
+                          "the order of floating-point sums may differ",
                    r->what, (long long)json_integer_value(pp), (long long)json_integer_value(dp),
                    (long long)json_integer_value(json_object_get(c, "pp")), (long long)json_integer_value(json_object_get(c, "dp")));
     }
@@ -139,6 +176,13 @@ void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_ada
     mf_err err;
     meta->options_json = (char *)r->options;
     meta->provenance_json = (char *)r->provenance;
+    meta->backend = (char *)r->backend;
+    meta->blas_core = (char *)r->blas_core;
+    meta->blas_threads = r->blas_threads;
+    meta->pp = r->pp;
+    meta->dp = r->dp;
+    meta->n_layers = r->n_layers;
+    meta->layer_stage = r->layer_stage;
     if (mf_ckpt_write(r->ckpt_dir, r->world.comm, replica, ps, opt, meta, r->keep, path_out, cap, &err) != 0)
         mf_fatal_err(&err);
 }

@@ -25,9 +25,17 @@ typedef struct mf_run {
     mf_coll world;             /* every rank of the run */
     char options[1024];        /* JSON of the options that decide the result (mf_run_set_options) */
     char provenance[512];      /* JSON (mf_run_set_provenance) */
+    char backend[32], blas_core[64];
+    int blas_threads, pp, dp;  /* mf_run_set_provenance */
+    int n_layers;              /* mf_run_set_layers */
+    int32_t *layer_stage;      /* [n_layers] pipeline stage of each layer */
+    int64_t max_steps;         /* > 0: stop with a checkpoint after this step (mf_run_at_limit) */
 } mf_run;
 
-/* Collective over world: the checkpoint directory is created by rank 0. */
+/* Collective over world: rank 0 creates the checkpoint directory and takes its
+ * lock (DIR/.minifuse.lock, held until the process ends) at start-up, so a
+ * second job on the same directory is refused before it computes anything;
+ * fatal on every rank, naming the holder. */
 void mf_run_init(mf_run *r, const char *what, MPI_Comm world, const char *ckpt_dir, int ckpt_every, int keep);
 
 /* Install the handlers for SIGTERM, SIGUSR1 and SIGINT (process-wide). */
@@ -39,6 +47,9 @@ int mf_run_stop_agreed(const mf_run *r);
 
 /* Is a checkpoint due after `step` optimizer steps? */
 int mf_run_ckpt_due(const mf_run *r, int64_t step);
+/* --max-steps: has the run reached r->max_steps (> 0) at `step` (the
+ * checkpoint numbering)? Then it checkpoints and exits as on a signal. */
+int mf_run_at_limit(const mf_run *r, int64_t step);
 
 /* printf-style options fingerprint (a JSON object). */
 void mf_run_set_options(mf_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -58,14 +69,20 @@ void mf_run_check_options(const mf_run *r, const char *path, const char *stored,
 /* The run's provenance, stored in every checkpoint: backend, OpenBLAS core
  * and threads per rank, ranks, and the layout ("pp 2 x dp 1"). */
 void mf_run_set_provenance(mf_run *r, const char *backend, int pp, int dp);
+/* The layer -> pipeline stage map stored in every checkpoint (/layer_stage):
+ * stage s owns layers [bounds[s], bounds[s+1]) of n_layers = bounds[stages]. */
+void mf_run_set_layers(mf_run *r, const int *bounds, int stages);
 /* Rank 0 warns when a checkpoint was written with another BLAS core, thread
  * count or backend (the last bits of a resumed run then differ from an
- * uninterrupted one) and logs a layout change (results agree within reduction noise). */
+ * uninterrupted one), naming both values, and logs a layout change (results
+ * agree within reduction noise); both are printed even under MINIFUSE_QUIET. */
 void mf_run_check_provenance(const mf_run *r, const char *path, const char *stored);
-/* Collective: write a checkpoint of meta->step with this run's options and
- * provenance (meta->options_json and provenance_json are set here). */
+/* Collective: write a checkpoint of meta->step with this run's options,
+ * provenance and layout (meta's options_json, provenance_json, backend,
+ * blas_core, blas_threads, pp, dp and layer map are set here). */
 void mf_run_save(const mf_run *r, int replica, const mf_params *ps, const mf_adamw *opt, mf_train_meta *meta,
                  char *path_out, size_t cap);
+void mf_run_free(mf_run *r);
 
 /* ---------------------------------------------------------------- watchdog */
 

@@ -1,8 +1,8 @@
-/* dtype.h - element types of tensors in files and in memory.
- *
- * The file readers (safetensors, GGUF, llama2.c) tag every tensor with one; the
- * backend ops for frozen weights (backend.h: linear_h, embed_h) take
- * MF_DT_BF16 or MF_DT_F16. Trainable tensors are always MF_DT_F32. */
+/* dtype.h - element types of stored tensors (safetensors names) and of weights
+ * held in memory: trainable tensors are always MF_DT_F32; frozen ones (a
+ * teacher, eval, score, the frozen base of a fusion window) may be held in 16
+ * bits, MF_DT_BF16 or MF_DT_F16 (--weights). One enum for both, so a raw
+ * tensor's type is the type a backend op is told. */
 #ifndef MF_DTYPE_H
 #define MF_DTYPE_H
 

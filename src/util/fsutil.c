@@ -138,6 +138,23 @@ typedef struct held_lock {
 } held_lock;
 static held_lock held[16];
 
+/* The lock at lockpath (open as fd) is held by another process: close fd and
+ * say who holds it (its "<pid> <host>" line, else F_GETLK's pid). */
+static int refused(int fd, int en, const char *lockpath, const char *what, mf_err *err) {
+    char buf[200] = "";
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    long hpid = 0;
+    char hhost[128] = "?";
+    if (sscanf(buf, "%ld %127s", &hpid, hhost) < 1) hpid = 0;
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (!hpid && fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK) hpid = q.l_pid;
+    close(fd);
+    if (en != EAGAIN && en != EACCES) return mf_err_set(err, "%s: cannot lock %s: %s", lockpath, what, strerror(en));
+    return mf_err_set(err, "%s is locked by pid %ld on %s: another minifuse job is writing %s (wait for it to end; "
+                      "the lock goes with its process)", lockpath, hpid, hhost, what);
+}
+
 int mf_lock_acquire(const char *lockpath, const char *what, mf_err *err) {
     int slot = -1;
     for (int i = 0; i < (int)(sizeof held / sizeof *held); i++) {
@@ -145,31 +162,32 @@ int mf_lock_acquire(const char *lockpath, const char *what, mf_err *err) {
         if (!held[i].path && slot < 0) slot = i;
     }
     if (slot < 0) return mf_err_set(err, "%s: too many output locks held by this process", lockpath);
-    int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return mf_err_set(err, "%s: cannot create the lock file for %s: %s", lockpath, what, strerror(errno));
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-    if (fcntl(fd, F_SETLK, &fl) != 0) {
-        int en = errno;
-        char buf[200] = "";
-        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-        buf[n > 0 ? n : 0] = 0;
-        long hpid = 0;
-        char hhost[128] = "?";
-        if (sscanf(buf, "%ld %127s", &hpid, hhost) < 1) hpid = 0;
-        struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-        if (!hpid && fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK) hpid = q.l_pid;
+    for (int attempt = 0;; attempt++) {
+        int fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return mf_err_set(err, "%s: cannot create the lock file for %s: %s", lockpath, what, strerror(errno));
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        if (fcntl(fd, F_SETLK, &fl) != 0) return refused(fd, errno, lockpath, what, err);
+        /* Locked. A holder that finished may have removed the file (mf_lock_drop)
+         * between our open and our lock: then we hold a lock on a file nobody
+         * else can find, and must take the one now at lockpath instead. */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(lockpath, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            char line[128];
+            int len = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(), mf_host_tag());
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) { /* informative only */ }
+            held[slot].path = mf_strdup(lockpath);
+            held[slot].fd = fd;
+            return 0;
+        }
         close(fd);
-        if (en != EAGAIN && en != EACCES)
-            return mf_err_set(err, "%s: cannot lock %s: %s", lockpath, what, strerror(en));
-        return mf_err_set(err, "%s is locked by pid %ld on %s: another minifuse job is writing %s (wait for it to end; "
-                          "the lock goes with its process)", lockpath, hpid, hhost, what);
+        if (attempt == 16) return mf_err_set(err, "%s: the lock file for %s keeps being replaced", lockpath, what);
     }
-    char line[128];
-    int len = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(), mf_host_tag());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) { /* informative only */ }
-    held[slot].path = mf_strdup(lockpath);
-    held[slot].fd = fd;
-    return 0;
+}
+
+void mf_lock_drop(const char *lockpath) {
+    for (int i = 0; i < (int)(sizeof held / sizeof *held); i++)
+        if (held[i].path && strcmp(held[i].path, lockpath) == 0) unlink(lockpath); /* still locked: see acquire */
+    mf_lock_release(lockpath);
 }
 
 void mf_lock_release(const char *lockpath) {

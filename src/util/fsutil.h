@@ -44,6 +44,11 @@ int mf_clean_stale_tmps(const char *dir, const char *prefix, void (*log)(const c
  * pid and host, and `what` (the output it protects). */
 int mf_lock_acquire(const char *lockpath, const char *what, mf_err *err);
 void mf_lock_release(const char *lockpath);
+/* Release a lock this process holds and remove its file (when the output it
+ * guarded is in place). Safe against a process that opened the file just
+ * before: mf_lock_acquire re-checks that the file it locked is still the one
+ * at lockpath. Does nothing when the lock is not held. */
+void mf_lock_drop(const char *lockpath);
 
 /* Checked size arithmetic for sizes read from files: 0 and *out set when the
  * result fits, -1 on overflow. */

@@ -1,6 +1,7 @@
 #include "util/mmapfile.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,12 @@ int mf_mmap_open(mf_mmap *m, const char *path, mf_err *err) {
     close(fd);
     m->path = mf_strdup(path);
     return 0;
+}
+
+void mf_mmap_drop(const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + page - 1) / page * page,
+              b = ((uintptr_t)p + n) / page * page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED); /* best effort: a failure only keeps the pages */
 }
 
 void mf_mmap_close(mf_mmap *m) {

@@ -9,6 +9,7 @@
 set -euo pipefail
 DIR=${1:-/tmp/minifuse-slurm}
 CPUS=${CPUS:-4}
+GPUS=${GPUS:-0}
 MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 HOST=$(hostname -s)
 mkdir -p "$DIR"/{spool,state,log}
@@ -26,6 +27,8 @@ if ! pgrep -x munged >/dev/null; then
     if id munge >/dev/null 2>&1; then runuser -u munge -- /usr/sbin/munged; else /usr/sbin/munged --force; fi
 fi
 
+GRES_TYPES="" NODE_GRES=""
+if [ "$GPUS" -gt 0 ]; then GRES_TYPES="GresTypes=gpu" NODE_GRES="Gres=gpu:$GPUS"; fi
 cat > "$DIR/slurm.conf" <<CONF
 ClusterName=minifuse-test
 SlurmctldHost=$HOST(127.0.0.1)
@@ -51,10 +54,13 @@ SlurmdParameters=config_overrides
 JobRequeue=1
 KillWait=10
 MinJobAge=600
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+$GRES_TYPES
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM $NODE_GRES State=UNKNOWN
 PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
 printf 'ConstrainCores=no\n' > "$DIR/cgroup.conf"
+# the "GPUs" are placeholder device files (never opened: TaskPlugin=task/none constrains no devices)
+if [ "$GPUS" -gt 0 ]; then printf 'NodeName=%s Name=gpu File=/dev/tty[0-%d]\n' "$HOST" $((GPUS - 1)) > "$DIR/gres.conf"; else rm -f "$DIR/gres.conf"; fi
 export SLURM_CONF="$DIR/slurm.conf"
 slurmctld -c -f "$SLURM_CONF"     # -c: clear state of an earlier test cluster
 slurmd -f "$SLURM_CONF"
