@@ -39,6 +39,14 @@ int mf_pipe_partition(const mf_config *c, int size, int ctx, int *bounds, mf_err
     return 0;
 }
 
+/* The layout part of mf_pipe_init, bounds already set. */
+static void init_rank(mf_pipe *p) {
+    p->l0 = p->bounds[p->rank];
+    p->l1 = p->bounds[p->rank + 1];
+    p->first = p->rank == 0;
+    p->last = p->rank == p->size - 1;
+}
+
 int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err *err) {
     memset(p, 0, sizeof *p);
     p->comm = comm;
@@ -46,38 +54,65 @@ int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err 
     MPI_Comm_size(comm, &p->size);
     p->bounds = mf_malloc((size_t)(p->size + 1) * sizeof *p->bounds);
     if (mf_pipe_partition(c, p->size, ctx, p->bounds, err) != 0) return -1;
-    p->l0 = p->bounds[p->rank];
-    p->l1 = p->bounds[p->rank + 1];
-    p->first = p->rank == 0;
-    p->last = p->rank == p->size - 1;
-    for (int d = 0; d < 2; d++) p->q[d].req[0] = p->q[d].req[1] = MPI_REQUEST_NULL;
+    init_rank(p);
+    return 0;
+}
+
+int mf_pipe_init_bounds(mf_pipe *p, MPI_Comm comm, const int *bounds, int n_layers, mf_err *err) {
+    memset(p, 0, sizeof *p);
+    p->comm = comm;
+    MPI_Comm_rank(comm, &p->rank);
+    MPI_Comm_size(comm, &p->size);
+    if (bounds[0] != 0 || bounds[p->size] != n_layers)
+        return mf_err_set(err, "pipeline bounds must run from layer 0 to %d, got %d to %d", n_layers, bounds[0], bounds[p->size]);
+    for (int r = 0; r < p->size; r++)
+        if (bounds[r + 1] < bounds[r]) return mf_err_set(err, "pipeline bounds decrease at rank %d (%d > %d)", r, bounds[r], bounds[r + 1]);
+    p->bounds = mf_malloc((size_t)(p->size + 1) * sizeof *p->bounds);
+    memcpy(p->bounds, bounds, (size_t)(p->size + 1) * sizeof *bounds);
+    init_rank(p);
     return 0;
 }
 
 void mf_pipe_free(mf_pipe *p) {
     mf_pipe_flush(p);
-    for (int d = 0; d < 2; d++) { free(p->q[d].buf[0]); free(p->q[d].buf[1]); }
+    for (int d = 0; d < 2; d++) {
+        for (int i = 0; i < p->q[d].n; i++) free(p->q[d].buf[i]);
+        free(p->q[d].buf);
+        free(p->q[d].req);
+    }
     free(p->bounds);
     free(p->stage_in);
     memset(p, 0, sizeof *p);
 }
 
-/* Copy x into the next free buffer of queue q and start sending it to `to`. */
-static void isend(mf_pipe *p, struct mf_pipe_sendq *q, const float *x, size_t n, int to, int tag) {
-    int b = q->next;
-    MPI_Wait(&q->req[b], MPI_STATUS_IGNORE);
-    if (n > q->cap) {
-        for (int i = 0; i < 2; i++) {
-            MPI_Wait(&q->req[i], MPI_STATUS_IGNORE);
-            free(q->buf[i]);
-            q->buf[i] = mf_malloc(n * sizeof(float));
-        }
+/* A buffer of q that no send uses any more (its index); the pool grows by one
+ * when all are in flight, so the caller never waits for a receiver. */
+static int free_buffer(struct mf_pipe_sendq *q, size_t n) {
+    if (n > q->cap) { /* larger messages: every buffer is reallocated once its send is done */
+        MPI_Waitall(q->n, q->req, MPI_STATUSES_IGNORE);
+        for (int i = 0; i < q->n; i++) { free(q->buf[i]); q->buf[i] = mf_malloc(n * sizeof(float)); }
         q->cap = n;
     }
+    for (int i = 0; i < q->n; i++) {
+        int done;
+        MPI_Test(&q->req[i], &done, MPI_STATUS_IGNORE);
+        if (done) return i;
+    }
+    int i = q->n++;
+    q->buf = realloc(q->buf, (size_t)q->n * sizeof *q->buf);
+    q->req = realloc(q->req, (size_t)q->n * sizeof *q->req);
+    if (!q->buf || !q->req) mf_fatal("pipeline: out of memory for %d send buffers", q->n);
+    q->buf[i] = mf_malloc((q->cap > n ? q->cap : n) * sizeof(float));
+    q->req[i] = MPI_REQUEST_NULL;
+    return i;
+}
+
+/* Copy x into a free buffer of queue q and start sending it to `to`. */
+static void isend(mf_pipe *p, struct mf_pipe_sendq *q, const float *x, size_t n, int to, int tag) {
+    int b = free_buffer(q, n);
     if (p->be) p->be->download(q->buf[b], x, n * sizeof(float));
     else memcpy(q->buf[b], x, n * sizeof(float));
     MPI_Isend(q->buf[b], (int)n, MPI_FLOAT, to, tag, p->comm, &q->req[b]);
-    q->next = 1 - b;
 }
 
 void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) { isend(p, &p->q[0], x, n, p->rank + 1, tag); }
@@ -104,7 +139,7 @@ void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) { isend(p
 void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) { recv(p, dx, n, p->rank + 1, tag); }
 
 void mf_pipe_flush(mf_pipe *p) {
-    for (int d = 0; d < 2; d++) MPI_Waitall(2, p->q[d].req, MPI_STATUSES_IGNORE);
+    for (int d = 0; d < 2; d++) MPI_Waitall(p->q[d].n, p->q[d].req, MPI_STATUSES_IGNORE);
 }
 
 int mf_pipe_owner(const mf_pipe *p, int l) {

@@ -3,8 +3,10 @@
  * Rank r owns the contiguous layers [bounds[r], bounds[r+1]); rank 0 also
  * owns the embedding, the last rank the final norm and LM head. Bounds are
  * chosen to balance forward FLOPs (the head counts as its share of compute).
- * Activations [T][D] travel rank r -> r+1 by point-to-point messages; the
- * sender double-buffers so that several micro-batches are in flight. */
+ * Activations [T][D] travel rank r -> r+1 by point-to-point messages; a
+ * send copies into a free buffer of a pool (two at first, grown when every one
+ * is still in flight), so a send never waits for its receiver and any schedule
+ * whose receives are matched (GPipe, 1F1B) cannot deadlock on sends. */
 #ifndef MF_PIPELINE_H
 #define MF_PIPELINE_H
 
@@ -22,18 +24,20 @@ typedef struct mf_pipe {
     int *bounds;          /* [size+1] */
     int l0, l1;           /* this rank's layers */
     int first, last;
-    /* double-buffered non-blocking sends: [0] to rank+1 (activations), [1] to rank-1 (gradients) */
+    /* pools of non-blocking sends: [0] to rank+1 (activations), [1] to rank-1 (gradients) */
     struct mf_pipe_sendq {
-        float *buf[2];
-        MPI_Request req[2];
+        float **buf;       /* [n] each of cap floats */
+        MPI_Request *req;  /* [n] */
         size_t cap;
-        int next;
+        int n;
     } q[2];
 } mf_pipe;
 
 /* Balanced partition of n_layers layers over `size` ranks for sequences of ctx tokens. */
 int mf_pipe_partition(const mf_config *c, int size, int ctx, int *bounds, mf_err *err);
 int mf_pipe_init(mf_pipe *p, MPI_Comm comm, const mf_config *c, int ctx, mf_err *err);
+/* The same with given bounds[size+1] (0 = bounds[0] <= ... <= bounds[size] = n_layers). */
+int mf_pipe_init_bounds(mf_pipe *p, MPI_Comm comm, const int *bounds, int n_layers, mf_err *err);
 void mf_pipe_free(mf_pipe *p);
 
 /* Rank that owns layer l under p's partition, -1 if none. */

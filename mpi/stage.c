@@ -7,17 +7,29 @@
 #include "util/log.h"
 
 void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx) {
-    mf_stage_open_w(s, path, comm, be, max_T, max_ctx, MF_WEIGHTS_F32);
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, MF_WEIGHTS_F32, NULL);
 }
 
 void mf_stage_open_w(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
                      mf_weights w) {
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, w, NULL);
+}
+
+void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                          const int *bounds) {
+    mf_stage_open_full(s, path, comm, be, max_T, max_ctx, MF_WEIGHTS_F32, bounds);
+}
+
+void mf_stage_open_full(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                        mf_weights w, const int *bounds) {
     mf_err err;
     memset(s, 0, sizeof *s);
     s->src = mf_source_open(path, &err);
     if (!s->src) mf_fatal_err(&err);
     if (mf_config_check_ctx(&s->src->cfg, max_ctx, path, &err) != 0) mf_fatal_err(&err); /* e.g. a sliding window */
-    if (mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err) != 0) mf_fatal_err(&err);
+    int rc = bounds ? mf_pipe_init_bounds(&s->pipe, comm, bounds, s->src->cfg.n_layers, &err)
+                    : mf_pipe_init(&s->pipe, comm, &s->src->cfg, max_ctx, &err);
+    if (rc != 0) mf_fatal_err(&err);
     s->pipe.be = be;
     s->model = mf_model_load_w(s->src, be, s->pipe.l0, s->pipe.l1, s->pipe.first, s->pipe.last, w, &err);
     if (!s->model) mf_fatal_err(&err);

@@ -22,6 +22,12 @@ void mf_stage_open(mf_stage *s, const char *path, MPI_Comm comm, const mf_backen
 /* The same for a frozen model, holding its matrices as w says (--weights; mf_stage_open: float32). */
 void mf_stage_open_w(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
                      mf_weights w);
+/* The same with the layer bounds given ([size of comm + 1], e.g. a joint teacher + student layout). */
+void mf_stage_open_bounds(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                          const int *bounds);
+/* Both: weights as w says, layer bounds given (NULL: balanced by FLOPs). */
+void mf_stage_open_full(mf_stage *s, const char *path, MPI_Comm comm, const mf_backend *be, int max_T, int max_ctx,
+                        mf_weights w, const int *bounds);
 void mf_stage_close(mf_stage *s);
 
 /* Forward T tokens (ids: host memory, needed on the first rank) at positions

@@ -16,7 +16,7 @@ int mf_cmd_distill(int argc, char **argv) {
     mf_distill_opts opts_v, *o = &opts_v;
     *o = (mf_distill_opts){.tokens = 1 << 20, .ctx = 256, .batch = 8, .dp = 1, .warmup = -1, .ckpt_every = 0, .keep = 2,
                         .lr = 1e-4f, .min_lr = -1, .wd = 0.1f, .clip = 1.0f, .temp = 1.0f, .kl = 1.0f, .ce = 0.0f, .seed = 1234,
-                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu",
+                        .hidden = 0.0f, .hidden_loss = "cosine", .backend = "cpu", .schedule = "1f1b",
                         .teacher_weights = "auto"};
     const mf_opt opts[] = {
         {"teacher", MF_OPT_STR, &o->teacher, "teacher model (the original)", 1},
@@ -27,6 +27,9 @@ int mf_cmd_distill(int argc, char **argv) {
         {"ctx", MF_OPT_INT, &o->ctx, "tokens per window (default 256)", 0},
         {"batch", MF_OPT_INT, &o->batch, "windows per optimizer step, all replicas together (default 8)", 0},
         {"dp", MF_OPT_INT, &o->dp, "data-parallel replicas (ranks = dp x pipeline stages; default 1)", 0},
+        {"schedule", MF_OPT_STR, &o->schedule, "pipeline schedule: 1f1b (default: at most P-s micro-batches alive on stage s) or gpipe (all forwards, then all backwards); same gradients", 0},
+        {"stage-memory", MF_OPT_FLOAT, &o->stage_mem_mib, "modelled memory budget per pipeline stage in MiB: the layout keeps every stage within it, or fails naming the stage (default 0: none)", 0},
+        {"micro-batches", MF_OPT_INT, &o->micro_batches, "micro-batches per step and replica, dividing --batch / --dp (default: one window each)", 0},
         {"lr", MF_OPT_FLOAT, &o->lr, "peak learning rate (default 1e-4)", 0},
         {"min-lr", MF_OPT_FLOAT, &o->min_lr, "final learning rate of the cosine (default lr/10)", 0},
         {"warmup", MF_OPT_INT, &o->warmup, "linear warm-up steps (default 5% of the steps)", 0},
@@ -69,6 +72,7 @@ int mf_cmd_distill(int argc, char **argv) {
     snprintf(tc_default, sizeof tc_default, "%s.teacher-topk.h5", o->out);
     if (!o->tcache_path) o->tcache_path = tc_default;
     if (o->topk < 0) mf_fatal("distill: --teacher-topk %d must not be negative", o->topk);
+    if (o->stage_mem_mib < 0) mf_fatal("distill: --stage-memory %g must not be negative", o->stage_mem_mib);
     if (o->max_steps < 0) mf_fatal("distill: --max-steps %d must not be negative", o->max_steps);
     struct stat sb;
     if (stat(o->out, &sb) == 0 && !o->force) mf_fatal("distill: --out %s already exists (use --force to replace it)", o->out);

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "hf_collective.h"
+#include "io/safetensors.h" /* mf_dtype_name */
 #include "tags.h"
 #include "train/distill_internal.h"
+#include "train/partition.h"
 #include "util/log.h"
 
 /* ----------------------------------------------------------------- one window */
@@ -158,9 +160,10 @@ static void set_options(trainer *t) {
     const mf_distill_opts *o = &t->o;
     mf_run_set_options(&t->run, "{\"ctx\":%d,\"batch\":%d,\"lr\":%g,\"min_lr\":%g,\"warmup\":%d,\"wd\":%g,\"clip\":%g,\"temp\":%g,"
                        "\"kl\":%g,\"ce\":%g,\"hidden\":%g,\"hidden_loss\":\"%s\",\"seed\":%llu,\"tokens\":%llu,\"text\":\"%s\","
-                       "\"teacher_topk\":%d}",
+                       "\"teacher_topk\":%d,\"teacher_weights\":\"%s\"}",
                        o->ctx, o->batch, o->lr, o->min_lr, o->warmup, o->wd, o->clip, o->temp, o->kl, o->ce, o->hidden,
-                       o->hidden_loss, o->seed, o->tokens, t->text_id, o->topk);
+                       o->hidden_loss, o->seed, o->tokens, t->text_id, o->topk,
+                       mf_dtype_name(t->teacher.model->wdt)); /* a 16-bit teacher changes the targets */
 }
 
 static void save_checkpoint(trainer *t) {
@@ -280,34 +283,61 @@ static void check_weights(trainer *t) {
     }
 }
 
-/* One optimizer step over this replica's `per` windows. GPipe schedule: the
- * forwards of all windows stream through the stages (several micro-batches in
- * flight), then their backwards stream back; gradients accumulate in window
- * order, so the result equals running the windows one at a time. With a
- * hidden-state loss each window goes forward and backward before the next. */
-static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
+/* Forward F(j) of micro-batch j: its k windows, each into its slot (j mod
+ * mb_slots, window i); the hidden-state losses right after each window. */
+static double forward_micro(trainer *t, int j, float *teacher_logits, int32_t *in, double norm) {
     int T = t->o.ctx, per = t->o.batch / t->o.dp;
-    double norm = (double)t->o.batch * T, loss = 0, t0 = mf_now();
-    mf_params_zero_grad(&t->ps);
-    for (int j = 0; j < per; j++) {
-        int64_t g = t->data_pos + (int64_t)t->replica * per + j;
+    double loss = 0;
+    for (int i = 0; i < t->k; i++) {
+        int64_t g = t->data_pos + (int64_t)t->replica * per + (int64_t)j * t->k + i;
         int64_t w = mf_epochs_at(&t->order, g);
         const int32_t *win = t->ids + (size_t)w * T;
         in[0] = t->student.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
-        int slot = t->n_ts > 1 ? j : 0;
+        int slot = (j % t->mb_slots) * t->k + i;
         loss += forward_window(t, slot, w, in, win, norm, teacher_logits);
-        if (t->n_ts == 1) {
-            const float *const *dlayer = NULL;
-            if (t->hm.n) {
-                loss += mf_distill_hidden_losses(t, norm);
-                dlayer = (const float *const *)(t->hm.grad + t->student.model->layer_begin);
-            }
-            backward_window(t, 0, dlayer, j == per - 1);
-        }
+        if (t->hm.n) loss += mf_distill_hidden_losses(t, slot, norm);
     }
-    for (int j = 0; t->n_ts > 1 && j < per; j++) backward_window(t, j, NULL, j == per - 1);
+    return loss;
+}
+
+/* Backward B(j) of micro-batch j, window by window; the step's last window
+ * starts the data-parallel sums. */
+static void backward_micro(trainer *t, int j) {
+    const mf_model *s = t->student.model;
+    for (int i = 0; i < t->k; i++) {
+        int slot = (j % t->mb_slots) * t->k + i;
+        const float *const *dlayer = NULL;
+        if (t->hm.n) dlayer = (const float *const *)(t->hm.grad + (size_t)slot * s->cfg.n_layers + s->layer_begin);
+        backward_window(t, slot, dlayer, j == t->m - 1 && i == t->k - 1);
+    }
+}
+
+/* Forwards this stage runs before its first backward: 1F1B min(P-s-1, m);
+ * GPipe all m; one stage: none (each micro-batch forward then backward). */
+static int warmup_forwards(int onef1b, int P, int stage, int m) {
+    if (P == 1) return 0;
+    if (!onef1b) return m;
+    return P - stage - 1 < m ? P - stage - 1 : m;
+}
+
+/* One optimizer step over this replica's m micro-batches: w warm-up forwards,
+ * then F(j), B(j-w) alternating, then the last w backwards (1F1B: at most
+ * P-s micro-batches alive on stage s; GPipe: w = m). Backwards go in
+ * micro-batch order either way, so gradients accumulate in window order and
+ * equal running the windows one at a time. */
+static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
+    int m = t->m, w = warmup_forwards(t->onef1b, t->P, t->stage, m);
+    double norm = (double)t->o.batch * t->o.ctx, loss = 0, t0 = mf_now();
+    mf_params_zero_grad(&t->ps);
+    for (int j = 0; j < w; j++) loss += forward_micro(t, j, teacher_logits, in, norm);
+    for (int j = w; j < m; j++) {
+        loss += forward_micro(t, j, teacher_logits, in, norm);
+        backward_micro(t, j - w);
+    }
+    for (int j = m - w; j < m; j++) backward_micro(t, j);
     mf_pipe_flush(&t->student.pipe);
+    mf_pipe_flush(&t->teacher.pipe);
     reduce_grads(t);
     double gnorm = grad_norm(t);
     loss = mf_coll_sum_f64(&t->c_world, loss);
@@ -368,6 +398,49 @@ static void split_ranks(trainer *t, MPI_Comm world) {
     MPI_Comm_split(t->world, t->stage, t->replica, &t->dp);
 }
 
+/* --schedule and --micro-batches: m micro-batches of k windows per replica and
+ * step; micro-batches in flight on this stage (after its warm-up forwards). */
+static void choose_schedule(trainer *t) {
+    const mf_distill_opts *o = &t->o;
+    int per = o->batch / o->dp;
+    if (!o->schedule || strcmp(o->schedule, "1f1b") == 0) t->onef1b = 1;
+    else if (strcmp(o->schedule, "gpipe") == 0) t->onef1b = 0;
+    else mf_fatal("distill: --schedule '%s' is not 1f1b or gpipe", o->schedule);
+    t->m = o->micro_batches > 0 ? o->micro_batches : per;
+    if (o->micro_batches < 0 || per % t->m != 0)
+        mf_fatal("distill: --micro-batches %d must divide the windows per replica (--batch %d / --dp %d = %d)", o->micro_batches,
+                 o->batch, o->dp, per);
+    t->k = per / t->m;
+    int w = warmup_forwards(t->onef1b, t->P, t->stage, t->m);
+    t->mb_slots = w + 1 < t->m ? w + 1 : t->m;
+}
+
+/* The joint layout (train/partition.h): student bounds sb and teacher bounds tb
+ * [P+1], the same on every rank (computed from the two configs alone). */
+static void joint_layout(trainer *t, int *sb, int *tb) {
+    const mf_distill_opts *o = &t->o;
+    mf_err err;
+    mf_source *ts = mf_source_open(o->teacher, &err);
+    if (!ts) mf_fatal_err(&err);
+    mf_source *ss = mf_source_open(o->student, &err);
+    if (!ss) mf_fatal_err(&err);
+    int Lt = ts->cfg.n_layers, Ls = ss->cfg.n_layers;
+    int *map = mf_malloc((size_t)(Ls > 0 ? Ls : 1) * sizeof *map);
+    int mapped = mf_distill_layer_map(o->student, Lt, Ls, map, NULL);
+    mf_joint_model jm = {&ts->cfg, &ss->cfg, mapped ? map : NULL, o->ctx, t->k, t->m, t->onef1b, o->recompute, o->topk};
+    if (mf_joint_partition(&jm, t->P, o->stage_mem_mib * 1048576.0, sb, tb, &err) != 0)
+        mf_fatal("distill: %s%s", err.msg, o->stage_mem_mib > 0 ? " (--stage-memory)" : "");
+    for (int s = 0; s < t->P && t->wrank == 0; s++) {
+        mf_stage_cost c = mf_joint_stage_cost(&jm, s, t->P, sb[s], sb[s + 1], tb[s], tb[s + 1]);
+        mf_log("distill: stage %d: student layers [%d, %d), teacher [%d, %d)%s; modelled %.3g GFLOP per step, %.1f MiB", s,
+               sb[s], sb[s + 1], tb[s], tb[s + 1], mapped ? "" : " (no layer map: proportional)", c.flops / 1e9,
+               c.bytes / 1048576.0);
+    }
+    free(map);
+    mf_source_close(ss);
+    mf_source_close(ts);
+}
+
 static void open_models(trainer *t) {
     const mf_distill_opts *o = &t->o;
     const mf_backend *be = mf_backend_get(o->backend);
@@ -375,8 +448,12 @@ static void open_models(trainer *t) {
     mf_weights tw;
     if (mf_weights_parse(o->teacher_weights ? o->teacher_weights : "auto", &tw) != 0)
         mf_fatal("distill: --teacher-weights '%s' is not one of auto, bf16, f32", o->teacher_weights);
-    mf_stage_open_w(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx, tw); /* frozen: may be 16-bit */
-    mf_stage_open(&t->student, o->student, t->pipe, be, o->ctx, o->ctx);
+    int *sb = mf_malloc((size_t)(t->P + 1) * sizeof *sb), *tb = mf_malloc((size_t)(t->P + 1) * sizeof *tb);
+    joint_layout(t, sb, tb);
+    mf_stage_open_full(&t->teacher, o->teacher, t->pipe, be, o->ctx, o->ctx, tw, tb); /* frozen: may be 16-bit */
+    mf_stage_open_bounds(&t->student, o->student, t->pipe, be, o->ctx, o->ctx, sb);
+    free(sb);
+    free(tb);
     const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
     if (sc->vocab_size != tc->vocab_size)
         mf_fatal("distill: student %s has vocabulary %d, teacher %s has %d", o->student, sc->vocab_size, o->teacher, tc->vocab_size);
@@ -392,19 +469,22 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     const mf_distill_opts *o = &t->o;
     split_ranks(t, world);
     if (o->batch % o->dp != 0) mf_fatal("distill: --batch %d must be a multiple of --dp %d", o->batch, o->dp);
+    choose_schedule(t);
     t->n_windows = (int64_t)(n_ids / (size_t)o->ctx);
     if (t->n_windows < 1) mf_fatal("distill: %s has %zu tokens, fewer than one window of --ctx %d", o->text, n_ids, o->ctx);
     open_models(t);
     const mf_config *sc = &t->student.model->cfg;
     mf_err err;
-    /* micro-batches in flight: every window of a step (GPipe), or one with a hidden-state loss */
-    t->n_ts = o->hidden > 0 || t->P == 1 ? 1 : o->batch / o->dp;
+    t->n_ts = t->mb_slots * t->k;
     t->ts = mf_calloc((size_t)t->n_ts, sizeof *t->ts);
     t->dxs = mf_calloc((size_t)t->n_ts, sizeof *t->dxs);
     for (int j = 0; j < t->n_ts; j++) {
         if (!(t->ts[j] = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
         t->dxs[j] = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
     }
+    mf_log("distill: stage %d of %d (replica %d): %s, %d micro-batch(es) of %d window(s), at most %d in flight (%.1f MiB of "
+           "training state)", t->stage, t->P, t->replica, t->onef1b ? "1F1B" : "GPipe", t->m, t->k, t->mb_slots,
+           t->n_ts * (double)t->ts[0]->bytes / 1048576.0);
     mf_params_from_model(&t->ps, t->student.model);
     t->bucket = mf_calloc((size_t)t->ps.n_layers + 1, sizeof *t->bucket);
     mf_coll_req_init(t->bucket, t->ps.n_layers + 1);

@@ -1,16 +1,22 @@
 /* distill.h - knowledge distillation of a student from its teacher: the schedule.
  *
  * Ranks: world = dp replicas x P pipeline stages; rank = replica * P + stage.
- * Teacher and student are both split over the P stages of a replica (each
- * with its own FLOP-balanced partition). One optimizer step (GPipe):
- *   for each window of this replica's share of the global batch:
- *     teacher forward (pipelined) -> teacher logits on the last stage
+ * Teacher and student are split jointly over the P stages of a replica
+ * (train/partition.h): stage s runs the teacher layers its student layers came
+ * from, balanced by a modelled compute and memory cost. One optimizer step:
+ * this replica's share of the global batch in m micro-batches of k windows;
+ *   F(j), for each window of micro-batch j:
+ *     teacher forward -> teacher logits on the last stage
  *     student training forward (activations kept per window) -> student logits
  *     loss = kl * KL_tau(teacher || student) + ce * CE(data), mean over the
  *            global batch's tokens; head backward
- *   then for each window: gradient back through the stages; on the last
- *   window each layer's gradients start their data-parallel sum as soon as
- *   the layer is done (mpi/collective.h buckets, one per layer)
+ *   B(j): gradient back through the stages, window by window
+ *   1F1B (default): stage s runs min(P-s-1, m) forwards, then alternates
+ *     F(j), B(j-w) and ends with the remaining backwards: at most P-s
+ *     micro-batches' activations alive; GPipe: F(0..m-1), then B(0..m-1).
+ *   Backwards run in micro-batch order in both, so the gradients are the same
+ *   bits; on the last window each layer's gradients start their data-parallel
+ *   sum as soon as the layer is done (mpi/collective.h buckets, one per layer)
  *   tied embeddings: first + last stage sum their gradients; replicas sum the
  *   rest; global-norm clipping; AdamW; warm-up + cosine LR.
  * Restartable through train/run.h: a stop signal checkpoints at the end of the
@@ -33,6 +39,9 @@ typedef struct mf_distill_opts {
     const char *hidden_loss, *tcache_path;
     const char *teacher_weights; /* --teacher-weights: auto, bf16, f32 (the teacher only; the student is float32) */
     int topk;
+    const char *schedule;      /* "1f1b" (NULL: the same) or "gpipe" */
+    int micro_batches;         /* per step and replica; 0: one per window (batch / dp) */
+    float stage_mem_mib;       /* > 0: modelled memory budget per stage of the joint layout (MiB) */
     int max_steps;             /* > 0: checkpoint and exit after this step (--max-steps) */
 } mf_distill_opts;
 

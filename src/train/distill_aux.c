@@ -20,32 +20,43 @@ void mf_distill_hidden_capture(void *ctx, int layer, mf_act_point pt, const floa
         if (t->hm.t[k] == layer) memcpy(t->hm.tbuf[k], x, (size_t)T * C * sizeof *x);
 }
 
-/* Student layer i <- teacher layer keep[i], from the student's config.json
- * ("minifuse": {"dropped_layers": [...]}) when it was depth-pruned, else identity. */
-void mf_distill_hidden_init(trainer *t) {
-    hidden_map *h = &t->hm;
-    const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
-    if (sc->dim != tc->dim) mf_fatal("distill: --hidden needs equal hidden sizes (student %d, teacher %d)", sc->dim, tc->dim);
-    int *dropped = mf_calloc((size_t)tc->n_layers, sizeof *dropped), nd = 0;
+int mf_distill_layer_map(const char *student, int teacher_layers, int student_layers, int *map, int *n_dropped) {
+    int *dropped = mf_calloc((size_t)teacher_layers + 1, sizeof *dropped), nd = 0;
     char path[4400];
-    snprintf(path, sizeof path, "%s/config.json", t->o.student);
+    snprintf(path, sizeof path, "%s/config.json", student);
     json_t *root = json_load_file(path, 0, NULL);
     json_t *dl = json_object_get(json_object_get(root, "minifuse"), "dropped_layers");
     for (size_t i = 0; json_is_array(dl) && i < json_array_size(dl); i++) {
         json_int_t v = json_integer_value(json_array_get(dl, i));
-        if (v >= 0 && v < tc->n_layers && !dropped[v]) { dropped[v] = 1; nd++; }
+        if (v >= 0 && v < teacher_layers && !dropped[v]) { dropped[v] = 1; nd++; }
     }
     json_decref(root);
-    if (tc->n_layers - nd != sc->n_layers)
-        mf_fatal("distill: --hidden: student has %d layers, teacher %d with %d dropped (config.json minifuse.dropped_layers)",
-                 sc->n_layers, tc->n_layers, nd);
+    if (n_dropped) *n_dropped = nd;
+    int ok = teacher_layers - nd == student_layers;
+    for (int l = 0, k = 0; ok && l < teacher_layers; l++) if (!dropped[l]) map[k++] = l;
+    free(dropped);
+    return ok;
+}
+
+/* Student layer i <- teacher layer keep[i], from the student's config.json
+ * ("minifuse": {"dropped_layers": [...]}) when it was depth-pruned, else identity.
+ * One teacher output buffer per mapped layer (consumed right after the window's
+ * forward), one gradient per micro-batch slot and owned mapped layer. */
+void mf_distill_hidden_init(trainer *t) {
+    hidden_map *h = &t->hm;
+    const mf_config *sc = &t->student.model->cfg, *tc = &t->teacher.model->cfg;
+    if (sc->dim != tc->dim) mf_fatal("distill: --hidden needs equal hidden sizes (student %d, teacher %d)", sc->dim, tc->dim);
     h->n = sc->n_layers;
     h->s = mf_malloc((size_t)h->n * sizeof *h->s);
     h->t = mf_malloc((size_t)h->n * sizeof *h->t);
-    for (int l = 0, k = 0; l < tc->n_layers; l++) if (!dropped[l]) { h->s[k] = k; h->t[k] = l; k++; }
-    free(dropped);
+    int nd;
+    if (!mf_distill_layer_map(t->o.student, tc->n_layers, sc->n_layers, h->t, &nd))
+        mf_fatal("distill: --hidden: student has %d layers, teacher %d with %d dropped (config.json minifuse.dropped_layers)",
+                 sc->n_layers, tc->n_layers, nd);
+    for (int k = 0; k < h->n; k++) h->s[k] = k;
     h->tbuf = mf_calloc((size_t)h->n, sizeof *h->tbuf);
-    h->grad = mf_calloc((size_t)sc->n_layers, sizeof *h->grad);
+    h->n_slots = t->n_ts;
+    h->grad = mf_calloc((size_t)h->n_slots * sc->n_layers, sizeof *h->grad);
     h->req = mf_malloc((size_t)h->n * sizeof *h->req);
     size_t bytes = (size_t)t->o.ctx * sc->dim * sizeof(float);
     for (int k = 0; k < h->n; k++) {
@@ -53,7 +64,7 @@ void mf_distill_hidden_init(trainer *t) {
         if (mf_pipe_owner(&t->teacher.pipe, h->t[k]) == t->stage) h->tbuf[k] = mf_malloc(bytes);
         int l = h->s[k];
         if (l >= t->student.model->layer_begin && l < t->student.model->layer_end) {
-            h->grad[l] = mf_malloc(bytes);
+            for (int j = 0; j < h->n_slots; j++) h->grad[(size_t)j * sc->n_layers + l] = mf_malloc(bytes);
             if (!h->tbuf[k]) h->tbuf[k] = mf_malloc(bytes); /* receive buffer */
         }
     }
@@ -72,21 +83,22 @@ void mf_distill_hidden_send(trainer *t) {
     }
 }
 
-/* Student owners: receive the teacher outputs, loss and gradient per mapped layer. */
-double mf_distill_hidden_losses(trainer *t, double norm) {
+/* Student owners: receive the teacher outputs, loss and gradient per mapped layer
+ * of the window just forwarded in ts[slot] (gradients into that slot's buffers). */
+double mf_distill_hidden_losses(trainer *t, int slot, double norm) {
     hidden_map *h = &t->hm;
     mf_model *s = t->student.model;
     int T = t->o.ctx, D = s->cfg.dim;
     double loss = 0;
     for (int k = 0; k < h->n; k++) {
         int l = h->s[k];
-        if (!h->grad[l]) continue;
+        float *g = h->grad[(size_t)slot * s->cfg.n_layers + l];
+        if (!g) continue;
         int from = mf_pipe_owner(&t->teacher.pipe, h->t[k]);
         if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, MF_TAG_HIDDEN + k, t->pipe, MPI_STATUS_IGNORE);
-        const float *a = mf_train_layer_output(s, t->ts[0], l);
-        double v = h->nmse ? s->be->loss_nmse(a, h->tbuf[k], T, D, norm * h->n, h->grad[l])
-                           : s->be->loss_cosine(a, h->tbuf[k], T, D, norm * h->n, h->grad[l]);
-        for (size_t i = 0; i < (size_t)T * D; i++) h->grad[l][i] *= t->o.hidden;
+        const float *a = mf_train_layer_output(s, t->ts[slot], l);
+        double v = h->nmse ? s->be->loss_nmse(a, h->tbuf[k], T, D, norm * h->n, g) : s->be->loss_cosine(a, h->tbuf[k], T, D, norm * h->n, g);
+        for (size_t i = 0; i < (size_t)T * D; i++) g[i] *= t->o.hidden;
         loss += t->o.hidden * v;
     }
     MPI_Waitall(h->n, h->req, MPI_STATUSES_IGNORE);
@@ -95,7 +107,7 @@ double mf_distill_hidden_losses(trainer *t, double norm) {
 
 void mf_distill_hidden_free(trainer *t) {
     for (int k = 0; k < t->hm.n; k++) free(t->hm.tbuf[k]);
-    for (int l = 0; t->hm.grad && l < t->student.model->cfg.n_layers; l++) free(t->hm.grad[l]);
+    for (size_t i = 0; t->hm.grad && i < (size_t)t->hm.n_slots * t->student.model->cfg.n_layers; i++) free(t->hm.grad[i]);
     free(t->hm.s); free(t->hm.t); free(t->hm.tbuf); free(t->hm.grad); free(t->hm.req);
 }
 

@@ -18,7 +18,9 @@ typedef struct hidden_map {
     int n;
     int *s, *t;          /* [n] */
     float **tbuf;        /* [n] teacher outputs held by this rank ([T][D]) when it owns t[k] */
-    float **grad;        /* [cfg.n_layers of student] gradient w.r.t. student layer outputs, or NULL */
+    float **grad;        /* [n_slots][cfg.n_layers of student] per micro-batch slot: gradient w.r.t.
+                            student layer outputs, or NULL (layer not owned or not mapped) */
+    int n_slots;
     MPI_Request *req;    /* [n] sends of teacher outputs */
     int nmse;
 } hidden_map;
@@ -33,9 +35,12 @@ typedef struct trainer {
     mf_run run;
     mf_watchdog *wd;
     mf_stage teacher, student;   /* student.st unused: training state in ts */
-    mf_train_state **ts;         /* [n_ts] one per micro-batch in flight */
-    float **dxs;                 /* [n_ts] gradient w.r.t. this stage's output, per micro-batch */
+    mf_train_state **ts;         /* [n_ts] one per window of the micro-batches in flight */
+    float **dxs;                 /* [n_ts] gradient w.r.t. this stage's output, per window */
     int n_ts;
+    int m, k;                    /* micro-batches per step and replica; windows per micro-batch */
+    int mb_slots;                /* micro-batches in flight on this stage (n_ts = mb_slots * k) */
+    int onef1b;                  /* 1: 1F1B schedule, 0: GPipe */
     mf_params ps;                /* gradients: one flat buffer, layer ranges = buckets */
     int shared_embed;            /* index in ps of the last stage's copy of a tied embedding, or -1 */
     mf_coll_req *bucket;         /* [layers owned] data-parallel sums in flight, in start order */
@@ -57,7 +62,11 @@ typedef struct trainer {
 void mf_distill_hidden_init(trainer *t);
 void mf_distill_hidden_capture(void *ctx, int layer, mf_act_point pt, const float *x, int T, int C);
 void mf_distill_hidden_send(trainer *t);
-double mf_distill_hidden_losses(trainer *t, double norm);
+double mf_distill_hidden_losses(trainer *t, int slot, double norm);
+/* map[student_layers] <- the teacher layer of each student layer, from
+ * STUDENT/config.json minifuse.dropped_layers (written by prune and fuse):
+ * 1 when it fits both layer counts, else 0 (map unset). *n_dropped: how many are listed. */
+int mf_distill_layer_map(const char *student, int teacher_layers, int student_layers, int *map, int *n_dropped);
 void mf_distill_hidden_free(trainer *t);
 void mf_distill_topk_open(trainer *t);
 
