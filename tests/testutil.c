@@ -3,6 +3,7 @@
 #include "backend/cpu_blas.h"
 #include "io/source.h"
 #include "model/model.h"
+#include "util/fsutil.h"
 
 #include <criterion/criterion.h>
 #include <glob.h>
@@ -39,9 +40,24 @@ const char *tu_smollm2(void) {
     return p;
 }
 
+/* The directories tu_tmpdir made in this test's process: removed when it exits
+ * (each Criterion test runs in a process of its own), unless MINIFUSE_KEEP_TMP
+ * is set. A whole suite otherwise leaves tens of GB in /tmp (SmolLM2 checkpoints). */
+static char *tmpdirs[64];
+static int n_tmpdirs;
+static void remove_tmpdirs(void) {
+    if (getenv("MINIFUSE_KEEP_TMP")) return;
+    for (int i = 0; i < n_tmpdirs; i++) {
+        mf_err e;
+        mf_rmtree(tmpdirs[i], &e); /* best effort */
+    }
+}
+
 const char *tu_tmpdir(void) { /* its own allocation: lives for the whole test */
     char *p = strdup("/tmp/minifuse-test-XXXXXX");
     cr_assert(mkdtemp(p) != NULL, "mkdtemp failed");
+    if (n_tmpdirs == 0) atexit(remove_tmpdirs);
+    if (n_tmpdirs < (int)(sizeof tmpdirs / sizeof *tmpdirs)) tmpdirs[n_tmpdirs++] = p;
     return p;
 }
 
