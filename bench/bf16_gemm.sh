@@ -20,7 +20,7 @@ mpicc -O3 -march=native -fopenmp -Isrc -I/usr/include/x86_64-linux-gnu/openblas-
     src/backend/cpu_half.c src/util/half.c src/util/err.c src/backend/cpu_blas.c src/util/log.c \
     -lopenblas -ljansson -o build/bench/bf16_gemm
 python3 bench/prov.py "$OUT" script=bench/bf16_gemm.sh model="$SMOLLM2" text="$WIKI" ctx=256 windows="$N" \
-    ranks="$P" threads="$THREADS" runs="$RUNS" runs_eval="$RUNS_EVAL" note="shared machine: 2 cores, other jobs running, nice 19"
+    ranks="$P" threads="$THREADS" runs="$RUNS" runs_eval="$RUNS_EVAL" note="${NOTE:-}"
 for r in $(seq "$RUNS"); do
     OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS build/bench/bf16_gemm 2>> "$OUT/stderr.txt" | tail -1 > "$OUT/gemm.run$r.json"
 done

@@ -5,7 +5,7 @@
 # within each run:
 #   sgemm_t1, sgemm_t2   OpenBLAS sgemm GFLOP/s at SmolLM2's shapes (the practical peak)
 #   mf_p1                minifuse distill, 1 rank
-#   mf_pp2               minifuse distill, 2 pipeline stages (GPipe)
+#   mf_pp2               minifuse distill, 2 pipeline stages (1F1B, the default: 4 micro-batches of 1 window)
 #   mf_dp2               minifuse distill, 2 data-parallel replicas (--dp 2)
 #   torch_p1_t1, torch_p1_t2   PyTorch doing the same step (bench/torch_distill.py), 1 process x 1 and 2 threads
 #   torch_p2_t1          PyTorch, 2 processes x 1 thread (DistributedDataParallel, gloo)
