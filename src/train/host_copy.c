@@ -45,12 +45,12 @@ void mf_host_copy_get(const mf_params *ps, const mf_adamw *opt, mf_params *hps, 
 }
 
 void mf_host_copy_put(const mf_params *hps, const mf_adamw *hopt, mf_params *ps, mf_adamw *opt) {
+    if (opt && hopt) opt->step = hopt->step; /* a value of the struct: aliased copies need it too */
     if (!on_device(ps)) return;
     const mf_backend *be = ps->be;
     for (int i = 0; i < ps->n && i < hps->n; i++)
         if (ps->p[i].data && hps->p[i].data) be->upload(ps->p[i].data, hps->p[i].data, ps->p[i].numel * sizeof(float));
     if (!opt || !hopt) return;
-    opt->step = hopt->step;
     for (int i = 0; i < opt->n && i < hopt->n; i++) {
         if (opt->m[i] && hopt->m[i]) be->upload(opt->m[i], hopt->m[i], opt->numel[i] * sizeof(float));
         if (opt->v[i] && hopt->v[i]) be->upload(opt->v[i], hopt->v[i], opt->numel[i] * sizeof(float));

@@ -16,7 +16,8 @@
 /* *hps (and *hopt when opt and hopt are not NULL) = host lists of ps's (opt's)
  * entries with their current values; gradients NULL. */
 void mf_host_copy_get(const mf_params *ps, const mf_adamw *opt, mf_params *hps, mf_adamw *hopt);
-/* Upload the copies' values (and the AdamW step) into ps (opt); nothing when aliased. */
+/* Upload the copies' values into ps (opt) (nothing to move when aliased), and
+ * set opt's AdamW step to the copy's (always: it is a value of the struct). */
 void mf_host_copy_put(const mf_params *hps, const mf_adamw *hopt, mf_params *ps, mf_adamw *opt);
 /* Release what mf_host_copy_get allocated (nothing when aliased). */
 void mf_host_copy_free(const mf_params *ps, mf_params *hps, mf_adamw *hopt);
