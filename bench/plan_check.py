@@ -20,6 +20,14 @@ EFF = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] else None
 SCHED = os.environ.get("PLAN_SCHEDULE", "gpipe")
 PART = os.environ.get("PLAN_PARTITION", "separate")
 EVAL_WINDOWS = int(os.environ.get("EVAL_WINDOWS", "16"))
+WEIGHTS = os.environ.get("PLAN_WEIGHTS", "f32")  # how distill/eval hold the frozen weights (the synthetic model: bf16)
+
+
+def file_gb(path):
+    """The teacher's size on disk in GB: a file, or a directory's *.safetensors shards."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(f) for f in glob.glob(os.path.join(path, "*.safetensors"))) / 1e9
+    return os.path.getsize(path) / 1e9
 
 
 def rss(name):
@@ -46,7 +54,7 @@ def sgemm_gflops():
 
 def plan(tag, args, gf=None):
     cmd = ["bin/minifuse", "plan", "--backend", "cpu", "--nodes", "1", "--cores", "1", "--sgemm-gflops", "%.3f" % (gf or GF),
-           "--seq", str(CTX), "--weights", "f32", "--teacher-file-gb", "%.6f" % (os.path.getsize(TEACHER) / 1e9),
+           "--seq", str(CTX), "--weights", WEIGHTS, "--teacher-file-gb", "%.6f" % file_gb(TEACHER),
            "--json"] + args
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MINIFUSE_QUIET="1"))
     if p.returncode != 0:
@@ -137,6 +145,7 @@ if ref_rows and os.environ.get("REF_FORWARD"):
             ref_rows.append(("eval_p%d" % r["ranks"], p["t_step"], r["tokens"] / r["tokens_per_s"]))
 
 print("# minifuse plan vs measured (CPU backend, 1 thread per rank)\n")
+print("teacher %s, frozen weights held as %s\n" % (TEACHER, WEIGHTS))
 print("sgemm peak on 1 thread: %.1f GFLOP/s (the larger of: %s); efficiency %.3f (%s); schedule %s, partition %s\n" %
       (GF, ", ".join("%.1f" % v for v in GF_ALL), EFF, how, SCHED, PART))
 print("| run | rank | quantity | predicted | measured | predicted / measured | note |")

@@ -23,18 +23,31 @@
 # and table.md. MEASURED=DIR reuses the runs of an earlier DIR (only the planner
 # and the table are redone). REF_MD=bench/results/train-DATE.md and
 # REF_FORWARD=bench/results/forward-DATE.json add quiet references (bench/plan_check.py).
+#
+# MODEL=synth1b: the same check on the 1.1B-parameter synthetic model of
+# bench/make_synthetic.py (TinyLlama shapes, random BF16 weights, 4 shards; the
+# teacher held in bf16 as distill's --teacher-weights auto does), student: 11 of
+# its 22 blocks dropped; defaults CTX 128, B 2, STEPS 4, EVAL_WINDOWS 4, and no
+# --dp 2 run (two full replicas with their AdamW state do not fit 24 GiB).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
-STEPS=${STEPS:-5}; B=${B:-4}; CTX=256; EVAL_WINDOWS=${EVAL_WINDOWS:-16}
-OUT="bench/results/plan-check-$(date +%Y%m%d-%H%M)"
+MODEL=${MODEL:-smollm2}
+case "$MODEL" in
+    smollm2) M="$SMOLLM2"; DROP=8; DEF_CTX=256; DEF_B=4; DEF_STEPS=5; DEF_EW=16; DP2=1; export PLAN_WEIGHTS=${PLAN_WEIGHTS:-f32} ;;
+    synth1b) M="$CACHE/synth-1b"; DROP=11; DEF_CTX=128; DEF_B=2; DEF_STEPS=4; DEF_EW=4; DP2=0; export PLAN_WEIGHTS=${PLAN_WEIGHTS:-bf16}
+             [ -f "$M/config.json" ] || { echo "plan_check: no $M (python3 bench/make_synthetic.py)" >&2; exit 1; } ;;
+    *) echo "plan_check: MODEL is smollm2 or synth1b" >&2; exit 1 ;;
+esac
+STEPS=${STEPS:-$DEF_STEPS}; B=${B:-$DEF_B}; CTX=${CTX:-$DEF_CTX}; EVAL_WINDOWS=${EVAL_WINDOWS:-$DEF_EW}
+export EVAL_WINDOWS
+OUT="bench/results/plan-check-$(date +%Y%m%d-%H%M)${MODEL:+-$MODEL}"
 mkdir -p "$OUT"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 trap 'echo "plan_check: failed; see $OUT/*.stderr" >&2' ERR
-M="$SMOLLM2"
 head -c 400000 "$TS" > "$tmp/train.txt"
 tail -c 209716 "$TS" > "$tmp/heldout.txt"
-bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null 2> "$OUT/prune.stderr"
+bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers "$DROP" --metric random --seed 1 >/dev/null 2> "$OUT/prune.stderr"
 cp "$tmp/student/config.json" "$OUT/student_config.json"
 
 # timed NAME NP CMD...: CMD on NP ranks, each rank under /usr/bin/time -v (NAME.rankR.time)
@@ -57,14 +70,14 @@ evalrun() { # NAME NP
 
 if [ -z "${MEASURED:-}" ]; then
     python3 bench/prov.py "$OUT" script=bench/plan_check.sh teacher="$M" ctx=$CTX batch="$B" steps="$STEPS" \
-        student="prune --drop-layers 8 --metric random --seed 1" eval_windows="$EVAL_WINDOWS" \
-        note="shared 2-core machine, other jobs running: timings are noisy" > /dev/null
+        student="prune --drop-layers $DROP --metric random --seed 1" eval_windows="$EVAL_WINDOWS" model_name="$MODEL" \
+        note="${NOTE:-}" > /dev/null
     uptime > "$OUT/load_before.txt"
     build_sgemm_peak
     sgemm_peak 1 > "$OUT/sgemm_t1.json"
     distill distill_p1 1 1;  echo "plan_check: distill 1 rank done" >&2
     distill distill_pp2 2 1; echo "plan_check: distill 2 stages done" >&2
-    distill distill_dp2 2 2; echo "plan_check: distill --dp 2 done" >&2
+    if [ "$DP2" = 1 ]; then distill distill_dp2 2 2; echo "plan_check: distill --dp 2 done" >&2; fi
     evalrun eval_p1 1; evalrun eval_p2 2; echo "plan_check: eval done" >&2
     sgemm_peak 1 > "$OUT/sgemm_t1.after.json"
     uptime > "$OUT/load_after.txt"

@@ -81,5 +81,33 @@ if dp_tps:
         lines.append(f"| 2 stages, GPipe, m = 8 | {fmt(g_tps, 1)} | {fmt_ratio(g_tps, dp_tps)} |")
         summary["P2_m8_gpipe"] = {"step_s": g_t, "tokens_per_s": g_tps}
     lines.append("")
+
+# Where a step's time goes, per rank (logs with "wait_s"/"sync_s": distill with more than one rank)
+def idle(cfg):
+    """per rank: median over the runs' timed steps of (wait_s / step time, sync_s / step time)"""
+    w, y = {}, {}
+    for log in runs.get(cfg, []):
+        for st in [s for s in log if "step" in s][1:]:
+            if "wait_s" not in st:
+                return None
+            t = B * CTX / st["tokens_per_s"]
+            for r, (a, b) in enumerate(zip(st["wait_s"], st["sync_s"])):
+                w.setdefault(r, []).append(a / t)
+                y.setdefault(r, []).append(b / t)
+    return {r: (median_spread(w[r])[0], median_spread(y[r])[0]) for r in w} if w else None
+
+
+parts = [(c, idle(c)) for c in ("P2_m8", "P2_m16", "P2_m8_gpipe", "dp2") if c in runs]
+parts = [(c, d) for c, d in parts if d]
+if parts:
+    lines += ["## Where the step goes, per rank (median share of the step time)", "",
+              "wait: receives and send completions of the pipeline (the bubble); sync: the gradient sums, "
+              "the norm and the loss after the backward (waiting for the other ranks, and the sums).", "",
+              "| layout | rank | wait | sync | busy (the rest) |", "|---|---|---|---|---|"]
+    for c, d in parts:
+        for r, (a, b) in sorted(d.items()):
+            lines.append(f"| {c} | {r} | {a:.3f} | {b:.3f} | {1 - a - b:.3f} |")
+        summary.setdefault("idle_share", {})[c] = {str(r): {"wait": a, "sync": b} for r, (a, b) in d.items()}
+    lines.append("")
 print("\n".join(lines))
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)

@@ -3,7 +3,7 @@
  * collective_host.h) for everything else.
  *
  * Compiled only with MF_CUDA (make CUDA=1). A collective whose backend keeps
- * its tensors on the device (be->is_host == 0) and has more than one rank gets
+ * its tensors on the device (the cuda backend) and has more than one rank gets
  * a dev_coll; its float buffers (gradient sums, float broadcasts, the
  * tied-embedding fold) go through NCCL:
  *   - the communicator of all ranks of c->comm is set up on the first float
@@ -154,7 +154,7 @@ static void stream_finish(const mf_coll *c, dev_coll *d, const char *what) {
 
 void mf_coll_init(mf_coll *c, MPI_Comm comm, const mf_backend *be) {
     mf_coll_host_init(c, comm, be);
-    if (be && !be->is_host && c->size > 1) c->dev = mf_calloc(1, sizeof(dev_coll));
+    if (be && !be->is_host && c->size > 1 && strcmp(be->name, "cuda") == 0) c->dev = mf_calloc(1, sizeof(dev_coll));
 }
 
 void mf_coll_buckets(mf_coll *c) { mf_coll_host_buckets(c); }
@@ -260,6 +260,7 @@ void mf_coll_wait(mf_coll_req *req, int n) {
 /* ---------------------------------------------------------------- scalars, flags, broadcasts (host memory) */
 
 double mf_coll_sum_f64(const mf_coll *c, double x) { return mf_coll_host_sum_f64(c, x); }
+void mf_coll_gather_f64(const mf_coll *c, double x, double *all) { mf_coll_host_gather_f64(c, x, all); }
 int mf_coll_max_int(const mf_coll *c, int x) { return mf_coll_host_max_int(c, x); }
 int mf_coll_any(const mf_coll *c, int flag) { return mf_coll_host_any(c, flag); }
 int mf_coll_all(const mf_coll *c, int flag) { return mf_coll_host_all(c, flag); }

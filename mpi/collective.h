@@ -16,7 +16,12 @@
  * addition, by message size and rank count). The float sums are a hand-made
  * reduce-scatter (rank k adds up piece k of every rank's buffer) followed by an
  * all-gather: the traffic of a ring all-reduce, 2 (P-1)/P of the buffer per
- * rank. The norm and the scalar sums add per-rank values in rank order too. */
+ * rank. The norm and the scalar sums add per-rank values in rank order too.
+ *
+ * Backend memory MPI cannot read (is_host == 0: devsim, or a device without
+ * its own implementation here) is staged: downloaded to a host copy, summed,
+ * broadcast or folded there by the same code, and uploaded back; the results
+ * are the same bits as on host memory. */
 #ifndef MF_COLLECTIVE_H
 #define MF_COLLECTIVE_H
 
@@ -38,7 +43,8 @@ typedef struct mf_coll {
 typedef struct mf_coll_req {
     MPI_Request r;
     int phase;                /* 0 idle, 1 exchanging pieces, 2 gathering sums, 3 queued on a device stream */
-    float *buf, *tmp;         /* the caller's buffer; [P][my piece] received pieces */
+    float *buf, *tmp;         /* the caller's buffer (or its host copy, below); [P][my piece] received pieces */
+    float *staged;            /* a staged sum: the caller's backend buffer, buf its host copy (else NULL) */
     int *cnt, *dsp, *rdsp;    /* [P] piece sizes, offsets in buf, offsets in tmp */
     const mf_coll *c;
 } mf_coll_req;
@@ -62,6 +68,8 @@ void mf_coll_wait(mf_coll_req *req, int n);
 
 /* Sum of one double per rank, added in rank order (the same bits on every rank). */
 double mf_coll_sum_f64(const mf_coll *c, double x);
+/* all[size] = every rank's x, in rank order, on every rank. */
+void mf_coll_gather_f64(const mf_coll *c, double x, double *all);
 /* The largest of one int per rank. */
 int mf_coll_max_int(const mf_coll *c, int x);
 /* 1 on every rank if flag != 0 on any rank / on all ranks. */

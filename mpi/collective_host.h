@@ -20,6 +20,7 @@ void mf_coll_host_req_init(mf_coll_req *req, int n);
 void mf_coll_host_progress(mf_coll_req *req, int n);
 void mf_coll_host_wait(mf_coll_req *req, int n);
 double mf_coll_host_sum_f64(const mf_coll *c, double x);
+void mf_coll_host_gather_f64(const mf_coll *c, double x, double *all);
 int mf_coll_host_max_int(const mf_coll *c, int x);
 int mf_coll_host_any(const mf_coll *c, int flag);
 int mf_coll_host_all(const mf_coll *c, int flag);

@@ -1,4 +1,4 @@
-/* collective_mpi.c - collective.h on MPI, for host-memory backends.
+/* collective_mpi.c - collective.h on MPI (backend memory staged through host copies).
  * Large buffers go in pieces of at most CHUNK elements (MPI counts are int).
  * In a CUDA build (MF_CUDA) these are mf_coll_host_* (collective_host.h):
  * cuda/collective_nccl.c owns the public names and hands host memory here. */
@@ -14,6 +14,7 @@
 #define mf_coll_progress mf_coll_host_progress
 #define mf_coll_wait mf_coll_host_wait
 #define mf_coll_sum_f64 mf_coll_host_sum_f64
+#define mf_coll_gather_f64 mf_coll_host_gather_f64
 #define mf_coll_max_int mf_coll_host_max_int
 #define mf_coll_any mf_coll_host_any
 #define mf_coll_all mf_coll_host_all
@@ -31,8 +32,22 @@
 
 #define CHUNK ((size_t)1 << 30) /* elements per MPI call */
 
-static void need_host(const mf_coll *c, const char *what) {
-    if (c->be && !c->be->is_host) mf_fatal("%s: backend '%s' needs its own collective implementation", what, c->be->name);
+/* ---------------------------------------------------------------- staging */
+
+/* Does c's float memory need a host copy for MPI (a backend with is_host == 0)? */
+static int staged(const mf_coll *c) { return c->be && !c->be->is_host; }
+
+/* A host copy of n floats of backend memory (download). */
+static float *stage_in(const mf_coll *c, const float *buf, size_t n) {
+    float *h = mf_malloc((n ? n : 1) * sizeof *h);
+    if (n) c->be->download(h, buf, n * sizeof *h);
+    return h;
+}
+
+/* Back to backend memory (upload) and free the host copy. */
+static void stage_out(const mf_coll *c, float *buf, float *h, size_t n) {
+    if (n) c->be->upload(buf, h, n * sizeof *h);
+    free(h);
 }
 
 void mf_coll_init(mf_coll *c, MPI_Comm comm, const mf_backend *be) {
@@ -92,6 +107,12 @@ static void sum_middle(mf_coll_req *q) {
 }
 
 static void sum_end(mf_coll_req *q) {
+    if (q->staged) {
+        int P = q->c->size;
+        stage_out(q->c, q->staged, q->buf, (size_t)q->dsp[P - 1] + (size_t)q->cnt[P - 1]);
+        q->staged = NULL;
+        q->buf = NULL;
+    }
     free(q->tmp); free(q->cnt); free(q->dsp); free(q->rdsp);
     q->tmp = NULL;
     q->cnt = q->dsp = q->rdsp = NULL;
@@ -135,22 +156,27 @@ void mf_coll_progress(mf_coll_req *req, int n) {
 
 void mf_coll_sum(const mf_coll *c, float *buf, size_t n) {
     if (c->size == 1) return;
-    need_host(c, "gradient sum");
+    float *h = staged(c) ? stage_in(c, buf, n) : buf;
     for (size_t off = 0; off < n; off += CHUNK) {
         mf_coll_req q;
         mf_coll_req_init(&q, 1);
-        sum_begin(c, buf + off, n - off < CHUNK ? n - off : CHUNK, &q);
+        sum_begin(c, h + off, n - off < CHUNK ? n - off : CHUNK, &q);
         mf_coll_wait(&q, 1);
     }
+    if (h != buf) stage_out(c, buf, h, n);
 }
 
 void mf_coll_sum_start(const mf_coll *c, float *buf, size_t n, mf_coll_req *req) {
     mf_coll_req_init(req, 1);
     if (c->size == 1 || n == 0) return;
-    need_host(c, "gradient sum");
     if (c->gather == MPI_COMM_NULL) mf_fatal("internal: bucket sums need mf_coll_buckets");
     if (n > CHUNK) mf_fatal("internal: a gradient bucket of %zu floats (at most %zu)", n, CHUNK);
-    sum_begin(c, buf, n, req);
+    if (!staged(c)) {
+        sum_begin(c, buf, n, req);
+        return;
+    }
+    sum_begin(c, stage_in(c, buf, n), n, req); /* uploaded back and freed by sum_end */
+    req->staged = buf;
 }
 
 /* ---------------------------------------------------------------- scalars, flags, broadcasts */
@@ -162,6 +188,11 @@ double mf_coll_sum_f64(const mf_coll *c, double x) {
     for (int r = 0; r < c->size; r++) sum += all[r];
     free(all);
     return sum;
+}
+
+void mf_coll_gather_f64(const mf_coll *c, double x, double *all) {
+    if (c->size == 1) { all[0] = x; return; }
+    MPI_Allgather(&x, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, c->comm);
 }
 
 int mf_coll_max_int(const mf_coll *c, int x) {
@@ -182,15 +213,23 @@ void mf_coll_bcast(const mf_coll *c, void *buf, size_t bytes, int root) {
 
 void mf_coll_bcast_f32(const mf_coll *c, float *buf, size_t n, int root) {
     if (c->size == 1) return;
-    need_host(c, "broadcast");
+    float *h = buf;
+    if (staged(c)) h = c->rank == root ? stage_in(c, buf, n) : mf_malloc((n ? n : 1) * sizeof *h);
     for (size_t off = 0; off < n; off += CHUNK)
-        MPI_Bcast(buf + off, (int)(n - off < CHUNK ? n - off : CHUNK), MPI_FLOAT, root, c->comm);
+        MPI_Bcast(h + off, (int)(n - off < CHUNK ? n - off : CHUNK), MPI_FLOAT, root, c->comm);
+    if (h == buf) return;
+    if (c->rank == root) free(h);
+    else stage_out(c, buf, h, n);
 }
 
 void mf_coll_tied_fold(const mf_coll *c, float *grad, size_t n) {
     int last = c->size - 1;
     if (c->size == 1 || (c->rank != 0 && c->rank != last)) return;
-    need_host(c, "tied-embedding fold");
+    float *dev = NULL;
+    if (staged(c)) {
+        dev = grad;
+        grad = stage_in(c, dev, n);
+    }
     int first = c->rank == 0, peer = first ? last : 0;
     float *tmp = mf_malloc((n ? n : 1) * sizeof *tmp);
     for (size_t off = 0; off < n; off += CHUNK) {
@@ -201,4 +240,5 @@ void mf_coll_tied_fold(const mf_coll *c, float *grad, size_t n) {
     /* the same order of addition on both ranks: first-stage gradient + last-stage gradient */
     for (size_t i = 0; i < n; i++) grad[i] = first ? grad[i] + tmp[i] : tmp[i] + grad[i];
     free(tmp);
+    if (dev) stage_out(c, dev, grad, n);
 }

@@ -119,8 +119,10 @@ void mf_pipe_send_next(mf_pipe *p, const float *x, size_t n, int tag) { isend(p,
 
 /* Receive n floats from rank `from` into x (memory of p->be). */
 static void recv(mf_pipe *p, float *x, size_t n, int from, int tag) {
+    double t0 = MPI_Wtime();
     if (!p->be || p->be->is_host) {
         MPI_Recv(x, (int)n, MPI_FLOAT, from, tag, p->comm, MPI_STATUS_IGNORE);
+        p->wait_s += MPI_Wtime() - t0;
         return;
     }
     if (n > p->stage_cap) {
@@ -129,6 +131,7 @@ static void recv(mf_pipe *p, float *x, size_t n, int from, int tag) {
         p->stage_cap = n;
     }
     MPI_Recv(p->stage_in, (int)n, MPI_FLOAT, from, tag, p->comm, MPI_STATUS_IGNORE);
+    p->wait_s += MPI_Wtime() - t0;
     p->be->upload(x, p->stage_in, n * sizeof(float));
 }
 
@@ -139,7 +142,9 @@ void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag) { isend(p
 void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag) { recv(p, dx, n, p->rank + 1, tag); }
 
 void mf_pipe_flush(mf_pipe *p) {
+    double t0 = MPI_Wtime();
     for (int d = 0; d < 2; d++) MPI_Waitall(p->q[d].n, p->q[d].req, MPI_STATUSES_IGNORE);
+    p->wait_s += MPI_Wtime() - t0;
 }
 
 int mf_pipe_owner(const mf_pipe *p, int l) {

@@ -24,6 +24,7 @@ typedef struct mf_pipe {
     int *bounds;          /* [size+1] */
     int l0, l1;           /* this rank's layers */
     int first, last;
+    double wait_s;        /* seconds spent waiting in receives and flushes (its idle time) since the caller zeroed it */
     /* pools of non-blocking sends: [0] to rank+1 (activations), [1] to rank-1 (gradients) */
     struct mf_pipe_sendq {
         float **buf;       /* [n] each of cap floats */
@@ -52,7 +53,7 @@ void mf_pipe_recv_prev(mf_pipe *p, float *x, size_t n, int tag);
 /* Backward direction (gradients of activations), rank r -> r-1; returns at once (copied). */
 void mf_pipe_send_prev(mf_pipe *p, const float *dx, size_t n, int tag);
 void mf_pipe_recv_next(mf_pipe *p, float *dx, size_t n, int tag);
-/* Wait for all outstanding sends. */
+/* Wait for all outstanding sends (counted in wait_s). */
 void mf_pipe_flush(mf_pipe *p);
 
 #endif

@@ -56,10 +56,11 @@
 #include "backend/backend.h"
 #include "util/half.h"
 
-/* The backends compared with "ref". A name mf_backend_get does not know in
+/* The backends compared with "ref" ("devsim": the cpu ops behind device memory
+ * rules, so its inputs and outputs go through upload/download like a GPU's). A name mf_backend_get does not know in
  * this build is skipped with a line saying so ("cuda" outside make CUDA=1), and
  * so is "cuda" on a host without a CUDA device ("skipped: no CUDA device"). */
-static const char *const BACKENDS[] = {"cpu", "cuda"};
+static const char *const BACKENDS[] = {"cpu", "devsim", "cuda"};
 #define N_BACKENDS (sizeof BACKENDS / sizeof BACKENDS[0])
 
 /* The backend of that name, or NULL with why[] saying why it is skipped. */
@@ -783,9 +784,9 @@ Test(backend_ops, table_complete) {
     cr_assert_not_null(mf_backend_get("ref"));
     cr_expect_eq(mf_backend_get("ref"), mf_backend_ref());
 #ifdef MF_CUDA
-    cr_expect_str_eq(mf_backend_names(), "cpu, ref, cuda");
+    cr_expect_str_eq(mf_backend_names(), "cpu, ref, devsim, cuda");
 #else
-    cr_expect_str_eq(mf_backend_names(), "cpu, ref");
+    cr_expect_str_eq(mf_backend_names(), "cpu, ref, devsim");
     cr_expect_null(mf_backend_get("cuda"), "a build without CUDA=1 has no cuda backend");
 #endif
     for (size_t b = 0; b <= N_BACKENDS; b++) {

@@ -118,6 +118,10 @@ struct mf_backend {
 const mf_backend *mf_backend_cpu(void);
 /* Plain loops, double accumulation: slow and obviously correct (ref.c). */
 const mf_backend *mf_backend_ref(void);
+/* The cpu backend's ops behind a device's rules (devsim.c): is_host = 0 and
+ * memory host code cannot touch, so that the device code paths run and are
+ * checked on any machine. For tests; results are the cpu backend's bits. */
+const mf_backend *mf_backend_devsim(void);
 #ifdef MF_CUDA
 /* cuda/ (make CUDA=1): cuBLAS + kernels on the GPU of this rank (local rank
  * mod device count). Without a usable device it is fatal with one line. */
@@ -126,16 +130,17 @@ const mf_backend *mf_backend_cuda(void);
  * why[n] says what cudaGetDeviceCount answered). Never fatal. */
 int mf_cuda_device_count(char *why, size_t n);
 #endif
-/* Pick by name: "cpu", "ref" (and "cuda" in a CUDA build); NULL for any other name. */
+/* Pick by name: "cpu", "ref", "devsim" (and "cuda" in a CUDA build); NULL for any other name. */
 const mf_backend *mf_backend_get(const char *name);
 /* The names mf_backend_get accepts, for messages ("cpu, ref"). */
 const char *mf_backend_names(void);
 /* --backend's help line: only what this build can run. */
 #ifdef MF_CUDA
 #define MF_BACKEND_HELP \
-    "compute backend: cpu (default: OpenBLAS + OpenMP), ref (plain loops, for checking) or cuda (cuBLAS, one GPU per rank)"
+    "compute backend: cpu (default: OpenBLAS + OpenMP), ref (plain loops, for checking), devsim (cpu behind device rules, for testing) or cuda (cuBLAS, one GPU per rank)"
 #else
-#define MF_BACKEND_HELP "compute backend: cpu (default: OpenBLAS + OpenMP) or ref (plain loops, for checking)"
+#define MF_BACKEND_HELP \
+    "compute backend: cpu (default: OpenBLAS + OpenMP), ref (plain loops, for checking) or devsim (cpu behind device rules, for testing)"
 #endif
 
 #endif

@@ -11,6 +11,7 @@ typedef struct entry {
 static const entry BACKENDS[] = {
     {"cpu", mf_backend_cpu},
     {"ref", mf_backend_ref},
+    {"devsim", mf_backend_devsim},
 #ifdef MF_CUDA
     {"cuda", mf_backend_cuda},
 #endif
@@ -25,8 +26,8 @@ const mf_backend *mf_backend_get(const char *name) {
 
 const char *mf_backend_names(void) {
 #ifdef MF_CUDA
-    return "cpu, ref, cuda";
+    return "cpu, ref, devsim, cuda";
 #else
-    return "cpu, ref";
+    return "cpu, ref, devsim";
 #endif
 }

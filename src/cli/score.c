@@ -117,6 +117,7 @@ static int finish_mi_pass(mf_stage *st, depth_acc *d, unsigned char *skip, int i
     skip[pick] = 1;
     d->mi_order[iter] = pick;
     mf_mi_acc_reset(&d->mi_acc);
+    mf_coll_free(&coll);
     return pick;
 }
 

@@ -21,6 +21,13 @@ int mf_fuse_window_span(int n, int p, int size, int *count) {
     return lo;
 }
 
+/* n floats of the backend's memory, zeroed. */
+static float *zeroed(const mf_backend *be, size_t n) {
+    float *p = be->alloc((n ? n : 1) * sizeof *p);
+    be->zero(p, (n ? n : 1) * sizeof *p);
+    return p;
+}
+
 /* Append a trainable tensor to a list: data allocated (zeroed) here, the
  * gradient the next piece of the window's flat buffer; freed by mf_fuse_window_free. */
 static mf_param *push(mf_fuse_window *w, mf_params *ps, const char *name, int64_t d0, int64_t d1) {
@@ -28,7 +35,7 @@ static mf_param *push(mf_fuse_window *w, mf_params *ps, const char *name, int64_
     if (w->grad_pos + n > w->grad_n) mf_fatal("fuse: adapter gradients overflow their buffer (%s)", name);
     float *g = w->grad_flat + w->grad_pos;
     w->grad_pos += n;
-    return mf_params_push(ps, name, d0, d1, mf_calloc(n, sizeof(float)), g);
+    return mf_params_push(ps, name, d0, d1, zeroed(w->be, n), g);
 }
 
 /* Floats of adapter and norm gradients of one receiving block. */
@@ -39,12 +46,14 @@ static size_t block_grad_floats(const mf_layer_tensor *lt, int r) {
     return n;
 }
 
-/* U(-1/sqrt(in), 1/sqrt(in)) from a stream of its own. */
-static void kaiming(float *x, size_t n, int in, uint64_t seed) {
+/* U(-1/sqrt(in), 1/sqrt(in)) from a stream of its own, drawn on the host, into x (backend memory). */
+static void kaiming(const mf_backend *be, float *x, size_t n, int in, uint64_t seed) {
     mf_rng r;
     mf_rng_seed(&r, seed);
-    float b = 1.0f / sqrtf((float)in);
-    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * mf_rng_uniform(&r) - 1.0) * b);
+    float b = 1.0f / sqrtf((float)in), *h = mf_malloc((n ? n : 1) * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = (float)((2.0 * mf_rng_uniform(&r) - 1.0) * b);
+    be->upload(x, h, n * sizeof *h);
+    free(h);
 }
 
 static void window_model(mf_model *m, const mf_backend *be, const mf_config *c, mf_layer *layers, int n) {
@@ -85,10 +94,10 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
         snprintf(name, sizeof name, "fuse.layers.%d.%s.gate_V", L, mod);
         e = push(w, &w->gates, name, r, f->in), f->V = e->data, f->dV = e->grad;
         uint64_t s = seed * 0x9E3779B97F4A7C15ull + (uint64_t)L * 64 + (uint64_t)j * 2;
-        kaiming(f->A, (size_t)r * f->in, f->in, s);
-        kaiming(f->V, (size_t)r * f->in, f->in, s + 1);
-        f->W_eff = mf_malloc((size_t)f->out * f->in * sizeof(float));
-        f->G = mf_calloc((size_t)f->out * f->in, sizeof(float));
+        kaiming(w->be, f->A, (size_t)r * f->in, f->in, s);
+        kaiming(w->be, f->V, (size_t)r * f->in, f->in, s + 1);
+        f->W_eff = w->be->alloc((size_t)f->out * f->in * sizeof(float));
+        f->G = zeroed(w->be, (size_t)f->out * f->in);
         *mf_layer_slot(dst, t) = f->W_eff;
         mf_params_push(&w->wgrad, t->suffix, f->out, f->in, f->W_eff, f->G);
     }
@@ -96,7 +105,7 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
         const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
         snprintf(name, sizeof name, "fuse.layers.%d.%s", L, t->suffix);
         mf_param *g = push(w, &w->base, name, t->d0, 0);
-        memcpy(g->data, *mf_layer_slot(src, t), g->numel * sizeof(float));
+        w->be->copy(g->data, *mf_layer_slot(src, t), g->numel * sizeof(float));
         *mf_layer_slot(dst, t) = g->data;
         mf_params_push(&w->wgrad, t->suffix, t->d0, 0, g->data, g->grad);
     }
@@ -105,7 +114,6 @@ static void add_block(mf_fuse_window *w, int k, int b, int L, uint64_t seed, con
 int mf_fuse_window_init(mf_fuse_window *w, const mf_backend *be, const mf_config *c, mf_layer *blocks, const int *orig,
                         int n, int drop, int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err) {
     memset(w, 0, sizeof *w);
-    if (!be->is_host) return mf_err_set(err, "fuse: backend '%s': the fusion window runs on host backends only", be->name);
     w->be = be;
     if (n < 2 || drop < 0 || drop >= n)
         return mf_err_set(err, "fuse: a window needs at least 2 blocks and the removed block inside it (n %d, drop %d)", n, drop);
@@ -124,14 +132,16 @@ int mf_fuse_window_init(mf_fuse_window *w, const mf_backend *be, const mf_config
     mf_layer_tensors(c, lt);
     size_t big = 0;
     w->grad_n = (size_t)(n - 1) * block_grad_floats(lt, rank);
-    w->grad_flat = mf_calloc(w->grad_n, sizeof(float));
+    w->grad_flat = zeroed(be, w->grad_n);
     for (int k = 0, b = 0; b < n; b++) {
         if (b == drop) continue;
         add_block(w, k++, b, orig[b], seed, lt);
     }
+    w->gates.be = w->base.be = be; /* data, gradients (views of grad_flat) and AdamW moments: backend memory */
     for (int i = 0; i < w->n_lin; i++)
         if ((size_t)w->lin[i].out * w->lin[i].in > big) big = (size_t)w->lin[i].out * w->lin[i].in;
-    w->scratch = mf_malloc(big * sizeof(float));
+    w->scratch = be->alloc((big ? big : 1) * sizeof(float));
+    if (!be->is_host) w->x_dev = be->alloc((size_t)max_T * c->dim * sizeof(float));
     window_model(&w->teacher, be, c, blocks, n);
     window_model(&w->student, be, c, w->student_layers, n - 1);
     mf_fuse_materialize(w);
@@ -146,16 +156,21 @@ void mf_fuse_window_free(mf_fuse_window *w) {
     for (int s = 0; w->ts && s < w->n_slots; s++) mf_train_state_free(w->ts[s]);
     free(w->ts);
     if (w->tst) mf_state_free(&w->teacher, w->tst);
-    for (int i = 0; w->lin && i < w->n_lin; i++) { free(w->lin[i].W_eff); free(w->lin[i].G); }
-    for (int i = 0; i < w->gates.n; i++) free(w->gates.p[i].data);
-    for (int i = 0; i < w->base.n; i++) free(w->base.p[i].data);
+    const mf_backend *be = w->be;
+    for (int i = 0; w->lin && i < w->n_lin; i++) {
+        if (w->lin[i].W_eff) be->free(w->lin[i].W_eff);
+        if (w->lin[i].G) be->free(w->lin[i].G);
+    }
+    for (int i = 0; i < w->gates.n; i++) be->free(w->gates.p[i].data);
+    for (int i = 0; i < w->base.n; i++) be->free(w->base.p[i].data);
     free(w->gates.p);
     free(w->base.p);
-    free(w->grad_flat);
+    if (w->grad_flat) be->free(w->grad_flat);
     free(w->wgrad.p);
     free(w->lin);
     free(w->student_layers);
-    free(w->scratch);
+    if (w->scratch) be->free(w->scratch);
+    if (w->x_dev) be->free(w->x_dev);
     free(w->teacher.inv_freq);
     free(w->student.inv_freq);
     memset(w, 0, sizeof *w);
@@ -163,14 +178,14 @@ void mf_fuse_window_free(mf_fuse_window *w) {
 
 void mf_fuse_teacher(mf_fuse_window *w, const float *x_in, int T, float *out) {
     size_t n = (size_t)T * w->cfg.dim;
-    memcpy(w->tst->x, x_in, n * sizeof(float));
+    w->be->upload(w->tst->x, x_in, n * sizeof(float));
     mf_forward_layers(&w->teacher, w->tst, T, 0);
-    memcpy(out, w->tst->x, n * sizeof(float));
+    w->be->download(out, w->tst->x, n * sizeof(float));
 }
 
 void mf_fuse_zero_grad(mf_fuse_window *w) {
-    memset(w->grad_flat, 0, w->grad_n * sizeof(float));
-    for (int i = 0; i < w->n_lin; i++) memset(w->lin[i].G, 0, (size_t)w->lin[i].out * w->lin[i].in * sizeof(float));
+    w->be->zero(w->grad_flat, w->grad_n * sizeof(float));
+    for (int i = 0; i < w->n_lin; i++) w->be->zero(w->lin[i].G, (size_t)w->lin[i].out * w->lin[i].in * sizeof(float));
 }
 
 void mf_fuse_materialize(mf_fuse_window *w) {
@@ -183,6 +198,10 @@ void mf_fuse_materialize(mf_fuse_window *w) {
 
 const float *mf_fuse_forward(mf_fuse_window *w, int slot, const float *x_in, int T) {
     mf_err err;
+    if (w->x_dev) { /* x_in is host memory: mf_train_forward copies its input from backend memory */
+        w->be->upload(w->x_dev, x_in, (size_t)T * w->cfg.dim * sizeof(float));
+        x_in = w->x_dev;
+    }
     if (mf_train_forward(&w->student, w->ts[slot], NULL, x_in, T, NULL, &err) != 0) mf_fatal_err(&err);
     return w->ts[slot]->x_out;
 }
@@ -209,11 +228,11 @@ void mf_fuse_fold(mf_fuse_window *w) {
         mf_layer *dst = &w->blocks[b], *s = &w->student_layers[k];
         for (int j = 0; j < MF_FUSE_LINEARS; j++) {
             const mf_layer_tensor *t = &lt[LIN_SLOT[j]];
-            memcpy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * t->d1 * sizeof(float));
+            w->be->copy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * t->d1 * sizeof(float));
         }
         for (int j = 0; j < 2; j++) {
             const mf_layer_tensor *t = &lt[NORM_SLOT[j]];
-            memcpy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * sizeof(float));
+            w->be->copy(*mf_layer_slot(dst, t), *mf_layer_slot(s, t), (size_t)t->d0 * sizeof(float));
         }
         k++;
     }

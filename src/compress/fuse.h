@@ -41,7 +41,7 @@ typedef struct mf_fuse_lin {
 } mf_fuse_lin;
 
 typedef struct mf_fuse_window {
-    const mf_backend *be;    /* a host backend: the window's blocks are host copies */
+    const mf_backend *be;    /* every tensor of the window is memory of be (blocks, adapters, W_eff, gradients) */
     mf_config cfg;           /* of the model (n_layers replaced in the two window models) */
     int n, drop, rank;       /* teacher blocks, window index of the removed one, adapter rank */
     mf_layer *blocks;        /* [n] the window's blocks (caller's, writable: fold writes them) */
@@ -57,24 +57,26 @@ typedef struct mf_fuse_window {
     mf_state *tst;           /* teacher forward */
     int n_slots, max_T;
     float *scratch;          /* [largest out*in] */
+    float *x_dev;            /* [max_T][D] a device backend's copy of a host input (NULL on host backends) */
 } mf_fuse_window;
 
-/* blocks[n] (n >= 2): the window; orig[n]: their indices in the original model
- * (names); drop: window index of the block to remove; rank >= 1; seed: the
- * Kaiming draws (same seed, same tensors on every rank). n_slots samples can
- * be held between forward and backward. be must be a host backend (cpu, ref). */
+/* blocks[n] (n >= 2): the window, memory of be; orig[n]: their indices in the
+ * original model (names); drop: window index of the block to remove; rank >= 1;
+ * seed: the Kaiming draws (same seed, same tensors on every rank, drawn on the
+ * host and uploaded). n_slots samples can be held between forward and backward. */
 int mf_fuse_window_init(mf_fuse_window *w, const mf_backend *be, const mf_config *c, mf_layer *blocks, const int *orig,
                         int n, int drop, int rank, uint64_t seed, int max_T, int n_slots, int recompute, mf_err *err);
 void mf_fuse_window_free(mf_fuse_window *w);
 
-/* The teacher window (all n blocks) on x_in [T][D] -> out [T][D]. */
+/* The teacher window (all n blocks) on x_in [T][D] -> out [T][D] (both host memory). */
 void mf_fuse_teacher(mf_fuse_window *w, const float *x_in, int T, float *out);
 void mf_fuse_zero_grad(mf_fuse_window *w);
 /* W_eff of every receiving linear from W, P and the current A, B, U, V. */
 void mf_fuse_materialize(mf_fuse_window *w);
-/* The student window on x_in [T][D]; returns its output [T][D] (in slot's state). */
+/* The student window on x_in [T][D] (host memory); returns its output [T][D] (in
+ * slot's state: backend memory). */
 const float *mf_fuse_forward(mf_fuse_window *w, int slot, const float *x_in, int T);
-/* Backward of slot's last forward from dout [T][D]: accumulates dL/dW_eff and the norm gradients. */
+/* Backward of slot's last forward from dout [T][D] (backend memory): accumulates dL/dW_eff and the norm gradients. */
 void mf_fuse_backward(mf_fuse_window *w, int slot, const float *dout);
 /* dL/dW_eff -> the gradients of A, B, U, V (written). */
 void mf_fuse_param_grads(mf_fuse_window *w);

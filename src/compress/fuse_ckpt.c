@@ -4,13 +4,17 @@
  * global names, written by their owners), the MI table, and mid-iteration the
  * trainable adapters with their Adam moments (rank 0: they are replicated);
  * the progress (phase, iteration, removed blocks, per-iteration records) is the
- * `state` JSON attribute. Layout: docs/checkpoint_schema.md. */
+ * `state` JSON attribute. Layout: docs/checkpoint_schema.md.
+ * The views below list backend memory (their `be` says whose); what is written
+ * or read goes through host copies (train/host_copy.h), so a device backend's
+ * run writes the same file and resumes from either backend's. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compress/fuse_internal.h"
+#include "train/host_copy.h"
 #include "util/log.h"
 
 static mf_layer *model_layer(fuser *f, int l) { return &f->st.model->layers[l - f->st.model->layer_begin]; }
@@ -36,17 +40,24 @@ static void frozen_view(fuser *f, mf_params *v) {
             push_frozen(v, name, lt[i].d1 ? 2 : 1, lt[i].d0, lt[i].d1, d);
         }
     }
+    v->be = f->st.model->be;
 }
 
 /* Checkpoint tensors: the frozen ones, then (rank 0, mid-iteration) the
- * trainable ones with their moments. opt view: NULL moments for frozen ones. */
+ * trainable ones with their moments. opt view: NULL moments for frozen ones.
+ * Every entry is memory of the model's backend (mi_buf too: mi_alloc). */
 static void ckpt_view(fuser *f, int with_frozen, int with_trainable, int trainable_here, mf_params *v, mf_adamw *o,
                       float *mi_buf) {
     memset(v, 0, sizeof *v);
     if (with_frozen) frozen_view(f, v);
+    v->be = f->st.model->be;
     int rows = f->it + (with_trainable ? 1 : 0);
     if (trainable_here && rows > 0) {
-        for (size_t i = 0; i < (size_t)rows * f->L0; i++) mi_buf[i] = (float)f->mi[i];
+        size_t n = (size_t)rows * f->L0;
+        float *h = mf_malloc(n * sizeof *h);
+        for (size_t i = 0; i < n; i++) h[i] = (float)f->mi[i];
+        v->be->upload(mi_buf, h, n * sizeof *h);
+        free(h);
         push_frozen(v, "fuse.macro_influence", 2, rows, f->L0, mi_buf);
     }
     int nf = v->n;
@@ -75,6 +86,9 @@ static void ckpt_view(fuser *f, int with_frozen, int with_trainable, int trainab
 static void ckpt_view_free(mf_params *v, mf_adamw *o) {
     free(v->p); free(o->numel); free(o->m); free(o->v);
 }
+
+/* The MI rows of a checkpoint view: backend memory for iterations so far + 1. */
+static float *mi_alloc(fuser *f) { return f->st.model->be->alloc((size_t)(f->it + 1) * f->L0 * sizeof(float)); }
 
 static char *state_json(fuser *f, int training) {
     json_t *rm = json_array(), *mi = json_array(), *tc = json_array();
@@ -119,10 +133,11 @@ static void set_options(fuser *f) {
 }
 
 void mf_fuser_save(fuser *f, int training) {
-    mf_params v;
-    mf_adamw o;
-    float *mi_buf = mf_malloc((size_t)(f->it + 1) * f->L0 * sizeof *mi_buf);
+    mf_params v, hv;
+    mf_adamw o, ho;
+    float *mi_buf = mi_alloc(f);
     ckpt_view(f, 1, training, f->rank == 0, &v, &o, mi_buf);
+    mf_host_copy_get(&v, &o, &hv, &ho);
     set_options(f);
     mf_train_meta meta = {0};
     meta.step = f->gstep;
@@ -135,10 +150,11 @@ void mf_fuser_save(fuser *f, int training) {
     meta.student = (char *)f->o.model;
     char path[4400];
     double t0 = mf_now();
-    mf_run_save(&f->run, 0, &v, &o, &meta, path, sizeof path);
+    mf_run_save(&f->run, 0, &hv, &ho, &meta, path, sizeof path);
     if (f->rank == 0) mf_log("checkpoint %s (%s, %d blocks removed) in %.1fs", path, training ? "mid-iteration" : "after fold", f->it, mf_now() - t0);
     free(meta.state_json);
-    free(mi_buf);
+    mf_host_copy_free(&v, &hv, &ho);
+    f->st.model->be->free(mi_buf);
     ckpt_view_free(&v, &o);
 }
 
@@ -227,11 +243,14 @@ int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err) {
     }
     json_decref(j);
     mf_train_meta_free(&meta);
-    /* the changed blocks this rank owns */
-    mf_params v;
+    /* the changed blocks this rank owns: read into host memory, uploaded once whole and finite */
+    mf_params v, hv;
     frozen_view(f, &v);
-    int rc = mf_ckpt_read(path, 0, &v, NULL, NULL, err);
-    if (rc == 0) rc = mf_params_check_finite(&v, path, err);
+    mf_host_copy_get(&v, NULL, &hv, NULL);
+    int rc = mf_ckpt_read(path, 0, &hv, NULL, NULL, err);
+    if (rc == 0) rc = mf_params_check_finite(&hv, path, err);
+    if (rc == 0) mf_host_copy_put(&hv, NULL, &v, NULL);
+    mf_host_copy_free(&v, &hv, NULL);
     free(v.p);
     return rc != 0 ? -2 : training;
 }
@@ -241,14 +260,17 @@ void mf_fuser_resume_window(fuser *f, const char *path) {
     mf_fuser_start_window(f);
     f->step = step;
     /* every rank reads the trainable state (it is replicated); its own blocks were read already */
-    mf_params v = {0};
-    mf_adamw o;
-    float *mi_buf = mf_malloc((size_t)(f->it + 1) * f->L0 * sizeof *mi_buf);
+    mf_params v = {0}, hv;
+    mf_adamw o, ho;
+    float *mi_buf = mi_alloc(f);
     ckpt_view(f, 0, 1, 1, &v, &o, mi_buf);
+    mf_host_copy_get(&v, &o, &hv, &ho);
     mf_err err;
-    if (mf_ckpt_read(path, 0, &v, &o, NULL, &err) != 0) mf_fatal_err(&err);
-    f->opt_g.step = f->opt_b.step = o.step;
-    free(mi_buf);
+    if (mf_ckpt_read(path, 0, &hv, &ho, NULL, &err) != 0) mf_fatal_err(&err);
+    mf_host_copy_put(&hv, &ho, &v, &o);
+    f->opt_g.step = f->opt_b.step = ho.step;
+    mf_host_copy_free(&v, &hv, &ho);
+    f->st.model->be->free(mi_buf);
     ckpt_view_free(&v, &o);
 }
 

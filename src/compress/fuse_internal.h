@@ -39,7 +39,8 @@ typedef struct fuser {
     int n_slots;
     float **xin, **tin;        /* [n_slots] this rank's batch elements (receive buffers) */
     const float **xp, **tp;    /* [n_slots] where they are */
-    float *Sall, *Tall, *dSall;/* [batch][T][D] (kl-batch) */
+    float *Sall, *Tall, *dSall;/* [batch][T][D] (kl-batch), backend memory */
+    float *tdev;               /* [T][D] a teacher output uploaded (device backends; else NULL) */
     mf_adamw opt_g, opt_b;
     mf_lr_sched sched_g, sched_b;
     int64_t step, steps;       /* within the iteration */

@@ -23,7 +23,7 @@ static int owns(const fuser *f, int l) { return l >= f->st.pipe.l0 && l < f->st.
 
 /* ----------------------------------------------------------------- the window */
 
-/* Gather the window of block f->pick onto every rank. */
+/* Gather the window of block f->pick onto every rank (backend memory, broadcast by its owner). */
 static void gather_window(fuser *f) {
     int *alive = mf_malloc((size_t)f->L0 * sizeof *alive), n = 0, p = -1;
     for (int l = 0; l < f->L0; l++) if (!f->removed[l]) { if (l == f->pick) p = n; alive[n++] = l; }
@@ -38,8 +38,8 @@ static void gather_window(fuser *f) {
         for (int i = 0; i < MF_LAYER_TENSORS; i++) {
             if (lt[i].is_bias && !f->st.model->cfg.qkv_bias) continue;
             size_t cnt = (size_t)lt[i].d0 * (size_t)(lt[i].d1 ? lt[i].d1 : 1);
-            float *b = mf_malloc(cnt * sizeof *b);
-            if (o == f->rank) memcpy(b, *mf_layer_slot(model_layer(f, l), &lt[i]), cnt * sizeof *b);
+            float *b = f->st.model->be->alloc(cnt * sizeof *b);
+            if (o == f->rank) f->st.model->be->copy(b, *mf_layer_slot(model_layer(f, l), &lt[i]), cnt * sizeof *b);
             mf_coll_bcast_f32(&f->coll, b, cnt, o);
             *mf_layer_slot(&f->blocks[k], &lt[i]) = b;
         }
@@ -52,7 +52,10 @@ static void free_window(fuser *f) {
     mf_layer_tensor lt[MF_LAYER_TENSORS];
     mf_layer_tensors(&f->st.model->cfg, lt);
     for (int k = 0; k < f->win_n; k++)
-        for (int i = 0; i < MF_LAYER_TENSORS; i++) free(*mf_layer_slot(&f->blocks[k], &lt[i]));
+        for (int i = 0; i < MF_LAYER_TENSORS; i++) {
+            float *b = *mf_layer_slot(&f->blocks[k], &lt[i]);
+            if (b) f->st.model->be->free(b);
+        }
     free(f->blocks); free(f->win_orig);
     f->blocks = NULL;
     f->win_orig = NULL;
@@ -114,7 +117,8 @@ static void exchange_batch(fuser *f, const int *batch) {
     free(req);
 }
 
-/* Loss of the batch and the gradient w.r.t. this rank's outputs (into the slots' dS). */
+/* Loss of the batch and the gradient w.r.t. this rank's outputs (into the slots'
+ * dS). S and dS are backend memory, the teacher outputs f->tp host memory. */
 static double batch_loss(fuser *f, const float **S, float **dS) {
     int B = f->o.batch, T = f->T, D = f->D;
     size_t n = (size_t)T * D;
@@ -124,20 +128,25 @@ static double batch_loss(fuser *f, const float **S, float **dS) {
         for (int j = 0; j < B; j++) {
             int w = j % f->size, jl = j / f->size;
             if (w == f->rank) {
-                memcpy(f->Sall + j * n, S[jl], n * sizeof(float));
-                memcpy(f->Tall + j * n, f->tp[jl], n * sizeof(float));
+                be->copy(f->Sall + j * n, S[jl], n * sizeof(float));
+                be->upload(f->Tall + j * n, f->tp[jl], n * sizeof(float));
             }
             mf_coll_bcast_f32(&f->coll, f->Sall + j * n, n, w);
             mf_coll_bcast_f32(&f->coll, f->Tall + j * n, n, w);
         }
         loss = be->loss_kl_batch(f->Sall, f->Tall, B, n, B, f->dSall);
-        for (int j = f->rank; j < B; j += f->size) memcpy(dS[j / f->size], f->dSall + j * n, n * sizeof(float));
+        for (int j = f->rank; j < B; j += f->size) be->copy(dS[j / f->size], f->dSall + j * n, n * sizeof(float));
         return loss;
     }
     for (int j = f->rank; j < B; j += f->size) {
         int jl = j / f->size;
-        loss += f->o.loss == MF_FUSE_LOSS_NMSE ? be->loss_nmse(S[jl], f->tp[jl], T, D, (double)B * T, dS[jl])
-                                       : be->loss_cosine(S[jl], f->tp[jl], T, D, (double)B * T, dS[jl]);
+        const float *t = f->tp[jl];
+        if (!be->is_host) {
+            be->upload(f->tdev, t, n * sizeof(float));
+            t = f->tdev;
+        }
+        loss += f->o.loss == MF_FUSE_LOSS_NMSE ? be->loss_nmse(S[jl], t, T, D, (double)B * T, dS[jl])
+                                               : be->loss_cosine(S[jl], t, T, D, (double)B * T, dS[jl]);
     }
     return mf_coll_sum_f64(&f->coll, loss);
 }
@@ -207,7 +216,9 @@ static void fold_window(fuser *f) {
         if (k == f->win_drop || !owns(f, l)) continue;
         for (int i = 0; i < MF_LAYER_TENSORS; i++) {
             float *src = *mf_layer_slot(&f->blocks[k], &lt[i]);
-            if (src) memcpy(*mf_layer_slot(model_layer(f, l), &lt[i]), src, (size_t)lt[i].d0 * (lt[i].d1 ? lt[i].d1 : 1) * sizeof(float));
+            if (src)
+                f->st.model->be->copy(*mf_layer_slot(model_layer(f, l), &lt[i]), src,
+                                      (size_t)lt[i].d0 * (lt[i].d1 ? lt[i].d1 : 1) * sizeof(float));
         }
     }
     f->removed[f->pick] = 1;
@@ -245,7 +256,9 @@ static void write_output(fuser *f, const char *tok) {
     json_t *extra = json_pack("{s:o}", "minifuse", mf);
     char *ex = json_dumps(extra, JSON_COMPACT);
     mf_tensor_ref *t;
-    int n = mf_prune_slice(&plan, f->st.model, &t);
+    mf_model *tmp;
+    int n = mf_prune_slice(&plan, mf_model_host(f->st.model, &tmp), &t); /* a device backend's weights, downloaded */
+    mf_model_free(tmp);
     mf_hf_write_collective(f->o.out, f->comm, &plan.new_cfg, t, n, ex, f->o.force, "fuse");
     mf_prune_tensors_free(t, n);
     free(ex);
@@ -259,7 +272,8 @@ static void write_output(fuser *f, const char *tok) {
 static int train_window(fuser *f) {
     int *batch = mf_malloc((size_t)f->o.batch * sizeof *batch);
     float **dS = mf_calloc((size_t)f->n_slots, sizeof *dS);
-    for (int k = 0; k < f->n_slots; k++) dS[k] = mf_malloc((size_t)f->T * f->D * sizeof(float));
+    const mf_backend *be = f->st.model->be;
+    for (int k = 0; k < f->n_slots; k++) dS[k] = be->alloc((size_t)f->T * f->D * sizeof(float));
     mf_progress prog;
     char what[64];
     snprintf(what, sizeof what, "fuse block %d (%d/%d)", f->pick, f->it + 1, f->o.drop);
@@ -290,7 +304,7 @@ static int train_window(fuser *f) {
         }
         if (f->rank == 0) mf_progress_update(&prog, (long)f->step, "steps");
     }
-    for (int k = 0; k < f->n_slots; k++) free(dS[k]);
+    for (int k = 0; k < f->n_slots; k++) be->free(dS[k]);
     free(dS); free(batch);
     return stop;
 }
@@ -399,11 +413,13 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
     f->xp = mf_calloc((size_t)f->n_slots, sizeof *f->xp);
     f->tp = mf_calloc((size_t)f->n_slots, sizeof *f->tp);
     for (int k = 0; k < f->n_slots; k++) { f->xin[k] = mf_malloc(nx * sizeof(float)); f->tin[k] = mf_malloc(nx * sizeof(float)); }
-    if (o->loss == MF_FUSE_LOSS_KL_BATCH) {
-        f->Sall = mf_malloc((size_t)o->batch * nx * sizeof(float));
-        f->Tall = mf_malloc((size_t)o->batch * nx * sizeof(float));
-        f->dSall = mf_malloc((size_t)o->batch * nx * sizeof(float));
+    const mf_backend *be = f->st.model->be;
+    if (o->loss == MF_FUSE_LOSS_KL_BATCH) { /* backend memory: the loss runs there */
+        f->Sall = be->alloc((size_t)o->batch * nx * sizeof(float));
+        f->Tall = be->alloc((size_t)o->batch * nx * sizeof(float));
+        f->dSall = be->alloc((size_t)o->batch * nx * sizeof(float));
     }
+    if (!be->is_host) f->tdev = be->alloc(nx * sizeof(float));
     mf_run_init(&f->run, "fuse", f->comm, o->ckpt_dir, o->ckpt_every, o->keep);
     f->wd = mf_watchdog_start("fuse", f->rank, o->watchdog);
     mf_run_set_provenance(&f->run, f->st.model->be->name, f->size, 1);
@@ -425,9 +441,13 @@ static void teardown(fuser *f) {
     for (int k = 0; k < f->n_own; k++) { free(f->X[k]); free(f->Tg[k]); }
     for (int k = 0; k < f->n_slots; k++) { free(f->xin[k]); free(f->tin[k]); }
     free(f->X); free(f->Tg); free(f->xin); free(f->tin); free(f->xp); free(f->tp);
-    free(f->Sall); free(f->Tall); free(f->dSall);
+    const mf_backend *be = f->st.model->be;
+    float *dev[] = {f->Sall, f->Tall, f->dSall, f->tdev};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        if (dev[i]) be->free(dev[i]);
     free(f->removed); free(f->touched);
     mf_epochs_free(&f->order_s);
+    mf_coll_free(&f->coll);
     mf_stage_close(&f->st);
 }
 

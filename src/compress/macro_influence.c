@@ -83,6 +83,7 @@ int mf_macro_influence(mf_stage *st, const int32_t *ids, int nwin, int T, const 
     mf_mi_acc_free(&acc);
     free(ref); free(in);
     mf_importance_free(&imp);
+    mf_coll_free(&coll);
     return stopped;
 }
 

@@ -198,6 +198,45 @@ void mf_model_free(mf_model *m) {
     free(m);
 }
 
+/* A host copy of backend tensor src ([d0][d1], matrices at h->wdt), owned by h. */
+static float *host_tensor(const mf_model *m, mf_model *h, const float *src, int64_t d0, int64_t d1) {
+    if (!src) return NULL;
+    size_t el = d1 && m->wdt != MF_DT_F32 ? sizeof(uint16_t) : sizeof(float);
+    size_t bytes = (size_t)d0 * (size_t)(d1 ? d1 : 1) * el;
+    float *p = mf_malloc(bytes ? bytes : 1);
+    if (bytes) m->be->download(p, src, bytes);
+    h->owned = mf_realloc(h->owned, (size_t)(h->n_owned + 1) * sizeof *h->owned);
+    h->owned[h->n_owned++] = p;
+    return p;
+}
+
+const mf_model *mf_model_host(const mf_model *m, mf_model **tmp) {
+    *tmp = NULL;
+    if (m->be->is_host) return m;
+    const mf_config *c = &m->cfg;
+    mf_model *h = mf_calloc(1, sizeof *h);
+    *h = *m;
+    h->be = mf_backend_cpu();
+    h->owned = NULL;
+    h->n_owned = 0;
+    size_t hd2 = (size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1);
+    h->inv_freq = mf_malloc(hd2 * sizeof *h->inv_freq);
+    memcpy(h->inv_freq, m->inv_freq, hd2 * sizeof *h->inv_freq);
+    int nl = m->layer_end - m->layer_begin;
+    h->layers = mf_calloc((size_t)(nl > 0 ? nl : 1), sizeof *h->layers);
+    h->tok_embd = host_tensor(m, h, m->tok_embd, c->vocab_size, c->dim);
+    h->out_norm = host_tensor(m, h, m->out_norm, c->dim, 0);
+    h->lm_head = m->lm_head == m->tok_embd ? h->tok_embd : host_tensor(m, h, m->lm_head, c->vocab_size, c->dim);
+    mf_layer_tensor lt[MF_LAYER_TENSORS];
+    mf_layer_tensors(c, lt);
+    for (int i = 0; i < nl; i++)
+        for (int k = 0; k < MF_LAYER_TENSORS; k++)
+            *mf_layer_slot(&h->layers[i], &lt[k]) =
+                host_tensor(m, h, *mf_layer_slot(&m->layers[i], &lt[k]), lt[k].d0, lt[k].d1);
+    *tmp = h;
+    return h;
+}
+
 mf_state *mf_state_new(const mf_model *m, int max_T, int max_ctx) {
     const mf_config *c = &m->cfg;
     const mf_backend *be = m->be;

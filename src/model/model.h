@@ -79,6 +79,11 @@ mf_model *mf_model_load_w(const mf_source *src, const mf_backend *be, int l0, in
 /* The type mf_model_load_w holds a source's matrices in for `w` (the same on every rank). */
 mf_dtype mf_weights_dtype(const mf_source *src, mf_weights w);
 void mf_model_free(mf_model *m);
+/* For code that reads weights on the host (slicing, writing a model): m itself
+ * when its backend is a host one (*tmp = NULL); else a copy of m whose tensors
+ * are host copies, downloaded (*tmp = the copy, on the cpu backend: free it
+ * with mf_model_free). */
+const mf_model *mf_model_host(const mf_model *m, mf_model **tmp);
 /* Bytes of weights this stage holds (its layers, embedding/head if owned), at their held types. */
 size_t mf_model_weight_bytes(const mf_model *m);
 /* 0 when m holds float32 weights; else -1 and err: "<what> needs float32 weights, <path> is held in bf16". */

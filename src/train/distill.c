@@ -11,30 +11,36 @@
 #include "io/safetensors.h" /* mf_dtype_name */
 #include "tags.h"
 #include "train/distill_internal.h"
+#include "train/host_copy.h"
 #include "train/partition.h"
 #include "util/log.h"
 
 /* ----------------------------------------------------------------- one window */
 
-/* Loss and dlogits on the last stage, then the head backward into dx. */
+/* Loss and dlogits on the last stage, then the head backward into dx. A loss
+ * weighted w is the loss over norm / w: its value and gradient come out
+ * weighted, on the backend, with no pass over the logits on the host. */
 static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targets, double norm, const float *teacher_logits,
                             float *dx) {
     mf_model *s = t->student.model;
-    int T = t->o.ctx, V = s->cfg.vocab_size;
+    int T = t->o.ctx, V = s->cfg.vocab_size, K = t->o.topk;
     float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
     double loss = 0;
     s->be->zero(dz, (size_t)T * V * sizeof *dz);
-    if (t->o.kl > 0 && t->o.topk > 0) {
-        loss += t->o.kl * s->be->loss_kl_topk(z, t->tk_ids, t->tk_logits, T, V, t->o.topk, t->o.temp, norm, dz);
-        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+    if (t->o.kl > 0 && K > 0) {
+        const float *zt = t->tk_logits;
+        if (t->tk_dev) { /* the cache's values are host memory */
+            s->be->upload(t->tk_dev, t->tk_logits, (size_t)T * K * sizeof(float));
+            zt = t->tk_dev;
+        }
+        loss += s->be->loss_kl_topk(z, t->tk_ids, zt, T, V, K, t->o.temp, norm / t->o.kl, dz);
     } else if (t->o.kl > 0) {
-        loss += t->o.kl * s->be->loss_kl(z, teacher_logits, T, V, t->o.temp, norm, dz);
-        if (t->o.kl != 1.0f) for (size_t i = 0; i < (size_t)T * V; i++) dz[i] *= t->o.kl;
+        loss += s->be->loss_kl(z, teacher_logits, T, V, t->o.temp, norm / t->o.kl, dz);
     }
     if (t->o.ce > 0) {
         float *dce = s->be->alloc((size_t)T * V * sizeof *dce);
-        loss += t->o.ce * s->be->loss_ce(z, targets, T, V, norm, dce);
-        for (size_t i = 0; i < (size_t)T * V; i++) dz[i] += t->o.ce * dce[i];
+        loss += s->be->loss_ce(z, targets, T, V, norm / t->o.ce, dce);
+        s->be->add(dz, dce, (size_t)T * V);
         s->be->free(dce);
     }
     mf_train_head_backward(s, ts, &t->ps, dz, dx);
@@ -115,13 +121,13 @@ static void reduce_grads(trainer *t) {
     }
 }
 
-/* Global gradient norm of one replica (the tied embedding counted once). */
+/* Global gradient norm of one replica (the tied embedding counted once): each
+ * tensor's sum of squares on the backend, added in list order, then over the stages. */
 static double grad_norm(trainer *t) {
     double local = 0;
     for (int i = 0; i < t->ps.n; i++) {
         if (i == t->shared_embed) continue;
-        const mf_param *q = &t->ps.p[i];
-        for (size_t j = 0; j < q->numel; j++) local += (double)q->grad[j] * q->grad[j];
+        local += mf_params_sumsq(&t->ps, t->ps.p[i].grad, t->ps.p[i].numel);
     }
     return sqrt(mf_coll_sum_f64(&t->c_pipe, local));
 }
@@ -167,9 +173,10 @@ static void set_options(trainer *t) {
 }
 
 static void save_checkpoint(trainer *t) {
-    mf_params v;
-    mf_adamw o;
+    mf_params v, hv;
+    mf_adamw o, ho;
     ckpt_view(t, &v, &o);
+    mf_host_copy_get(&v, &o, &hv, &ho); /* a device backend's tensors, downloaded */
     mf_train_meta meta = {0};
     meta.step = t->step;
     meta.tokens = t->step * (int64_t)t->o.batch * t->o.ctx;
@@ -181,8 +188,9 @@ static void save_checkpoint(trainer *t) {
     meta.teacher = (char *)t->o.teacher;
     char path[4400];
     double t0 = mf_now();
-    mf_run_save(&t->run, t->replica, &v, &o, &meta, path, sizeof path);
+    mf_run_save(&t->run, t->replica, &hv, &ho, &meta, path, sizeof path);
     if (t->wrank == 0) mf_log("checkpoint %s (step %lld) in %.1fs", path, (long long)t->step, mf_now() - t0);
+    mf_host_copy_free(&v, &hv, &ho);
     ckpt_view_free(t, &v, &o);
 }
 
@@ -211,13 +219,17 @@ static void resume(trainer *t) {
         return;
     }
     int i;
+    mf_params hp;
+    mf_adamw ho;
+    mf_host_copy_get(&t->ps, &t->opt, &hp, &ho); /* read into host memory, uploaded once accepted */
     for (i = 0; i < n; i++) {
         mf_err err;
         mf_train_meta meta = {0};
-        int rc = mf_ckpt_read(cand[i], t->replica, &t->ps, &t->opt, &meta, &err);
+        int rc = mf_ckpt_read(cand[i], t->replica, &hp, &ho, &meta, &err);
         if (rc == 0) rc = check_progress(t, cand[i], &meta, &err);
-        if (rc == 0) rc = mf_params_check_finite(&t->ps, cand[i], &err);
+        if (rc == 0) rc = mf_params_check_finite(&hp, cand[i], &err);
         if (!mf_run_read_ok(&t->run, cand[i], rc, &err)) { mf_train_meta_free(&meta); continue; }
+        mf_host_copy_put(&hp, &ho, &t->ps, &t->opt);
         mf_run_check_options(&t->run, cand[i], meta.options_json, NULL);
         mf_run_check_provenance(&t->run, cand[i], meta.provenance_json);
         t->step = meta.step;
@@ -226,6 +238,7 @@ static void resume(trainer *t) {
         mf_train_meta_free(&meta);
         break;
     }
+    mf_host_copy_free(&t->ps, &hp, &ho);
     if (i == n) mf_run_no_readable(&t->run, n);
     mf_run_candidates_free(cand, n);
 }
@@ -234,11 +247,13 @@ static void resume(trainer *t) {
 
 static void write_student(trainer *t) {
     if (t->replica != 0) return;
+    mf_params hp;
+    mf_host_copy_get(&t->ps, NULL, &hp, NULL); /* a device backend's weights, downloaded */
     mf_tensor_ref *refs = mf_calloc((size_t)(t->ps.n + 1), sizeof *refs);
     int n = 0;
-    for (int i = 0; i < t->ps.n; i++) {
+    for (int i = 0; i < hp.n; i++) {
         if (i == t->shared_embed) continue;
-        const mf_param *q = &t->ps.p[i];
+        const mf_param *q = &hp.p[i];
         refs[n].name = q->name;
         refs[n].ndim = q->ndim;
         refs[n].shape[0] = q->shape[0];
@@ -257,15 +272,34 @@ static void write_student(trainer *t) {
     free(ex);
     json_decref(extra);
     free(refs);
+    mf_host_copy_free(&t->ps, &hp, NULL);
 }
 
 /* ----------------------------------------------------------------- the loop */
 
-static void log_step(trainer *t, double loss, double gnorm, double lr, double secs) {
-    if (t->wrank != 0) return;
+/* The step's line of --log; with more than one rank, every rank's seconds
+ * waiting for pipeline neighbours (wait_s: the bubble) and in the gradient sums
+ * and norm (sync_s: waiting for the other stages and replicas, and the sums). */
+static void log_step(trainer *t, double loss, double gnorm, double lr, double secs, double wait, double sync) {
+    double *w = NULL, *y = NULL;
+    if (t->wsize > 1) {
+        w = mf_malloc((size_t)t->wsize * sizeof *w);
+        y = mf_malloc((size_t)t->wsize * sizeof *y);
+        mf_coll_gather_f64(&t->c_world, wait, w);
+        mf_coll_gather_f64(&t->c_world, sync, y);
+    }
+    if (t->wrank != 0) { free(w); free(y); return; }
     double tps = (double)t->o.batch * t->o.ctx / secs;
-    fprintf(t->logf, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.2f,\"tokens\":%lld}\n",
+    fprintf(t->logf, "{\"step\":%lld,\"loss\":%.8g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.2f,\"tokens\":%lld",
             (long long)t->step, loss, lr, gnorm, tps, (long long)(t->step * t->o.batch * t->o.ctx));
+    for (int k = 0; w && k < 2; k++) {
+        fprintf(t->logf, ",\"%s\":[", k ? "sync_s" : "wait_s");
+        for (int r = 0; r < t->wsize; r++) fprintf(t->logf, "%s%.4f", r ? "," : "", (k ? y : w)[r]);
+        fputc(']', t->logf);
+    }
+    fprintf(t->logf, "}\n");
+    free(w);
+    free(y);
     fflush(t->logf);
     mf_log("step %lld/%lld loss %.5f lr %.3g grad-norm %.4f %.0f tokens/s", (long long)t->step, (long long)t->steps, loss, lr, gnorm, tps);
 }
@@ -329,6 +363,7 @@ static int warmup_forwards(int onef1b, int P, int stage, int m) {
 static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     int m = t->m, w = warmup_forwards(t->onef1b, t->P, t->stage, m);
     double norm = (double)t->o.batch * t->o.ctx, loss = 0, t0 = mf_now();
+    t->student.pipe.wait_s = t->teacher.pipe.wait_s = 0;
     mf_params_zero_grad(&t->ps);
     for (int j = 0; j < w; j++) loss += forward_micro(t, j, teacher_logits, in, norm);
     for (int j = w; j < m; j++) {
@@ -338,9 +373,11 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     for (int j = m - w; j < m; j++) backward_micro(t, j);
     mf_pipe_flush(&t->student.pipe);
     mf_pipe_flush(&t->teacher.pipe);
+    double wait = t->student.pipe.wait_s + t->teacher.pipe.wait_s, t_sync = mf_now();
     reduce_grads(t);
     double gnorm = grad_norm(t);
     loss = mf_coll_sum_f64(&t->c_world, loss);
+    double sync = mf_now() - t_sync;
     if (!isfinite(loss) || !isfinite(gnorm)) /* the same values on every rank: all stop here */
         mf_fatal("distill: step %lld: the loss is %g and the gradient norm %g; stopping before the weights are updated "
                  "(the last checkpoint is intact; try a lower --lr or --clip)", (long long)t->step + 1, loss, gnorm);
@@ -350,7 +387,7 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
     check_weights(t);
     t->step++;
     t->data_pos += t->o.batch;
-    log_step(t, loss, gnorm, lr, mf_now() - t0);
+    log_step(t, loss, gnorm, lr, mf_now() - t0, wait, sync);
 }
 
 static void train(trainer *t) {
@@ -480,7 +517,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     t->dxs = mf_calloc((size_t)t->n_ts, sizeof *t->dxs);
     for (int j = 0; j < t->n_ts; j++) {
         if (!(t->ts[j] = mf_train_state_new(t->student.model, o->ctx, o->recompute, &err))) mf_fatal_err(&err);
-        t->dxs[j] = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
+        t->dxs[j] = t->student.model->be->alloc((size_t)o->ctx * sc->dim * sizeof(float));
     }
     mf_log("distill: stage %d of %d (replica %d): %s, %d micro-batch(es) of %d window(s), at most %d in flight (%.1f MiB of "
            "training state)", t->stage, t->P, t->replica, t->onef1b ? "1F1B" : "GPipe", t->m, t->k, t->mb_slots,
@@ -502,7 +539,7 @@ static void setup(trainer *t, MPI_Comm world, size_t n_ids) {
     t->sched.warmup = o->warmup >= 0 ? o->warmup : t->steps / 20;
     t->sched.total = t->steps;
     mf_epochs_init(&t->order, o->seed, 0, t->n_windows);
-    t->x = mf_malloc((size_t)o->ctx * sc->dim * sizeof(float));
+    t->x = t->student.model->be->alloc((size_t)o->ctx * sc->dim * sizeof(float)); /* received: backend memory */
     mf_run_init(&t->run, "distill", t->world, o->ckpt_dir, o->ckpt_every, o->keep);
     t->wd = mf_watchdog_start("distill", t->wrank, o->watchdog);
     mf_run_set_provenance(&t->run, t->student.model->be->name, t->P, o->dp);
@@ -528,20 +565,24 @@ static void teardown(trainer *t) {
     mf_watchdog_stop(t->wd);
     mf_run_free(&t->run);
     if (t->logf) fclose(t->logf);
-    free(t->x);
+    const mf_backend *be = t->student.model->be;
+    if (t->x) be->free(t->x);
     mf_epochs_free(&t->order);
     mf_distill_hidden_free(t);
     if (t->o.topk > 0 && t->student.pipe.last) mf_tcache_close(&t->tc);
     free(t->tk_ids); free(t->tk_logits);
+    if (t->tk_dev) be->free(t->tk_dev);
     mf_adamw_free(&t->opt);
     mf_params_free(&t->ps);
     free(t->bucket);
-    for (int j = 0; j < t->n_ts; j++) { mf_train_state_free(t->ts[j]); free(t->dxs[j]); }
+    for (int j = 0; j < t->n_ts; j++) { mf_train_state_free(t->ts[j]); be->free(t->dxs[j]); }
     free(t->ts);
     free(t->dxs);
     mf_stage_close(&t->student);
     mf_stage_close(&t->teacher);
     mf_coll_free(&t->c_dp);
+    mf_coll_free(&t->c_pipe);
+    mf_coll_free(&t->c_world);
     MPI_Comm_free(&t->pipe);
     MPI_Comm_free(&t->dp);
 }

@@ -59,15 +59,17 @@ void mf_distill_hidden_init(trainer *t) {
     h->grad = mf_calloc((size_t)h->n_slots * sc->n_layers, sizeof *h->grad);
     h->req = mf_malloc((size_t)h->n * sizeof *h->req);
     size_t bytes = (size_t)t->o.ctx * sc->dim * sizeof(float);
+    const mf_backend *be = t->student.model->be;
     for (int k = 0; k < h->n; k++) {
         h->req[k] = MPI_REQUEST_NULL;
         if (mf_pipe_owner(&t->teacher.pipe, h->t[k]) == t->stage) h->tbuf[k] = mf_malloc(bytes);
         int l = h->s[k];
         if (l >= t->student.model->layer_begin && l < t->student.model->layer_end) {
-            for (int j = 0; j < h->n_slots; j++) h->grad[(size_t)j * sc->n_layers + l] = mf_malloc(bytes);
+            for (int j = 0; j < h->n_slots; j++) h->grad[(size_t)j * sc->n_layers + l] = be->alloc(bytes);
             if (!h->tbuf[k]) h->tbuf[k] = mf_malloc(bytes); /* receive buffer */
         }
     }
+    if (!be->is_host) h->tdev = be->alloc(bytes);
     h->nmse = strcmp(t->o.hidden_loss, "nmse") == 0;
     if (!h->nmse && strcmp(t->o.hidden_loss, "cosine") != 0) mf_fatal("distill: --hidden-loss '%s' is not cosine or nmse", t->o.hidden_loss);
 }
@@ -84,7 +86,8 @@ void mf_distill_hidden_send(trainer *t) {
 }
 
 /* Student owners: receive the teacher outputs, loss and gradient per mapped layer
- * of the window just forwarded in ts[slot] (gradients into that slot's buffers). */
+ * of the window just forwarded in ts[slot] (gradients into that slot's buffers).
+ * Weighted by --hidden as a loss over norm / hidden (see distill.c's loss_and_head). */
 double mf_distill_hidden_losses(trainer *t, int slot, double norm) {
     hidden_map *h = &t->hm;
     mf_model *s = t->student.model;
@@ -96,18 +99,24 @@ double mf_distill_hidden_losses(trainer *t, int slot, double norm) {
         if (!g) continue;
         int from = mf_pipe_owner(&t->teacher.pipe, h->t[k]);
         if (from != t->stage) MPI_Recv(h->tbuf[k], T * D, MPI_FLOAT, from, MF_TAG_HIDDEN + k, t->pipe, MPI_STATUS_IGNORE);
-        const float *a = mf_train_layer_output(s, t->ts[slot], l);
-        double v = h->nmse ? s->be->loss_nmse(a, h->tbuf[k], T, D, norm * h->n, g) : s->be->loss_cosine(a, h->tbuf[k], T, D, norm * h->n, g);
-        for (size_t i = 0; i < (size_t)T * D; i++) g[i] *= t->o.hidden;
-        loss += t->o.hidden * v;
+        const float *a = mf_train_layer_output(s, t->ts[slot], l), *b = h->tbuf[k];
+        if (h->tdev) { /* the teacher's output arrived in host memory */
+            s->be->upload(h->tdev, b, (size_t)T * D * sizeof *b);
+            b = h->tdev;
+        }
+        double wn = norm * h->n / t->o.hidden;
+        loss += h->nmse ? s->be->loss_nmse(a, b, T, D, wn, g) : s->be->loss_cosine(a, b, T, D, wn, g);
     }
     MPI_Waitall(h->n, h->req, MPI_STATUSES_IGNORE);
     return loss;
 }
 
 void mf_distill_hidden_free(trainer *t) {
+    const mf_backend *be = t->student.model->be;
     for (int k = 0; k < t->hm.n; k++) free(t->hm.tbuf[k]);
-    for (size_t i = 0; t->hm.grad && i < (size_t)t->hm.n_slots * t->student.model->cfg.n_layers; i++) free(t->hm.grad[i]);
+    for (size_t i = 0; t->hm.grad && i < (size_t)t->hm.n_slots * t->student.model->cfg.n_layers; i++)
+        if (t->hm.grad[i]) be->free(t->hm.grad[i]);
+    if (t->hm.tdev) be->free(t->hm.tdev);
     free(t->hm.s); free(t->hm.t); free(t->hm.tbuf); free(t->hm.grad); free(t->hm.req);
 }
 
@@ -172,5 +181,7 @@ void mf_distill_topk_open(trainer *t) {
     if (t->student.pipe.last) {
         t->tk_ids = mf_malloc((size_t)t->o.ctx * t->o.topk * sizeof *t->tk_ids);
         t->tk_logits = mf_malloc((size_t)t->o.ctx * t->o.topk * sizeof *t->tk_logits);
+        const mf_backend *be = t->student.model->be;
+        if (!be->is_host) t->tk_dev = be->alloc((size_t)t->o.ctx * t->o.topk * sizeof(float));
     }
 }

@@ -17,9 +17,10 @@
 typedef struct hidden_map {
     int n;
     int *s, *t;          /* [n] */
-    float **tbuf;        /* [n] teacher outputs held by this rank ([T][D]) when it owns t[k] */
+    float **tbuf;        /* [n] teacher outputs held by this rank ([T][D], host) when it owns t[k] */
+    float *tdev;         /* [T][D] a teacher output uploaded, on a device backend (else NULL) */
     float **grad;        /* [n_slots][cfg.n_layers of student] per micro-batch slot: gradient w.r.t.
-                            student layer outputs, or NULL (layer not owned or not mapped) */
+                            student layer outputs (backend memory), or NULL (layer not owned or not mapped) */
     int n_slots;
     MPI_Request *req;    /* [n] sends of teacher outputs */
     int nmse;
@@ -55,7 +56,8 @@ typedef struct trainer {
     mf_tcache tc;                /* last stage, --teacher-topk: the teacher's top-K logits per window */
     char teacher_sha[65], text_sha[65]; /* the cache's key */
     int32_t *tk_ids;             /* [T][K] */
-    float *tk_logits;            /* [T][K] */
+    float *tk_logits;            /* [T][K] (host) */
+    float *tk_dev;               /* [T][K] tk_logits uploaded, on a device backend (else NULL) */
 } trainer;
 
 /* distill_aux.c */

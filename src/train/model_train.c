@@ -49,11 +49,6 @@ static void acts_free(const mf_backend *be, mf_layer_acts *a) {
 }
 
 mf_train_state *mf_train_state_new(const mf_model *m, int max_T, int recompute, mf_err *err) {
-    if (!m->be->is_host) { /* the optimizer step and the loss scaling are host loops until a device backend brings them */
-        mf_err_set(err, "training: backend '%s' is not supported yet (training runs on host backends: %s)", m->be->name,
-                   mf_backend_names());
-        return NULL;
-    }
     if (mf_model_require_f32(m, "training (a student)", err) != 0) return NULL; /* never read 16-bit data as float */
     if (max_T < 1) {
         mf_err_set(err, "training: micro-batch length %d must be at least 1", max_T);

@@ -105,7 +105,13 @@ void mf_adamw_step(mf_adamw *opt, mf_params *ps, double lr, float grad_scale) {
     for (int i = 0; i < n; i++) {
         mf_param *p = &ps->p[i];
         size_t len = p->numel < opt->numel[i] ? p->numel : opt->numel[i];
-        adam_tensor(p->data, p->grad, opt->m[i], opt->v[i], len, grad_scale, &k, mf_adamw_decays(o, p));
+        int decays = mf_adamw_decays(o, p);
+        if (opt->be && !opt->be->is_host) { /* the backend's op: the same formula on its memory */
+            mf_adamw_coef c = {decays ? k.decay : 1.0f, k.w1, k.b2, k.c2, k.bc2_sqrt, k.eps, k.neg_step};
+            opt->be->adamw(p->data, p->grad, opt->m[i], opt->v[i], len, grad_scale, &c);
+        } else {
+            adam_tensor(p->data, p->grad, opt->m[i], opt->v[i], len, grad_scale, &k, decays);
+        }
     }
 }
 

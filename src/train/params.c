@@ -1,5 +1,6 @@
 #include "train/params.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,8 +11,14 @@
 static float *own(mf_model *m, float *w, size_t n) {
     for (int i = 0; i < m->n_owned; i++)
         if (m->owned[i] == w) return w;
-    float *c = mf_malloc(n * sizeof *c);
-    memcpy(c, w, n * sizeof *c);
+    float *c;
+    if (m->be->is_host) {
+        c = mf_malloc(n * sizeof *c);
+        memcpy(c, w, n * sizeof *c);
+    } else { /* a device backend uploads every tensor it loads; this is for one made since */
+        c = m->be->alloc(n * sizeof *c);
+        m->be->copy(c, w, n * sizeof *c);
+    }
     m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
     m->owned[m->n_owned++] = c;
     return c;
@@ -120,21 +127,38 @@ int mf_params_layer_range(const mf_params *ps, int l, size_t *off, size_t *n) {
     return 1;
 }
 
-double mf_params_grad_sq(const mf_params *ps) {
+double mf_params_sumsq(const mf_params *ps, const float *x, size_t n) {
+    if (ps->be) return ps->be->sumsq(x, n);
     double s = 0;
-    for (int i = 0; i < ps->n; i++)
-        for (size_t j = 0; j < ps->p[i].numel; j++) s += (double)ps->p[i].grad[j] * ps->p[i].grad[j];
+    for (size_t j = 0; j < n; j++) s += (double)x[j] * x[j];
     return s;
 }
 
+double mf_params_grad_sq(const mf_params *ps) {
+    double s = 0;
+    for (int i = 0; i < ps->n; i++) s += mf_params_sumsq(ps, ps->p[i].grad, ps->p[i].numel);
+    return s;
+}
+
+/* Host memory: scan it. Backend memory: its sum of squares is finite exactly
+ * when every element is (|x| < 2^128, so x^2 < 2^256 fits a double); only a
+ * tensor that fails is downloaded, to name the element. */
 int mf_params_check_finite(const mf_params *ps, const char *where, mf_err *err) {
     for (int i = 0; i < ps->n; i++) {
         const mf_param *p = &ps->p[i];
         if (!p->data) continue;
-        long k = mf_first_nonfinite(p->data, p->numel);
-        if (k >= 0)
-            return mf_err_set(err, "%s: tensor %s has a non-finite value (%g at element %ld)", where, p->name,
-                              (double)p->data[k], k);
+        const float *x = p->data;
+        float *h = NULL;
+        if (ps->be && !ps->be->is_host) {
+            if (isfinite(ps->be->sumsq(p->data, p->numel))) continue;
+            h = mf_malloc(p->numel * sizeof *h);
+            ps->be->download(h, p->data, p->numel * sizeof *h);
+            x = h;
+        }
+        long k = mf_first_nonfinite(x, p->numel);
+        double v = k >= 0 ? (double)x[k] : 0;
+        free(h);
+        if (k >= 0) return mf_err_set(err, "%s: tensor %s has a non-finite value (%g at element %ld)", where, p->name, v, k);
     }
     return 0;
 }

@@ -54,10 +54,13 @@ void mf_model_make_layers_writable(mf_model *m);
 void mf_params_zero_grad(mf_params *ps);
 /* Offset range [*off, *off + *n) in grad_flat of owned layer l's gradients (0 if not owned). */
 int mf_params_layer_range(const mf_params *ps, int l, size_t *off, size_t *n);
-/* Sum of squared gradient entries, in double, in list order. */
+/* Sum of squared gradient entries, in double: each tensor's sum (in index
+ * order, the backend's sumsq when the list has one), added in list order. */
 double mf_params_grad_sq(const mf_params *ps);
+/* One buffer's sum of squares: ps->be's sumsq (x in its memory), else a host loop. */
+double mf_params_sumsq(const mf_params *ps, const float *x, size_t n);
 mf_param *mf_params_find(mf_params *ps, const char *name);
-/* 0 if every value of every tensor (host memory) is finite; else -1 with err
+/* 0 if every value of every tensor (host or ps->be memory) is finite; else -1 with err
  * naming `where` (a file, "step 12"), the tensor, the element and the value. */
 int mf_params_check_finite(const mf_params *ps, const char *where, mf_err *err);
 
