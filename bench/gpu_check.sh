@@ -11,12 +11,14 @@
 # left of BUDGET, default 455), each one's failure recorded, never fatal:
 #   env        nvidia-smi, GPU model, driver, CUDA, torch, Open MPI, ldd     30
 #   tests_ops  build-cuda/tests/run_tests --filter 'backend_ops/*'           60
+#   ops_bf16   the matrix-product cases again with MINIFUSE_CUDA_MATH=bf16    20
 #   tests_mod  build-cuda/tests/run_tests --filter 'backend_models/cuda*'    75
 #   eval_cpu   SmolLM2 WikiText-2 perplexity, --backend cpu (16 threads)     45
-#   eval_cuda  the same, --backend cuda                                      45
+#   eval_cuda  the same, --backend cuda --weights bf16 (as PyTorch's bf16)   45
 #   torch_eval the same windows, PyTorch bf16 sdpa on the GPU                75
 #   weights    random bf16 Llama-3.2-1B-shaped model (bench/llama32_1b/)     45
-#   distill    distillation steps of that model on cuda (tokens/s, MFU)     120
+#   distill    distillation steps of that model on cuda (tokens/s, MFU),
+#              float32 products in DISTILL_MATH (default bf16: MINIFUSE_CUDA_MATH) 120
 # Eval protocol (docs/results.md): WikiText-2 raw test, ctx 256, the first
 # EVAL_WINDOWS (40) windows. Raw output: $OUT/gpu_check.tar.gz + summary.txt
 # when $OUT is set (the device tool brings back at most 8 files), else
@@ -112,17 +114,20 @@ part env 30 env_part
 # the GPU tests (as tests/run_gpu.sh, make test-gpu): the op-parity suite and the whole-model cuda cases
 RT=build-cuda/tests/run_tests
 part tests_ops 60 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 4 --filter 'backend_ops/*' --verbose
+part ops_bf16 20 env MINIFUSE_CUDA_MATH=bf16 OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 $RT --jobs 4 \
+    --filter 'backend_ops/*linear*' --verbose
 part tests_mod 75 env OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 OMPI_MCA_rmaps_base_oversubscribe=1 $RT --jobs 2 --filter 'backend_models/cuda*' --verbose
 
 # SmolLM2 WikiText-2 perplexity, cpu vs cuda, and tokens/s against PyTorch on the same GPU
-eval_to() { # FILE BACKEND THREADS
-    local f=$1 be=$2 th=$3
+eval_to() { # FILE BACKEND THREADS WEIGHTS
+    local f=$1 be=$2 th=$3 w=$4
     OMP_NUM_THREADS=$th OPENBLAS_NUM_THREADS=$th bin/minifuse eval --model "$SMOLLM2" --text "$WIKI" --ctx 256 \
-        --max-windows "$EVAL_WINDOWS" --json --backend "$be" | tee "$R/$f"
+        --max-windows "$EVAL_WINDOWS" --json --backend "$be" --weights "$w" | tee "$R/$f"
 }
 export -f eval_to
-part eval_cpu 45 eval_to eval_cpu.json cpu "$NCPU"
-part eval_cuda 45 eval_to eval_cuda.json cuda 4
+# cpu: float32 (the dequantized Q4_1), the reference; cuda: bf16 weights on the tensor cores (linear_h), like PyTorch's bf16
+part eval_cpu 45 eval_to eval_cpu.json cpu "$NCPU" f32
+part eval_cuda 45 eval_to eval_cuda.json cuda 4 bf16
 # minifuse's span (no warm-up: the first pass's figures), and a second pass over the same windows (warm)
 part torch_eval 75 bash -o pipefail -c 'python3 bench/torch_eval.py --gguf "$1" --text "$2" --ctx 256 --max-windows "$3" \
     --device cuda --dtype bfloat16 --attn sdpa --threads 4 --passes 2 | tee "$4"' _ "$SMOLLM2" "$WIKI" "$EVAL_WINDOWS" "$R/torch_eval.json"
@@ -133,7 +138,7 @@ part weights 45 python3 bench/llama32_1b/make_weights.py "$M1B" ${M1B_ARGS:-}
 distill_part() {
     python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c.update(ctx=int(sys.argv[2]), batch=int(sys.argv[3])); print(json.dumps(c))' \
         "$M1B/config.json" "$CTX1B" "$BATCH1B" >"$R/distill_config.json"
-    OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 bin/minifuse distill --backend cuda --teacher "$M1B" --student "$M1B" \
+    MINIFUSE_CUDA_MATH=${DISTILL_MATH:-bf16} OMP_NUM_THREADS=4 OPENBLAS_NUM_THREADS=4 bin/minifuse distill --backend cuda --teacher "$M1B" --student "$M1B" \
         --text "$TS" --tokenizer "$TOK" --ctx "$CTX1B" --batch "$BATCH1B" --tokens $((STEPS1B * BATCH1B * CTX1B)) \
         --out /tmp/distill1b --force --log "$R/distill.jsonl" --watchdog -1
 }

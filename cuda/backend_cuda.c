@@ -42,6 +42,17 @@ static int local_rank(void) {
     return 0;
 }
 
+/* MINIFUSE_CUDA_MATH: how float32 products run (fp32 when unset; anything else is fatal, naming it). */
+static void choose_math(void) {
+    const char *v = getenv("MINIFUSE_CUDA_MATH");
+    CTX.math = CUBLAS_COMPUTE_32F;
+    CTX.math_name = "fp32";
+    if (!v || !*v || strcmp(v, "fp32") == 0) return;
+    if (strcmp(v, "tf32") == 0) { CTX.math = CUBLAS_COMPUTE_32F_FAST_TF32; CTX.math_name = "tf32"; return; }
+    if (strcmp(v, "bf16") == 0) { CTX.math = CUBLAS_COMPUTE_32F_FAST_16BF; CTX.math_name = "bf16"; return; }
+    mf_fatal("MINIFUSE_CUDA_MATH='%s' is not fp32, tf32 or bf16", v);
+}
+
 mf_cuda_ctx *mf_cuda_ctx_get(void) {
     if (!CTX_READY) mf_fatal("cuda backend: used before mf_backend_cuda() chose a device");
     return &CTX;
@@ -64,14 +75,15 @@ static void ctx_init(void) {
     CUDA_CHECK("init", cudaStreamCreateWithFlags(&CTX.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK("init", cublasCreate(&CTX.blas));
     CUBLAS_CHECK("init", cublasSetStream(CTX.blas, CTX.stream));
-    /* FP32 products stay FP32 (no TF32): the op thresholds are the fp32 ones */
+    /* the handle's own math stays FP32 (no TF32); MINIFUSE_CUDA_MATH picks the compute type of each float32 product */
     CUBLAS_CHECK("init", cublasSetMathMode(CTX.blas, CUBLAS_DEFAULT_MATH));
+    choose_math();
     CTX.blas_ws_bytes = (size_t)32 << 20;
     CUDA_CHECK("init", cudaMalloc(&CTX.blas_ws, CTX.blas_ws_bytes));
     CUBLAS_CHECK("init", cublasSetWorkspace(CTX.blas, CTX.blas_ws, CTX.blas_ws_bytes));
     CTX_READY = 1;
-    mf_log_always("cuda: local rank %d uses device %d of %d: %s (sm_%d%d, %.1f GiB)", lr, CTX.device, count, prop.name,
-           prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30));
+    mf_log_always("cuda: local rank %d uses device %d of %d: %s (sm_%d%d, %.1f GiB), float32 products in %s", lr, CTX.device,
+                  count, prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30), CTX.math_name);
 }
 
 void *mf_cuda_scratch(int slot, size_t bytes) {

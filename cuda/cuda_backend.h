@@ -26,7 +26,11 @@ extern "C" {
 typedef struct mf_cuda_ctx {
     int device;               /* the CUDA device this rank uses */
     cudaStream_t stream;      /* every op and copy is queued here */
-    cublasHandle_t blas;      /* bound to stream, FP32 math (no TF32) */
+    cublasHandle_t blas;      /* bound to stream */
+    cublasComputeType_t math; /* of the float32 products (linear, its backward, fuse_weight): MINIFUSE_CUDA_MATH
+                               * fp32 (default: CUBLAS_COMPUTE_32F, plain SGEMM), tf32 (_32F_FAST_TF32) or
+                               * bf16 (_32F_FAST_16BF: operands rounded to bf16 on the tensor cores, FP32 sums) */
+    const char *math_name;    /* "fp32", "tf32", "bf16" */
     void *blas_ws;            /* cuBLAS workspace (fixed, so GEMMs allocate nothing) */
     size_t blas_ws_bytes;
 } mf_cuda_ctx;

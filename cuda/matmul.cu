@@ -1,7 +1,11 @@
 /* matmul.cu - every matrix product of the CUDA backend: linear (forward and
  * backward), the 16-bit-weight linear_h, and FuseGPT's fused weight and its
- * backward. cuBLAS, FP32 accumulation; FP32 products run as plain SGEMM (the
- * handle's math mode is CUBLAS_DEFAULT_MATH: no TF32), BF16/F16 ones on the
+ * backward. cuBLAS, FP32 accumulation; FP32 products run as plain SGEMM by
+ * default (MINIFUSE_CUDA_MATH=fp32: the op thresholds are the fp32 ones), or
+ * through cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32 (tf32) or
+ * CUBLAS_COMPUTE_32F_FAST_16BF (bf16: the float32 operands, FP32 master
+ * weights included, rounded to bf16 on the tensor cores, sums in FP32: the
+ * training speed mode, docs/gpu.md), BF16/F16 ones on the
  * tensor cores through cublasGemmEx with CUBLAS_COMPUTE_32F (x is rounded to
  * the weights' type in a scratch buffer first: cuBLAS has no mixed f32 x bf16
  * product).
@@ -21,8 +25,13 @@ static void rm_gemm(const char *op, bool ta, bool tb, int M, int N, int K, float
         else if (beta != 1.0f) mf_fatal("cuda backend: %s: K = 0 with beta %g", op, (double)beta);
         return;
     }
-    CUBLAS_CHECK(op, cublasSgemm(mf_cuda_ctx_get()->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                 N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    const mf_cuda_ctx *cx = mf_cuda_ctx_get();
+    cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (cx->math == CUBLAS_COMPUTE_32F)
+        CUBLAS_CHECK(op, cublasSgemm(cx->blas, opb, opa, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    else
+        CUBLAS_CHECK(op, cublasGemmEx(cx->blas, opb, opa, N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C,
+                                      CUDA_R_32F, ldc, cx->math, CUBLAS_GEMM_DEFAULT));
 }
 
 /* y[t][o] = b[o] (copy: bias first, then y += x W^T) or y[t][o] += b[o] (after an accumulating product) */

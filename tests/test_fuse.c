@@ -568,6 +568,35 @@ Test(fuse, kill_and_resume_bit_identical, .timeout = 600) {
     cr_expect(fabs(pr / pf - 1) < 1e-3, "resumed with another layout: ppl %.5f vs %.5f", pf, pr);
 }
 
+/* A mid-iteration checkpoint whose adapters are damaged (a NaN in a lora_A, then a missing gate_V)
+ * is reported and the previous checkpoint used; the run ends with the bytes of an uninterrupted one. */
+Test(fuse, damaged_adapters_previous_checkpoint_used, .timeout = 600) {
+    const char *dir = tu_tmpdir();
+    fuse_run(dir, "ref", 2, "");
+    static const struct { const char *name, *edit, *expect; } D[] = {
+        {"nan", "d=[k for k in f['params'] if k.endswith('lora_A')][0]; a=f['params'][d][()]; a.flat[3]=np.nan; "
+                "f['params'][d][...]=a", "non-finite"},
+        {"gone", "del f['params'][[k for k in f['params'] if k.endswith('gate_V')][0]]", "gate_V"},
+    };
+    for (size_t k = 0; k < sizeof D / sizeof D[0]; k++) {
+        char extra[4400], ck[4400], code[2048], *err, why[9000];
+        fuse_run(dir, D[k].name, 2, "--max-steps 4 --checkpoint-every 2 --keep 3");
+        snprintf(ck, sizeof ck, "%s/%s.ckpt", dir, D[k].name);
+        cr_assert_eq(tu_newest_ckpt(ck), 4, "%s: the run must stop at its checkpoint of step 4 (mid-iteration)", D[k].name);
+        snprintf(ck, sizeof ck, "%s/%s.ckpt/ckpt-00000004.h5", dir, D[k].name);
+        snprintf(code, sizeof code, "%s", D[k].edit);
+        tu_h5py_edit(ck, code);
+        snprintf(extra, sizeof extra, "--checkpoint-every 2 --keep 3 --resume");
+        cr_assert_eq(fuse_try(dir, D[k].name, 2, extra, &err), 0, "%s: resume failed:\n%s", D[k].name, err);
+        cr_expect(strstr(err, "cannot resume from") && strstr(err, "ckpt-00000004.h5") && strstr(err, D[k].expect),
+                  "%s: the damaged adapters must be reported, naming '%s':\n%s", D[k].name, D[k].expect, err);
+        cr_expect(strstr(err, "resumed from") && strstr(err, "ckpt-00000002.h5"), "%s: must resume from step 2:\n%s",
+                  D[k].name, err);
+        free(err);
+        cr_expect(tu_same_weights(tu_path_in(dir, "ref"), tu_path_in(dir, D[k].name), why, sizeof why), "%s: %s", D[k].name, why);
+    }
+}
+
 /* --resume continues the same run: options that change the result are refused, naming the
  * option; --drop-layers may grow, and a 1-block run extended to 2 equals a 2-block run. */
 Test(fuse, resume_checks_options_and_extends, .timeout = 300) {

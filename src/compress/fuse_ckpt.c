@@ -255,7 +255,7 @@ int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err) {
     return rc != 0 ? -2 : training;
 }
 
-void mf_fuser_resume_window(fuser *f, const char *path) {
+int mf_fuser_resume_window(fuser *f, const char *path, mf_err *err) {
     int64_t step = f->step;
     mf_fuser_start_window(f);
     f->step = step;
@@ -265,12 +265,19 @@ void mf_fuser_resume_window(fuser *f, const char *path) {
     float *mi_buf = mi_alloc(f);
     ckpt_view(f, 0, 1, 1, &v, &o, mi_buf);
     mf_host_copy_get(&v, &o, &hv, &ho);
-    mf_err err;
-    if (mf_ckpt_read(path, 0, &hv, &ho, NULL, &err) != 0) mf_fatal_err(&err);
-    mf_host_copy_put(&hv, &ho, &v, &o);
-    f->opt_g.step = f->opt_b.step = ho.step;
+    int rc = mf_ckpt_read(path, 0, &hv, &ho, NULL, err);
+    mf_params tv = hv; /* the adapters and norm scales (the MI rows before them hold NaN for removed blocks) */
+    int k = hv.n - f->fw.gates.n - f->fw.base.n;
+    tv.p += k;
+    tv.n -= k;
+    if (rc == 0) rc = mf_params_check_finite(&tv, path, err);
+    if (rc == 0) {
+        mf_host_copy_put(&hv, &ho, &v, &o);
+        f->opt_g.step = f->opt_b.step = ho.step;
+    }
     mf_host_copy_free(&v, &hv, &ho);
     f->st.model->be->free(mi_buf);
     ckpt_view_free(&v, &o);
+    return rc != 0 ? -1 : 0;
 }
 

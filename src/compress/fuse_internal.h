@@ -60,6 +60,9 @@ void mf_fuser_save(fuser *f, int training);
  * after some weights were read (the model must be loaded again). A checkpoint
  * of another run is fatal. */
 int mf_fuser_resume_state(fuser *f, const char *path, mf_err *err);
-void mf_fuser_resume_window(fuser *f, const char *path);
+/* Mid-iteration: build the window of the checkpoint's block and read its
+ * adapters and moments. 0, or -1 with err (damaged or unreadable: the window
+ * is built, the caller frees it and tries the previous checkpoint). */
+int mf_fuser_resume_window(fuser *f, const char *path, mf_err *err);
 
 #endif

@@ -309,12 +309,12 @@ static int train_window(fuser *f) {
     return stop;
 }
 
-static int fuse_loop(fuser *f, int resumed_mid, const char *ckpt_path) {
+/* resumed_mid: resume() rebuilt the current window and its adapters from a mid-iteration checkpoint. */
+static int fuse_loop(fuser *f, int resumed_mid) {
     while (f->it < f->o.drop) {
         f->iter_t0 = mf_now();
         mf_fuse_iter *r = &f->rec[f->it];
         if (resumed_mid) {
-            mf_fuser_resume_window(f, ckpt_path);
             resumed_mid = 0;
             if (f->rank == 0) mf_log_always("resumed block %d (iteration %d) at step %lld", f->pick, f->it + 1, (long long)f->step);
         } else {
@@ -434,6 +434,8 @@ static void setup(fuser *f, MPI_Comm comm, size_t n) {
     }
 }
 
+static void free_window(fuser *f);
+
 static void teardown(fuser *f) {
     mf_watchdog_stop(f->wd);
     mf_run_free(&f->run);
@@ -451,9 +453,10 @@ static void teardown(fuser *f) {
     mf_stage_close(&f->st);
 }
 
-/* The newest checkpoint every rank can read (an unreadable or damaged one is
- * skipped with a message and the previous one tried). 1: resumed inside an
- * iteration, 0: after a fold or nothing to resume. */
+/* The newest checkpoint every rank can read (an unreadable or damaged one, its
+ * blocks or, mid-iteration, its adapters, is skipped with a message and the
+ * previous one tried). 1: resumed inside an iteration (the window rebuilt and
+ * its adapters read), 0: after a fold or nothing to resume. */
 static int resume(fuser *f, char *path, size_t cap) {
     char **cand;
     int n = mf_run_candidates(&f->run, &cand), mid = 0, i;
@@ -465,6 +468,14 @@ static int resume(fuser *f, char *path, size_t cap) {
         if (!mf_run_read_ok(&f->run, cand[i], rc < 0, &err)) {
             if (touched) open_model(f);
             continue;
+        }
+        if (rc == 1) { /* the adapters of the iteration in progress */
+            int wrc = mf_fuser_resume_window(f, cand[i], &err);
+            if (!mf_run_read_ok(&f->run, cand[i], wrc, &err)) {
+                free_window(f);
+                open_model(f); /* this checkpoint's blocks were read into the model */
+                continue;
+            }
         }
         mid = rc;
         snprintf(path, cap, "%s", cand[i]);
@@ -498,7 +509,7 @@ void mf_fuse_run(const mf_fuse_opts *o, MPI_Comm comm, const int32_t *ids, size_
     char ckpt[4400] = "";
     if (o->resume) mid = resume(&f, ckpt, sizeof ckpt);
     double t0 = mf_now();
-    int stopped = fuse_loop(&f, mid, ckpt);
+    int stopped = fuse_loop(&f, mid);
     mf_watchdog_disarm(f.wd);
     memset(res, 0, sizeof *res);
     res->seconds = mf_now() - t0;

@@ -19,25 +19,30 @@
 
 /* Loss and dlogits on the last stage, then the head backward into dx. A loss
  * weighted w is the loss over norm / w: its value and gradient come out
- * weighted, on the backend, with no pass over the logits on the host. */
+ * weighted, on the backend, with no pass over the logits on the host. The
+ * first loss writes dlogits (every loss op writes its whole gradient), so it
+ * is not zeroed first; teacher_logits is the teacher stage's own buffer. */
 static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targets, double norm, const float *teacher_logits,
                             float *dx) {
     mf_model *s = t->student.model;
     int T = t->o.ctx, V = s->cfg.vocab_size, K = t->o.topk;
     float *z = mf_train_head_forward(s, ts), *dz = ts->dlogits;
     double loss = 0;
-    s->be->zero(dz, (size_t)T * V * sizeof *dz);
-    if (t->o.kl > 0 && K > 0) {
+    int kl = t->o.kl > 0;
+    if (!kl && !(t->o.ce > 0)) s->be->zero(dz, (size_t)T * V * sizeof *dz); /* no loss on the logits */
+    if (kl && K > 0) {
         const float *zt = t->tk_logits;
         if (t->tk_dev) { /* the cache's values are host memory */
             s->be->upload(t->tk_dev, t->tk_logits, (size_t)T * K * sizeof(float));
             zt = t->tk_dev;
         }
         loss += s->be->loss_kl_topk(z, t->tk_ids, zt, T, V, K, t->o.temp, norm / t->o.kl, dz);
-    } else if (t->o.kl > 0) {
+    } else if (kl) {
         loss += s->be->loss_kl(z, teacher_logits, T, V, t->o.temp, norm / t->o.kl, dz);
     }
-    if (t->o.ce > 0) {
+    if (t->o.ce > 0 && !kl) {
+        loss += s->be->loss_ce(z, targets, T, V, norm / t->o.ce, dz);
+    } else if (t->o.ce > 0) {
         float *dce = s->be->alloc((size_t)T * V * sizeof *dce);
         loss += s->be->loss_ce(z, targets, T, V, norm / t->o.ce, dce);
         s->be->add(dz, dce, (size_t)T * V);
@@ -50,11 +55,11 @@ static double loss_and_head(trainer *t, mf_train_state *ts, const int32_t *targe
 /* Forward of micro-batch j: teacher (pipelined), student keeping activations in
  * ts[slot]; the last stage computes the loss and the head backward into dxs[slot].
  * Sends are non-blocking, so the next micro-batch can start at once. */
-static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in, const int32_t *targets, double norm,
-                             float *teacher_logits) {
+static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in, const int32_t *targets, double norm) {
+    const float *teacher_logits = NULL; /* the last stage's teacher logits of this window, read before its next forward */
     mf_model *s = t->student.model;
     mf_pipe *p = &t->student.pipe;
-    int T = t->o.ctx, V = s->cfg.vocab_size;
+    int T = t->o.ctx;
     size_t n = (size_t)T * s->cfg.dim;
     mf_err err;
     if (t->o.topk > 0) { /* the teacher's top-K from the cache: no teacher forward */
@@ -62,8 +67,7 @@ static double forward_window(trainer *t, int slot, int64_t w, const int32_t *in,
     } else {
         mf_hooks hooks = {t, mf_distill_hidden_capture};
         t->teacher.st->hooks = t->hm.n ? &hooks : NULL;
-        if (mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER) && teacher_logits)
-            t->teacher.model->be->copy(teacher_logits, t->teacher.st->logits, (size_t)T * V * sizeof(float));
+        if (mf_stage_forward(&t->teacher, in, T, 0, MF_TAG_TEACHER)) teacher_logits = t->teacher.st->logits;
         t->teacher.st->hooks = NULL;
         if (t->hm.n) mf_distill_hidden_send(t);
     }
@@ -319,7 +323,7 @@ static void check_weights(trainer *t) {
 
 /* Forward F(j) of micro-batch j: its k windows, each into its slot (j mod
  * mb_slots, window i); the hidden-state losses right after each window. */
-static double forward_micro(trainer *t, int j, float *teacher_logits, int32_t *in, double norm) {
+static double forward_micro(trainer *t, int j, int32_t *in, double norm) {
     int T = t->o.ctx, per = t->o.batch / t->o.dp;
     double loss = 0;
     for (int i = 0; i < t->k; i++) {
@@ -329,7 +333,7 @@ static double forward_micro(trainer *t, int j, float *teacher_logits, int32_t *i
         in[0] = t->student.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
         int slot = (j % t->mb_slots) * t->k + i;
-        loss += forward_window(t, slot, w, in, win, norm, teacher_logits);
+        loss += forward_window(t, slot, w, in, win, norm);
         if (t->hm.n) loss += mf_distill_hidden_losses(t, slot, norm);
     }
     return loss;
@@ -360,14 +364,14 @@ static int warmup_forwards(int onef1b, int P, int stage, int m) {
  * P-s micro-batches alive on stage s; GPipe: w = m). Backwards go in
  * micro-batch order either way, so gradients accumulate in window order and
  * equal running the windows one at a time. */
-static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
+static void train_step(trainer *t, int32_t *in) {
     int m = t->m, w = warmup_forwards(t->onef1b, t->P, t->stage, m);
     double norm = (double)t->o.batch * t->o.ctx, loss = 0, t0 = mf_now();
     t->student.pipe.wait_s = t->teacher.pipe.wait_s = 0;
     mf_params_zero_grad(&t->ps);
-    for (int j = 0; j < w; j++) loss += forward_micro(t, j, teacher_logits, in, norm);
+    for (int j = 0; j < w; j++) loss += forward_micro(t, j, in, norm);
     for (int j = w; j < m; j++) {
-        loss += forward_micro(t, j, teacher_logits, in, norm);
+        loss += forward_micro(t, j, in, norm);
         backward_micro(t, j - w);
     }
     for (int j = m - w; j < m; j++) backward_micro(t, j);
@@ -391,9 +395,7 @@ static void train_step(trainer *t, float *teacher_logits, int32_t *in) {
 }
 
 static void train(trainer *t) {
-    int T = t->o.ctx, V = t->student.model->cfg.vocab_size;
-    const mf_backend *be = t->student.model->be;
-    float *teacher_logits = t->student.pipe.last ? be->alloc((size_t)T * V * sizeof(float)) : NULL;
+    int T = t->o.ctx;
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     mf_progress prog;
     mf_progress_start(&prog, "distill", (long)t->steps);
@@ -402,7 +404,7 @@ static void train(trainer *t) {
         snprintf(phase, sizeof phase, "step %lld", (long long)t->step + 1);
         mf_watchdog_kick(t->wd, phase);
         double t0 = mf_now();
-        train_step(t, teacher_logits, in);
+        train_step(t, in);
         mf_watchdog_step_time(t->wd, mf_now() - t0);
         mf_watchdog_kick(t->wd, "checkpoint or stop agreement");
         int sig = mf_run_stop_agreed(&t->run), cap = mf_run_at_limit(&t->run, t->step) && t->step < t->steps;
@@ -416,7 +418,6 @@ static void train(trainer *t) {
         if (t->wrank == 0) mf_progress_update(&prog, (long)t->step, "steps");
     }
     mf_watchdog_disarm(t->wd);
-    if (teacher_logits) be->free(teacher_logits);
     free(in);
 }
 

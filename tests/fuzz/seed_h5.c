@@ -53,6 +53,13 @@ int main(int argc, char **argv) {
     cs_stage(0, 1, 0, &ps, &opt);
     mf_train_meta meta;
     cs_meta(&meta, 12, 0);
+    /* with float64 running sums, as a scoring pass writes them (fuzz_checkpoint reads them back) */
+    double a[7], b[3];
+    for (int i = 0; i < 7; i++) a[i] = 0.5 * i - 1.25;
+    for (int i = 0; i < 3; i++) b[i] = 1e300 / (i + 1);
+    const mf_ckpt_f64 f64[] = {{"acc.a", 7, a}, {"acc.b", 3, b}};
+    meta.f64 = f64;
+    meta.n_f64 = 2;
     char ck[4096];
     snprintf(p, sizeof p, "%s/checkpoint", argv[1]);
     if (mf_ckpt_write(p, MPI_COMM_WORLD, 0, &ps, &opt, &meta, 0, ck, sizeof ck, &err)) die(&err);
