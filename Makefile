@@ -13,7 +13,7 @@ CC      := mpicc
 PKGS    := hdf5-openmpi jansson libpcre2-8
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra
-OPT     ?= -O3 -march=native -fno-fast-math
+OPT     ?= -O3 -march=native -fno-fast-math -fno-trapping-math
 INCS    := -Isrc -Impi -I/usr/include/x86_64-linux-gnu/openblas-openmp $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CFLAGS  := $(CSTD) $(WARN) $(OPT) -fopenmp $(INCS) -MMD -MP
 LDLIBS  := -fopenmp $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lopenblas -lm
@@ -75,6 +75,10 @@ $(BUILD)/tests/run_tests: $(TEST_OBJ) $(LIB_OBJ) $(TOOLS)
 	$(CC) -o $@ $(TEST_OBJ) $(LIB_OBJ) $(LDLIBS) -lcriterion
 
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+# bench/loss_cost.c (bench/loss_cost.sh): the loss's cost in GEMM FLOPs, against the library's code
+$(BUILD)/bench/loss_cost: $(BUILD)/bench/loss_cost.o $(LIB_OBJ)
 	$(CC) -o $@ $^ $(LDLIBS)
 
 # ASan/UBSan build of the binary and the tests, in a separate object tree.

@@ -244,6 +244,7 @@ void mf_embed_bwd(float *dE, const float *dx, const int32_t *ids, int T, int C, 
  * (exp in float, vectorized; sums in double). logsumexp = m + log(s). */
 static void row_stats(const float *z, int V, float inv_tau, float *m_out, double *s_out) {
     float m = z[0] * inv_tau;
+#pragma omp simd reduction(max : m)
     for (int i = 1; i < V; i++) m = z[i] * inv_tau > m ? z[i] * inv_tau : m;
     double s = 0.0;
     for (int i0 = 0; i0 < V; i0 += 256) {
@@ -255,6 +256,39 @@ static void row_stats(const float *z, int V, float inv_tau, float *m_out, double
     }
     *m_out = m;
     *s_out = s;
+}
+
+/* One row of the KL's sums, vectorized (exp in float, 256-element float partial
+ * sums added in double, as row_stats): s1 = sum p_t (b - a), s0 = sum p_t, with
+ * p_t = exp(b/tau - mt) ist; and, when d is not NULL, the gradient
+ * d = (p_s - p_t) gscale, p_s = exp(a/tau - ms) iss. */
+static void kl_sums(const float *a, const float *b, int V, float it, float ms, float mt, float iss, float ist,
+                    float gscale, float *d, double *s1_out, double *s0_out) {
+    double s1 = 0.0, s0 = 0.0;
+    for (int i0 = 0; i0 < V; i0 += 256) {
+        int i1 = i0 + 256 < V ? i0 + 256 : V;
+        float p1 = 0.0f, p0 = 0.0f;
+        if (d) {
+#pragma omp simd reduction(+ : p1, p0)
+            for (int i = i0; i < i1; i++) {
+                float pt = mf_expf(b[i] * it - mt) * ist;
+                p1 += pt * (b[i] - a[i]);
+                p0 += pt;
+                d[i] = (mf_expf(a[i] * it - ms) * iss - pt) * gscale;
+            }
+        } else {
+#pragma omp simd reduction(+ : p1, p0)
+            for (int i = i0; i < i1; i++) {
+                float pt = mf_expf(b[i] * it - mt) * ist;
+                p1 += pt * (b[i] - a[i]);
+                p0 += pt;
+            }
+        }
+        s1 += p1;
+        s0 += p0;
+    }
+    *s1_out = s1;
+    *s0_out = s0;
 }
 
 /* sum of a per-row array in row order */
@@ -305,14 +339,12 @@ double mf_loss_kl(const float *zs, const float *zt, int T, int V, float tau, dou
         double ss, st;
         row_stats(a, V, it, &ms, &ss);
         row_stats(b, V, it, &mt, &st);
-        /* log p_t - log p_s = (b - a)/tau - (lse_t - lse_s) */
-        double dl = ((double)mt + log(st)) - ((double)ms + log(ss)), ist = 1.0 / st, iss = 1.0 / ss, kl = 0.0;
-        for (int i = 0; i < V; i++) {
-            double pt = mf_expf(b[i] * it - mt) * ist;
-            kl += pt * (((double)b[i] - a[i]) * it - dl);
-            if (dzs) dzs[(size_t)t * V + i] = (float)((mf_expf(a[i] * it - ms) * iss - pt) * gscale);
-        }
-        rl[t] = (double)tau * tau * kl;
+        /* log p_t - log p_s = (b - a)/tau - dl, dl = lse_t - lse_s; KL = sum p_t (b - a)/tau - dl sum p_t */
+        double dl = ((double)mt + log(st)) - ((double)ms + log(ss));
+        double s1, s0;
+        kl_sums(a, b, V, it, ms, mt, (float)(1.0 / ss), (float)(1.0 / st), gscale, dzs ? dzs + (size_t)t * V : NULL,
+                &s1, &s0);
+        rl[t] = (double)tau * tau * (s1 * it - dl * s0);
     }
     double loss = sum_rows(rl, T) / norm;
     free(rl);
@@ -383,8 +415,11 @@ double mf_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, i
         for (int k = 0; k < K; k++) st += exp(b[k] * it - mt);
         double lse_t = mt + log(st), kl = 0;
         float *d = dzs ? dzs + (size_t)t * V : NULL;
-        if (d)
-            for (int i = 0; i < V; i++) d[i] = (float)(exp(a[i] * it - lse_s) * g);
+        if (d) {
+            float c = (float)(g / ss);
+#pragma omp simd
+            for (int i = 0; i < V; i++) d[i] = mf_expf(a[i] * it - ms) * c;
+        }
         for (int k = 0; k < K; k++) {
             double lp = b[k] * it - lse_t, p = exp(lp), lq = a[id[k]] * it - lse_s;
             kl += p * (lp - lq);

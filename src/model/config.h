@@ -55,6 +55,11 @@ int64_t mf_config_total_params(const mf_config *c);
 /* Forward FLOPs for one token at context position `pos` (attention grows with pos). */
 double mf_config_layer_flops(const mf_config *c, int pos);
 double mf_config_head_flops(const mf_config *c);
+/* What the distillation loss over the vocabulary (softmaxes, KL and its gradient: exp,
+ * max and sums, no GEMM) costs per logit, in FLOPs of GEMM at the GEMM rate, as the
+ * pipeline partition (src/train/partition.c) and the planner weigh it. Measured by
+ * bench/loss_cost.sh (docs/performance.md, "The loss in GEMM FLOPs"). */
+#define MF_LOSS_GEMM_FLOPS_PER_LOGIT 350.0
 
 /* RoPE inverse frequencies [head_dim/2], with llama3 scaling if configured. */
 void mf_config_rope_inv_freq(const mf_config *c, float *inv_freq);

@@ -16,8 +16,17 @@ const char *const mf_plan_mem_names[MF_PM_N] = {
 };
 
 #define F4 4.0 /* bytes of a float32 */
-/* the loss per logit: two softmaxes, the KL and its gradient (as src/train/partition.c counts it) */
-#define LOSS_FLOPS_PER_LOGIT 10.0
+/* The loss over the vocabulary on the last stage (softmaxes, the KL or cross-entropy and its gradient:
+ * exp, max and sums, no GEMM), per logit: on a CPU MF_LOSS_GEMM_FLOPS_PER_LOGIT (model/config.h,
+ * measured by bench/loss_cost.sh) at the GEMM rate, as src/train/partition.c weighs it; on a GPU
+ * bound by memory, reading the student's and the teacher's logits and writing the gradient once
+ * (cuda/losses.cu: a row's further passes hit L2), 12 bytes at the memory bandwidth: a lower bound,
+ * not a measurement. */
+#define LOSS_BYTES_PER_LOGIT 12.0
+static double loss_time(const mf_plan_hw *hw, double logits) {
+    return hw->backend == MF_PLAN_CPU ? logits * MF_LOSS_GEMM_FLOPS_PER_LOGIT / (hw->peak * hw->eff)
+                                      : logits * LOSS_BYTES_PER_LOGIT / hw->mem_bw;
+}
 
 /* HDF5 overhead of a checkpoint (src/train/checkpoint.c: one chunked dataset
  * with Fletcher-32 per tensor in /params, /adam_m, /adam_v, plus /rng and the
@@ -122,6 +131,12 @@ static double frozen_params(const mf_config *c, int layers, int first, int last)
     return stage_params(c, layers, first, last, &in);
 }
 
+/* A file whose bytes per parameter are those held (within its headers' 1 %) is used in place: its
+ * mapped pages are the weights, not a second copy (--teacher-file-gb measures the headers too). */
+static int used_in_place(double file_bytes, double held_bytes) {
+    return fabs(file_bytes - held_bytes) <= 0.01 * held_bytes;
+}
+
 static void stage_memory(const ctxt *x, mf_plan_stage *st) {
     const mf_plan_job *j = x->j;
     const mf_plan_hw *hw = x->hw;
@@ -137,7 +152,7 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, W, j->seq);
         if (st->last) mem[MF_PM_LOGITS] = F4 * W * V;                       /* mf_state.logits */
         if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * W * D;                     /* mpi/pipeline.c isend: 2 buffers */
-        if (host && j->student_file_bytes != j->teacher_wbytes) mem[MF_PM_MAPS] = w * j->student_file_bytes;
+        if (host && !used_in_place(j->student_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] = w * j->student_file_bytes;
         mem[MF_PM_RESERVE] = hw->reserve;
     } else {
         st->params = stage_params(c, nl, st->first, st->last, &st->layer_params);
@@ -179,7 +194,7 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         }
         if (host) { /* the files' pages the loader read stay mapped (RSS) unless used in place */
             double sp = frozen_params(c, nl, st->first, st->last);
-            if (j->teacher_file_bytes != j->teacher_wbytes) mem[MF_PM_MAPS] += tw * j->teacher_file_bytes;
+            if (!used_in_place(j->teacher_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] += tw * j->teacher_file_bytes;
             mem[MF_PM_MAPS] += sp * j->student_file_bytes;
         }
         mem[MF_PM_RESERVE] = hw->reserve;
@@ -206,11 +221,12 @@ static void stage_time(const ctxt *x, mf_plan_stage *st, int s) {
          * the layers' backward, 2 x their forward (+ a second forward with --recompute) */
         int teacher = j->topk <= 0; /* --teacher-topk: no teacher forward (distill.c forward_window) */
         tfl = teacher ? T * tl * mf_plan_layer_fwd_flops(tc, j->seq) + (st->last ? T * head_flops(tc) : 0) : 0;
-        fwd = tfl + layers + 3 * head + (st->last ? T * LOSS_FLOPS_PER_LOGIT * c->vocab_size : 0);
+        fwd = tfl + layers + 3 * head;
         bwd = layers * (2 + (j->recompute ? 1 : 0));
     }
-    st->flops_mb = fwd + bwd;
-    st->t_fwd_mb = tfl / frozen_rate + (fwd - tfl) / rate;
+    st->flops_mb = fwd + bwd; /* GEMM and attention FLOPs; the loss is timed apart (loss_time) */
+    st->t_fwd_mb = tfl / frozen_rate + (fwd - tfl) / rate +
+                   (j->task == MF_PLAN_DISTILL && st->last ? loss_time(hw, T * c->vocab_size) : 0);
     st->t_bwd_mb = bwd / rate;
     st->t_compute_mb = st->t_fwd_mb + st->t_bwd_mb;
     /* activations sent per micro-batch (stage.c / distill.c: student and teacher forward to the next

@@ -93,7 +93,7 @@ typedef struct mf_plan_stage {
     double layer_params;    /* of which in layers (the data-parallel buckets) */
     double mem[MF_PM_N], mem_total;
     double flops_mb;        /* FLOPs of one micro-batch here: student fwd+bwd (+recompute), teacher fwd, heads */
-    double t_compute_mb;    /* flops_mb / (peak x eff) = t_fwd_mb + t_bwd_mb */
+    double t_compute_mb;    /* flops_mb / (peak x eff) (+ the last stage's loss) = t_fwd_mb + t_bwd_mb */
     double t_fwd_mb;        /* the forward pass: teacher, student, and on the last stage loss + head backward */
     double t_bwd_mb;        /* the student layers' backward (overlaps the bucket sums) */
     double t_p2p_mb;        /* activations sent per micro-batch: bytes / link bandwidth + latency */

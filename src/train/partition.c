@@ -4,10 +4,6 @@
 #include <float.h>
 #include <stdlib.h>
 
-/* FLOPs per logit of the loss on the last stage: two softmaxes (exp, sum,
- * scale), the KL and its gradient. A model constant, not a measurement. */
-#define LOSS_FLOPS_PER_LOGIT 10.0
-
 /* Teacher layer where the stage starting at student layer i starts. */
 static int teacher_bound(const mf_joint_model *jm, int i) {
     int Ls = jm->student->n_layers, Lt = jm->teacher->n_layers;
@@ -38,7 +34,7 @@ mf_stage_cost mf_joint_stage_cost(const mf_joint_model *jm, int stage, int P, in
     /* per window */
     double f = (teacher ? (t1 - t0) * ft : 0) + (s1 - s0) * fs * (jm->recompute ? 4 : 3);
     if (first) f += (teacher ? T * tD : 0) + 2 * T * sD;                      /* lookups, embedding gradient */
-    if (last) f += (teacher ? T * mf_config_head_flops(tc) : 0) + 3 * T * mf_config_head_flops(sc) + LOSS_FLOPS_PER_LOGIT * T * V;
+    if (last) f += (teacher ? T * mf_config_head_flops(tc) : 0) + 3 * T * mf_config_head_flops(sc) + MF_LOSS_GEMM_FLOPS_PER_LOGIT * T * V;
     mf_stage_cost c;
     c.flops = f * jm->windows * m;
     /* weights: teacher float32; student weight + gradient + two AdamW moments */

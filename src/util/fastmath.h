@@ -4,7 +4,9 @@
  * reduction), exp(r) by a degree-6 polynomial, 2^n put in the exponent bits.
  * Max relative error about 2 ulp over [-87, 88]; below -87 returns 0, above 88
  * returns +inf. Plain C that gcc vectorizes (no libm call), so loops using it
- * run 8 or 16 lanes wide. */
+ * run 8 or 16 lanes wide: under -fno-trapping-math (the Makefile's OPT), without
+ * which gcc 12 will not if-convert the clamps and runs it a lane at a time, about
+ * 6x slower (bench/results/loss-cost-20261207-0150-before and -after). */
 #ifndef MF_FASTMATH_H
 #define MF_FASTMATH_H
 
