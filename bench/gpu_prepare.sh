@@ -22,7 +22,8 @@ GGUF_WHL=gguf-0.19.0-py3-none-any.whl
 progs=()
 for f in bin/minifuse build-cuda/tests/run_tests; do [ -x "$f" ] && progs+=("$f"); done
 [ -x bin/minifuse ] || { echo "gpu_prepare: bin/minifuse missing (make CUDA=1)" >&2; exit 1; }
-bin/minifuse eval --help 2>/dev/null | grep -q -- "--backend.*cuda" ||
+eval_help=$(bin/minifuse eval --help 2>/dev/null || true) # whole: grep -q in a pipe would SIGPIPE it (pipefail)
+grep -q -- "--backend.*cuda" <<< "$eval_help" ||
     echo "gpu_prepare: warning: bin/minifuse does not list a cuda backend (not the CUDA build?)" >&2
 [ -x build-cuda/tests/run_tests ] || echo "gpu_prepare: warning: build-cuda/tests/run_tests missing: the GPU tests will fail there" >&2
 

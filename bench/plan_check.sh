@@ -86,7 +86,9 @@ else
 fi
 # the planner models the distill this binary runs: 1F1B with the joint partition once `distill --schedule`
 # exists (issue 15), else GPipe with teacher and student split separately
-if bin/minifuse distill --help 2>/dev/null | grep -q -- '--schedule'; then
+# (the help read whole first: under pipefail, grep -q's early exit would SIGPIPE minifuse and fail the test)
+distill_help=$(bin/minifuse distill --help 2>/dev/null || true)
+if grep -q -- '--schedule' <<< "$distill_help"; then
     export PLAN_SCHEDULE=${PLAN_SCHEDULE:-1f1b} PLAN_PARTITION=${PLAN_PARTITION:-joint}
 fi
 python3 bench/plan_check.py "$OUT" "$M" "$OUT/student_config.json" "$B" "$CTX" "${EFF:-}" | tee "$OUT/table.md"
