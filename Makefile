@@ -67,7 +67,12 @@ test-gpu:
 	$(MAKE) -j$(shell nproc) CUDA=1 bin/minifuse build-cuda/tests/run_tests
 	bash tests/run_gpu.sh build-cuda/tests/run_tests
 
-$(BUILD)/%.o: %.c
+# $(BUILD)/.cflags holds the flags the objects were built with and changes only when they do
+# (OPT=..., a Makefile edit): every object then rebuilds (as bin/.flavor relinks)
+$(BUILD)/.cflags: FORCE
+	@mkdir -p $(BUILD); [ "$$(cat $@ 2>/dev/null)" = "$(CFLAGS)" ] || echo "$(CFLAGS)" > $@
+
+$(BUILD)/%.o: %.c $(BUILD)/.cflags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

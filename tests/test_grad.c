@@ -375,6 +375,18 @@ Test(grad, kl_divergence) {
     free(zs); free(zt); free(c.z); free(c.zt); free(g);
 }
 
+/* A vocabulary over several of the loss's 256-wide summing blocks (and a partial one), with and without
+ * the gradient (eval's path): both against the float64 reference. */
+Test(grad, kl_divergence_wide_rows) {
+    rng_state = 9;
+    loss_ctx c = {.T = 3, .V = 600, .norm = 3, .tau = 1.5};
+    float *zs = rnd(1800, 6, &c.z), *zt = rnd(1800, 6, &c.zt), *dz = malloc(1800 * sizeof *dz);
+    double want = kl_ref(&c), with = mf_loss_kl(zs, zt, 3, 600, 1.5f, 0, dz), without = mf_loss_kl(zs, zt, 3, 600, 1.5f, 0, NULL);
+    cr_expect(want > 0 && fabs(with - want) < 1e-6 * want, "KL with its gradient %.9g, float64 reference %.9g", with, want);
+    cr_expect(fabs(without - want) < 1e-6 * want, "KL without the gradient %.9g, float64 reference %.9g", without, want);
+    free(zs); free(zt); free(dz); free(c.z); free(c.zt);
+}
+
 typedef struct { int T, C, kind; double *a, *b; } hid_ctx;
 
 static double hid_ref(void *p) {
