@@ -96,9 +96,12 @@ Test(plan, one_rank_by_hand) {
     cr_expect_eq(st->mem[MF_PM_DP], 0);
     cr_expect_eq(st->mem[MF_PM_MAPS], W); /* the teacher's f32 file is used in place; the student's is copied */
     cr_expect_eq(st->mem_total, 7482368.0);
-    /* FLOPs of a micro-batch: student 3 x (32*5*95104 + 32*65536), teacher 32*5*95104 + 32*65536, loss 32*10*512 */
-    cr_expect_eq(st->flops_mb, 69419008.0);
-    cr_expect(fabs(p.t_step - (2 * 0.069419008 + 40.0 * 260032 / 1e9)) < 1e-12, "step %.12f", p.t_step);
+    /* FLOPs of a micro-batch: student 3 x (32*5*95104 + 32*65536), teacher 32*5*95104 + 32*65536; the loss
+     * is timed apart: 32*512 logits x MF_LOSS_GEMM_FLOPS_PER_LOGIT at the GEMM rate (1e9) */
+    cr_expect_eq(st->flops_mb, 69255168.0);
+    double loss = 32.0 * 512 * MF_LOSS_GEMM_FLOPS_PER_LOGIT / 1e9;
+    cr_expect(fabs(st->t_compute_mb - (0.069255168 + loss)) < 1e-15, "micro-batch %.15f", st->t_compute_mb);
+    cr_expect(fabs(p.t_step - (2 * (0.069255168 + loss) + 40.0 * 260032 / 1e9)) < 1e-12, "step %.12f", p.t_step);
     cr_expect_eq(p.tokens_per_step, 64);
     cr_expect_eq(p.bubble, 0);
     cr_expect(p.fits);
@@ -347,6 +350,30 @@ Test(plan, teacher_topk) {
     mf_plan_free(&b);
 }
 
+/* A file measured whole (--teacher-file-gb: headers included) whose bytes a parameter are within 1 % of
+ * those held is used in place: its pages are not counted a second time (eval and distill). */
+Test(plan, file_with_headers_used_in_place) {
+    mf_config c = load(tu_shared(STORIES_CFG));
+    mf_plan_job e = {.task = MF_PLAN_EVAL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 1,
+                     .pp = 1, .dp = 1, .teacher_wbytes = 2, .teacher_file_bytes = 2.00002, .student_file_bytes = 2.00002};
+    mf_plan_hw hw = cpu_hw(1e12);
+    mf_plan p;
+    mf_err err;
+    cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0, "eval of a bf16 file held bf16: no second copy");
+    mf_plan_free(&p);
+    e.student_file_bytes = e.teacher_file_bytes = 0.6; /* a quantized GGUF held bf16: its pages stay mapped */
+    cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0.6 * 260032);
+    mf_plan_free(&p);
+    mf_plan_job d = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
+                     .teacher_file_bytes = 4.03, .student_file_bytes = 4};
+    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 4.0 * 260032, "distill: the teacher in place, the student's file copied");
+    mf_plan_free(&p);
+}
+
 /* Frozen weights held in half precision run at the half-precision peak, the student at the float32 one. */
 Test(plan, half_precision_teacher_peak) {
     mf_config c = load(tu_shared(STORIES_CFG));
@@ -359,9 +386,11 @@ Test(plan, half_precision_teacher_peak) {
     mf_plan p;
     mf_err err;
     cr_assert_eq(mf_plan_compute(&j, &hw, &p, &err), 0, "%s", err.msg);
-    /* teacher: 32 x (5 x 95104 + 65536) FLOPs at 4e9; the rest of 69419008 at 1e9 */
-    double teacher = 32.0 * (5 * 95104 + 65536);
-    cr_expect(fabs(p.st[0].t_compute_mb - (teacher / 4e9 + (69419008.0 - teacher) / 1e9)) < 1e-15, "%.15f", p.st[0].t_compute_mb);
+    /* teacher: 32 x (5 x 95104 + 65536) FLOPs at 4e9; the rest of 69255168 at 1e9; on a GPU the loss is
+     * 12 bytes a logit (32 x 512) at the memory bandwidth (1e9 B/s) */
+    double teacher = 32.0 * (5 * 95104 + 65536), loss = 12.0 * 32 * 512 / 1e9;
+    cr_expect(fabs(p.st[0].t_compute_mb - (teacher / 4e9 + (69255168.0 - teacher) / 1e9 + loss)) < 1e-15, "%.15f",
+              p.st[0].t_compute_mb);
     cr_expect_eq(p.st[0].mem[MF_PM_TEACHER_W], 2.0 * 260032);
     mf_plan_free(&p);
 }
