@@ -121,11 +121,22 @@ for name, ranks in (("eval_p1", 1), ("eval_p2", 2)):
 # A quiet reference: bench/train_bench.sh's summary of the same three distill layouts (REF_MD=FILE.md,
 # e.g. bench/results/train-20261201-0350.md: its sgemm peak and tokens/s, 20 timed steps, median of 5 runs)
 ref_rows = []
+# REF_MD may also be a directory of today's bench/train_bench.sh (its summary.json: medians of the runs)
+def median(v):
+    return statistics.median(v)
+
+
 if os.environ.get("REF_MD"):
-    txt = open(os.environ["REF_MD"]).read()
-    ref_gf = float(re.search(r"sgemm peak: 1 thread ([\d.]+)", txt).group(1))
-    tps = {k: float(re.search(r"\| minifuse %s \| \d+ \| ([\d.]+) \|" % k, txt).group(1))
-           for k in ("1 rank", "2 pipeline stages", "2 data-parallel replicas")}
+    if os.path.isdir(os.environ["REF_MD"]):
+        sj = json.load(open(os.path.join(os.environ["REF_MD"], "summary.json")))
+        ref_gf = sj["sgemm_peak_gflops_median"]["1"]
+        by = {r["config"]: median(r["tokens_per_s"]) for r in sj["rows"]}
+        tps = {"1 rank": by["mf_p1"], "2 pipeline stages": by["mf_pp2"], "2 data-parallel replicas": by["mf_dp2"]}
+    else:
+        txt = open(os.environ["REF_MD"]).read()
+        ref_gf = float(re.search(r"sgemm peak: 1 thread ([\d.]+)", txt).group(1))
+        tps = {k: float(re.search(r"\| minifuse %s \| \d+ \| ([\d.]+) \|" % k, txt).group(1))
+               for k in ("1 rank", "2 pipeline stages", "2 data-parallel replicas")}
     meas = {n: B * CTX / tps[k] for n, k in (("p1", "1 rank"), ("pp2", "2 pipeline stages"), ("dp2", "2 data-parallel replicas"))}
     c = plan("ref_calibrate", distill_args(1, 1, 1.0), ref_gf)
     ref_eff = c["t_pipeline"] / (meas["p1"] - c["t_dp"] - c["t_optim"])
@@ -135,7 +146,17 @@ if os.environ.get("REF_MD"):
 
 # ... and bench/run_bench.sh's quiet eval of SmolLM2 (REF_FORWARD=forward-DATE.json: 16 windows of 256
 # tokens on 1 rank and on 2 ranks x 1 thread, with its sgemm peaks), predicted with the efficiency fitted above
-if ref_rows and os.environ.get("REF_FORWARD"):
+if ref_rows and os.environ.get("REF_FORWARD") and os.path.isdir(os.environ["REF_FORWARD"]):
+    # today's bench/run_bench.sh directory: summary.json, medians of its runs (16 windows of CTX tokens)
+    fj = json.load(open(os.path.join(os.environ["REF_FORWARD"], "summary.json")))
+    for r in fj["rows"]:
+        if r["config"] in ("mf_p1_t1", "mf_p2_t1"):
+            ranks = r["procs"]
+            gf = fj["sgemm_peak_gflops_median"][str(ranks)] / ranks  # the 2-rank run's reference: the 2-thread peak
+            EVAL_WINDOWS = int(os.environ.get("REF_FORWARD_WINDOWS", "16"))
+            p = plan("ref_eval_p%d" % ranks, eval_args(ranks, ref_eff), gf)
+            ref_rows.append(("eval_p%d" % ranks, p["t_step"], EVAL_WINDOWS * CTX / median(r["tokens_per_s"])))
+elif ref_rows and os.environ.get("REF_FORWARD"):
     fj = json.load(open(os.environ["REF_FORWARD"]))
     for r in fj["runs"]:
         if r["run"] in ("mf_p1_t1", "mf_p2_t1"):
