@@ -17,11 +17,12 @@
 # summary.json (bench/summarize_bubble.py, figures as bench/benchstats.py states them).
 # One OpenMP/BLAS thread per rank. Run it with nothing else loading the machine.
 # A reduced smoke run: RUNS=1 STEPS=1 CTX=64 MS="1 4 16" bench/pipeline_bubble.sh
+# The target alone (m = 8 against --dp 2, no GPipe row): PS=2 MS=8 GPIPE=0 bench/pipeline_bubble.sh
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 source bench/env.sh
 M="$SMOLLM2"; TEXT="$TS"; STEPS=${STEPS:-3}; B=${B:-16}; CTX=${CTX:-256}
-MS=${MS:-"1 2 4 8 16"}; PS=${PS:-"2 3 4"}; LABEL=${LABEL:-}
+MS=${MS:-"1 2 4 8 16"}; PS=${PS:-"2 3 4"}; LABEL=${LABEL:-}; GPIPE=${GPIPE:-1}
 OUT="bench/results/bubble-$(date +%Y%m%d-%H%M)${LABEL:+-$LABEL}"
 mkdir -p "$OUT"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -29,7 +30,7 @@ trap 'echo "pipeline_bubble: failed; see $OUT/stderr.txt" >&2' ERR
 for m in $MS; do [ $((B % m)) = 0 ] || { echo "pipeline_bubble: m $m does not divide B $B" >&2; exit 1; }; done
 python3 bench/prov.py "$OUT" script=bench/pipeline_bubble.sh teacher="$M" text="$TEXT" \
     student="prune --drop-layers 8 --metric random --seed 1" ctx="$CTX" batch="$B" steps="$STEPS" lr=1e-4 runs="$RUNS" \
-    ms="$MS" ps="$PS" schedule=1f1b threads_per_rank=1
+    ms="$MS" ps="$PS" gpipe="$GPIPE" schedule=1f1b threads_per_rank=1
 bin/minifuse prune --model "$M" --out "$tmp/student" --drop-layers 8 --metric random --seed 1 >/dev/null 2>> "$OUT/stderr.txt"
 
 mf() { # CONFIG RANKS REPLICAS RUN EXTRA...
@@ -44,7 +45,7 @@ for r in $(seq "$RUNS"); do
     for P in $PS; do
         for m in $MS; do mf "P${P}_m$m" "$P" 1 "$r" --schedule 1f1b --micro-batches "$m"; done
     done
-    mf P2_m8_gpipe 2 1 "$r" --schedule gpipe --micro-batches 8
+    if [ "$GPIPE" = 1 ]; then mf P2_m8_gpipe 2 1 "$r" --schedule gpipe --micro-batches 8; fi
     mf dp2 2 2 "$r"
     echo "pipeline_bubble: run $r/$RUNS done" >&2
 done
