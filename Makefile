@@ -10,7 +10,7 @@
 #   make test-gpu   the CUDA build's op-parity tests ("skipped: no CUDA device" counted where there is none)
 
 CC      := mpicc
-PKGS    := hdf5-openmpi jansson libpcre2-8
+PKGS    := hdf5-openmpi jansson libpcre2-8 libcrypto
 CSTD    := -std=c11 -D_GNU_SOURCE
 WARN    := -Wall -Wextra
 OPT     ?= -O3 -march=native -fno-fast-math -fno-trapping-math

