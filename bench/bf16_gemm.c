@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "backend/cpu_blas.h"
+#include "bench_json.h"
 #include "backend/cpu_half.h"
 #include "util/half.h"
 
@@ -115,12 +116,6 @@ int main(int argc, char **argv) {
     json_object_set_new(j, "weighted_gflops", agg);
     json_object_set_new(j, "m", json_integer(T));
     json_object_set_new(j, "sbgemm_available", json_boolean(have_sbgemm));
-    json_object_set_new(j, "blas_core", json_string(mf_blas_core()));
-    json_object_set_new(j, "blas_threads", json_integer(mf_blas_threads()));
-    json_object_set_new(j, "blas_config", json_string(mf_blas_config()));
-    char *out = json_dumps(j, JSON_COMPACT);
-    printf("%s\n", out);
-    free(out);
-    json_decref(j);
+    bench_print_json(j);
     return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "backend/cpu_backward.h"
 #include "backend/cpu_blas.h"
+#include "bench_json.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -110,13 +111,7 @@ int main(int argc, char **argv) {
     json_object_set_new(j, "V", json_integer(k.V));
     json_object_set_new(j, "D", json_integer(k.D));
     json_object_set_new(j, "finite", json_boolean(isfinite(sink)));
-    json_object_set_new(j, "blas_core", json_string(mf_blas_core()));
-    json_object_set_new(j, "blas_threads", json_integer(mf_blas_threads()));
-    json_object_set_new(j, "blas_config", json_string(mf_blas_config()));
-    char *out = json_dumps(j, JSON_COMPACT);
-    printf("%s\n", out);
-    free(out);
-    json_decref(j);
+    bench_print_json(j);
     free(k.x); free(k.w); free(k.zs); free(k.zt); free(k.d); free(k.y);
     return 0;
 }
