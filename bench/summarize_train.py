@@ -19,7 +19,10 @@ D, F, H, KV, HD, V = 576, 1536, 9, 3, 64, 49152
 layer = D * (H * HD + 2 * KV * HD) + H * HD * D + 3 * D * F
 Nt, Ns = 30 * layer + V * D, 22 * layer + V * D          # tied head counted once
 flops_tok = 6 * Ns + 2 * Nt                               # student forward + backward, teacher forward
-CONFIGS = (("mf_p1", "minifuse, 1 rank", 1, 1), ("mf_pp2", "minifuse, 2 pipeline stages (1F1B, 4 micro-batches of 1 window)", 2, 1),
+# the batch (windows a step) the runs used: distill's default gives the pipeline one micro-batch a window
+BATCH = int(json.load(open(os.path.join(out, "env.json"))).get("run", {}).get("batch", 4))
+CONFIGS = (("mf_p1", "minifuse, 1 rank", 1, 1),
+           ("mf_pp2", f"minifuse, 2 pipeline stages (1F1B, {BATCH} micro-batches of 1 window)", 2, 1),
            ("mf_dp2", "minifuse, 2 data-parallel replicas (--dp 2)", 2, 1),
            ("torch_p1_t1", "PyTorch, 1 process x 1 thread", 1, 1), ("torch_p1_t2", "PyTorch, 1 process x 2 threads", 1, 2),
            ("torch_p2_t1", "PyTorch, 2 processes x 1 thread (DDP, gloo)", 2, 1))
