@@ -1,7 +1,6 @@
 /* plan.c - `minifuse plan`: options, the cluster's defaults, reading the configs;
  * the model is src/plan/plan.c, the printing src/cli/plan_out.c. */
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,7 +167,7 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
     const mf_config *fz = j->task == MF_PLAN_EVAL ? &j->student : &j->teacher;
     if (o->teacher_file_gb > 0) tfile = o->teacher_file_gb * 1e9 / (double)mf_config_total_params(fz);
     /* frozen weights: the file's half precision when it is one, else float32 (issue 15), or --weights */
-    double held = o->weights ? (pick("weights", o->weights, "bf16", "f32") ? 4 : 2) : (fabs(tfile - 2) <= 0.02 ? 2 : 4);
+    double held = o->weights ? (pick("weights", o->weights, "bf16", "f32") ? 4 : 2) : (mf_plan_used_in_place(tfile, 2) ? 2 : 4);
     j->teacher_wbytes = held;
     j->teacher_file_bytes = tfile;
     j->student_file_bytes = j->task == MF_PLAN_EVAL ? tfile : dtype_bytes("student-dtype", o->student_dtype);

@@ -133,7 +133,7 @@ static double frozen_params(const mf_config *c, int layers, int first, int last)
 
 /* A file whose bytes per parameter are those held (within its headers' 1 %) is used in place: its
  * mapped pages are the weights, not a second copy (--teacher-file-gb measures the headers too). */
-static int used_in_place(double file_bytes, double held_bytes) {
+int mf_plan_used_in_place(double file_bytes, double held_bytes) {
     return fabs(file_bytes - held_bytes) <= 0.01 * held_bytes;
 }
 
@@ -152,7 +152,7 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, W, j->seq);
         if (st->last) mem[MF_PM_LOGITS] = F4 * W * V;                       /* mf_state.logits */
         if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * W * D;                     /* mpi/pipeline.c isend: 2 buffers */
-        if (host && !used_in_place(j->student_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] = w * j->student_file_bytes;
+        if (host && !mf_plan_used_in_place(j->student_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] = w * j->student_file_bytes;
         mem[MF_PM_RESERVE] = hw->reserve;
     } else {
         st->params = stage_params(c, nl, st->first, st->last, &st->layer_params);
@@ -194,7 +194,7 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         }
         if (host) { /* the files' pages the loader read stay mapped (RSS) unless used in place */
             double sp = frozen_params(c, nl, st->first, st->last);
-            if (!used_in_place(j->teacher_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] += tw * j->teacher_file_bytes;
+            if (!mf_plan_used_in_place(j->teacher_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] += tw * j->teacher_file_bytes;
             mem[MF_PM_MAPS] += sp * j->student_file_bytes;
         }
         mem[MF_PM_RESERVE] = hw->reserve;
