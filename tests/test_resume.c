@@ -6,6 +6,8 @@
  *   fuse (stories260K, 2 blocks of 6 steps): 2 ranks stopped mid-block 1 ->
  *     3 ranks (through a fold and a Macro Influence pass) stopped mid-block 2 -> 1 rank
  *   SmolLM2 (a short distill, ctx 64): 2 ranks stopped at step 1 -> 1 rank
+ *   SmolLM2 fuse (2 blocks by Macro Influence, ctx 32): 2 ranks stopped mid-block 1 -> 3 ranks
+ *     (through a fold and a Macro Influence pass) stopped mid-block 2 -> 1 rank
  *   score (stories260K, 2 passes of 8 windows): 2 -> 3 -> 1 ranks, rankings bit-identical
  * Each asserts the resume happened (the log line naming the checkpoint, the
  * layout change and the step), the checkpoint's layout records (pp, dp,
@@ -34,9 +36,10 @@
  * sums); the data, its order and every random choice are the same. Measured
  * here (OpenBLAS Zen, 1 thread): distill 10 steps, final loss within 5e-8
  * (relative) and weights within 3e-8 (largest ||a-b|| / ||a|| of a tensor);
- * fuse 2 blocks, loss equal to 8 digits and weights within 1.5e-7; SmolLM2,
- * 2 steps at lr 1e-4: loss equal to 8 digits, weights within 1.4e-11. The thresholds allow 20-100x
- * that, since Adam's normalization can amplify last-bit differences over more
+ * fuse 2 blocks, loss equal to 8 digits and weights within 1.5e-7; SmolLM2
+ * distill, 2 steps at lr 1e-4: loss equal to 8 digits, weights within 1.4e-11;
+ * SmolLM2 fuse, loss within 1.7e-8 and weights within 3.1e-9 (a resume one step
+ * off: 6e-2 and 1.7e-3). The thresholds allow 20-100x that, since Adam's normalization can amplify last-bit differences over more
  * steps or on another BLAS kernel; a resume that consumed other data (a
  * data position off by one step) misses them by orders of magnitude (about 1e-2). */
 #define LOSS_TOL 2e-6
@@ -247,6 +250,66 @@ Test(resume, smollm2_distill_2_to_1, .timeout = 1200) {
     free(err);
     cr_assert_eq(tu_last_step(tu_path_in(dir, "a.train.jsonl")), 2);
     expect_close("SmolLM2 distill 2 -> 1 rank", dir, "ref", "a", "ref.train.jsonl", "a.train.jsonl");
+}
+
+/* SmolLM2 fuse (2 blocks chosen by Macro Influence, 2 x 2 steps each of 2 x 32 tokens, window 4):
+ * block 1 is steps 1..4 and its fold 5, block 2 steps 6..9, fold 10. 2 ranks stopped mid-block 1
+ * -> 3 ranks (through the fold and the second Macro Influence pass) stopped mid-block 2 -> 1 rank. */
+/* The block a fuse log's iteration `it` trained, or -1. */
+static int log_block(const char *dir, const char *name, int it) {
+    char *path = tu_path_in(dir, name);
+    char *s = tu_read(path, NULL);
+    cr_assert(s, "no log %s", path);
+    int block = -1;
+    for (char *line = strtok(s, "\n"); line && block < 0; line = strtok(NULL, "\n")) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "bad log line in %s: %s", path, line);
+        if (json_integer_value(json_object_get(j, "iteration")) == it) block = (int)json_integer_value(json_object_get(j, "block"));
+        json_decref(j);
+    }
+    free(s);
+    free(path);
+    return block;
+}
+
+static void smollm2_fuse_cmd(char *cmd, size_t cap, const char *dir, int P, const char *out, const char *extra) {
+    snprintf(cmd, cap, "%s fuse --model %s --text %s --out %s/%s --drop-layers 2 --samples 4 --mi-samples 2 --epochs 2 "
+             "--batch 2 --ctx 32 --rank 4 --window 4 --lr 1e-2 --lr-base 1e-3 %s", tu_mpirun(P), tu_smollm2(), tu_shared(TINY),
+             dir, out, extra);
+}
+
+Test(resume, smollm2_fuse_2_to_3_to_1, .timeout = 1200) {
+    const char *dir = tu_tmpdir();
+    char cmd[16384], path[4400], *err;
+    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 2, "ref", "");
+    free(run_ok(cmd, "uninterrupted SmolLM2 fuse (2 ranks)"));
+    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 2, "a", "--max-steps 2");
+    err = run_ok(cmd, "SmolLM2 fuse to step 2");
+    expect_in(err, "--max-steps 2: checkpoint 2 written at block", "SmolLM2 fuse to step 2");
+    free(err);
+    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000002.h5", dir);
+    expect_layout(path, 2, 1, 30);
+    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 3, "a", "--max-steps 7 --resume");
+    err = run_ok(cmd, "SmolLM2 fuse on 3 ranks from step 2");
+    expect_in(err, "ckpt-00000002.h5: 0 blocks removed, inside an iteration", "SmolLM2 fuse on 3 ranks");
+    expect_in(err, "(iteration 1) at step 2", "SmolLM2 fuse on 3 ranks");
+    expect_in(err, "resuming a pp 2 x dp 1 checkpoint on pp 3 x dp 1", "SmolLM2 fuse on 3 ranks");
+    /* the second Macro Influence pass, run on 3 ranks, picked the block the uninterrupted run did */
+    char want[96];
+    int block2 = log_block(dir, "ref.fuse.jsonl", 2);
+    cr_assert(block2 >= 0, "the uninterrupted run logged no iteration 2");
+    snprintf(want, sizeof want, "--max-steps 7: checkpoint 7 written at block %d step 2", block2);
+    expect_in(err, want, "SmolLM2 fuse on 3 ranks");
+    free(err);
+    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000007.h5", dir);
+    expect_layout(path, 3, 1, 30);
+    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 1, "a", "--resume");
+    err = run_ok(cmd, "SmolLM2 fuse on 1 rank from step 7");
+    expect_in(err, "ckpt-00000007.h5: 1 blocks removed, inside an iteration", "SmolLM2 fuse on 1 rank");
+    expect_in(err, "(iteration 2) at step 2", "SmolLM2 fuse on 1 rank");
+    expect_in(err, "resuming a pp 3 x dp 1 checkpoint on pp 1 x dp 1", "SmolLM2 fuse on 1 rank");
+    free(err);
+    expect_close("SmolLM2 fuse 2 -> 3 -> 1 ranks", dir, "ref", "a", "ref.fuse.jsonl", "a.fuse.jsonl");
 }
 
 /* ------------------------------------------------------------ the lock */

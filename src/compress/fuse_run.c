@@ -339,10 +339,15 @@ static int fuse_loop(fuser *f, int resumed_mid) {
         r->block = f->pick;
         r->first = f->win_orig[0];
         r->count = f->win_n;
-        if (f->rank == 0)
-            mf_log("fuse %d/%d: block %d (MI %.6f) into blocks %d..%d (%d in the window), %lld steps, %zu trainable",
-                   f->it + 1, f->o.drop, f->pick, f->mi[(size_t)f->it * f->L0 + f->pick], f->win_orig[0],
-                   f->win_orig[f->win_n - 1], f->win_n, (long long)f->steps, mf_fuse_trainable(&f->fw));
+        if (f->rank == 0) {
+            double mi = f->mi[(size_t)f->it * f->L0 + f->pick];
+            char why[48];
+            if (isnan(mi)) snprintf(why, sizeof why, "from --blocks");
+            else snprintf(why, sizeof why, "MI %.6f", mi);
+            mf_log("fuse %d/%d: block %d (%s) into blocks %d..%d (%d in the window), %lld steps, %zu trainable", f->it + 1,
+                   f->o.drop, f->pick, why, f->win_orig[0], f->win_orig[f->win_n - 1], f->win_n, (long long)f->steps,
+                   mf_fuse_trainable(&f->fw));
+        }
         if (train_window(f)) { free_window(f); return 1; }
         fold_window(f);
         f->it++;
