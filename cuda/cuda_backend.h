@@ -106,6 +106,8 @@ void mf_cuda_embed_bwd(float *dE, const float *dx, const int32_t *ids, int T, in
 
 /* ---- losses.cu ---- */
 void mf_cuda_logsumexp(const float *logits, int T, int V, double *lse);
+void mf_cuda_nll(const float *logits, const int32_t *targets, int T, int V, double *nll);
+void mf_cuda_kl_rows(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same);
 double mf_cuda_loss_ce(const float *logits, const int32_t *targets, int T, int V, double norm, float *dlogits);
 double mf_cuda_loss_kl(const float *zs, const float *zt, int T, int V, float tau, double norm, float *dzs);
 double mf_cuda_loss_kl_topk(const float *zs, const int32_t *ids, const float *zt_k, int T, int V, int K, float tau,

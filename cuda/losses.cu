@@ -74,6 +74,17 @@ static double finish(const char *op, const double *rl, int T, double norm) {
     return cu_sum_doubles(op, rl, (size_t)T) / norm;
 }
 
+/* cpu.c cpu_nll: the cross-entropy rows without the gradient; T doubles come back */
+void mf_cuda_nll(const float *logits, const int32_t *targets, int T, int V, double *nll) {
+    if (T <= 0) return;
+    int32_t *y = (int32_t *)mf_cuda_scratch(MF_CS_IDS, (size_t)T * sizeof *y);
+    mf_cuda_to_dev("nll", y, targets, (size_t)T * sizeof *y);
+    double *rl = (double *)mf_cuda_scratch(MF_CS_B, (size_t)T * sizeof *rl);
+    loss_ce_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(rl, NULL, logits, y, V, 1.0);
+    CUDA_LAUNCHED("nll");
+    mf_cuda_to_host("nll", nll, rl, (size_t)T * sizeof *rl);
+}
+
 double mf_cuda_loss_ce(const float *logits, const int32_t *targets, int T, int V, double norm, float *dlogits) {
     int cnt = 0;
     for (int t = 0; t < T; t++) cnt += targets[t] >= 0 && targets[t] < V;
@@ -117,6 +128,65 @@ double mf_cuda_loss_kl(const float *zs, const float *zt, int T, int V, float tau
     loss_kl_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(rl, dzs, zs, zt, V, tau, (float)(tau / norm));
     CUDA_LAUNCHED("loss_kl");
     return finish("loss_kl", rl, T, norm);
+}
+
+/* (v, i) <- the better of (v, i) and (ov, oi): the larger value, the smaller index on ties;
+ * index V is "none". A strict total order, so both lanes of a shuffle agree. */
+__device__ __forceinline__ void arg_better(float &v, int &i, float ov, int oi, int V) {
+    if (oi != V && (i == V || ov > v || (ov == v && oi < i))) { v = ov; i = oi; }
+}
+
+/* the first index of a maximum of z[V] (util/vec.h mf_argmax); every thread gets it. shi holds 32 ints. */
+__device__ int block_argmax(const float *z, int V, float *shf, int *shi) {
+    float v = -INFINITY;
+    int i = V;
+    for (int k = threadIdx.x; k < V; k += blockDim.x) arg_better(v, i, z[k], k, V);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o), V);
+    __syncthreads(); /* shf/shi may still be read by a previous call */
+    if (lane == 0) { shf[w] = v; shi[w] = i; }
+    __syncthreads();
+    v = lane < nw ? shf[lane] : -INFINITY;
+    i = lane < nw ? shi[lane] : V;
+    for (int o = 16; o > 0; o >>= 1) arg_better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o), V);
+    return i;
+}
+
+/* cpu.c cpu_kl_rows, row t: kl = KL(p || q) = E_p[d] + log E_p[exp(-d)], d = zp - zq taken relative
+ * to its value at argmax zp, p's weights exp(zp - max) unnormalized (float exp) and both expectations
+ * divided by their sum (double); same = argmax zp == argmax zq */
+__global__ void kl_rows_kernel(double *kl, int32_t *same, const float *zp, const float *zq, int V) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    __shared__ int shi[32];
+    int t = blockIdx.x;
+    const float *p = zp + (size_t)t * V, *q = zq + (size_t)t * V;
+    int ip = block_argmax(p, V, shf, shi), iq = block_argmax(q, V, shf, shi);
+    float m = p[ip];
+    double c = (double)p[ip] - q[ip], s = 0, s1 = 0, s2 = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        double w = expf(p[i] - m), d = ((double)p[i] - q[i]) - c;
+        s += w;
+        s1 += w * d;
+        s2 += w * expm1(-d);
+    }
+    s = block_sum(s, shd);
+    s1 = block_sum(s1, shd);
+    s2 = block_sum(s2, shd);
+    if (threadIdx.x == 0) {
+        kl[t] = s1 / s + log1p(s2 / s);
+        same[t] = ip == iq;
+    }
+}
+
+void mf_cuda_kl_rows(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same) {
+    if (T <= 0) return;
+    double *k = (double *)mf_cuda_scratch(MF_CS_B, (size_t)T * (sizeof *k + sizeof *same));
+    int32_t *s = (int32_t *)(k + T);
+    kl_rows_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(k, s, zp, zq, V);
+    CUDA_LAUNCHED("kl_rows");
+    mf_cuda_to_host("kl_rows", kl, k, (size_t)T * sizeof *k);
+    mf_cuda_to_host("kl_rows", same, s, (size_t)T * sizeof *s);
 }
 
 /* mf_loss_kl_topk, row t: q = softmax(zs / tau) over V, p = softmax(zt_k / tau) over the K (sorted, largest

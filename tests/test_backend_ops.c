@@ -33,6 +33,8 @@
  *     embed_h          0           0            an exact widening of 16-bit values
  *     embed_bwd        1e-12       8.4e-16      fp32 sums of repeated rows
  *     logsumexp        1e-13       1.5e-15      mf_expf, double sums
+ *     nll              1e-13       2.7e-17      logsumexp minus the target's logit
+ *     kl_rows          1e-12       5.6e-17      E_p[d] + log E_p[exp(-d)], no logsumexp; argmax agreement exact
  *     loss_ce          1e-12       4.5e-15      value and gradient
  *     loss_kl          1e-11       2.4e-13      p_s - p_t of close probabilities, fp32 exp
  *     loss_kl_topk     1e-12       3.9e-14
@@ -106,7 +108,8 @@ enum {
     F_NO_P = 128,    /* fuse_weight: P NULL */
     F_TINY = 256,    /* cosine / nmse: a zero row and a row of norm ~1e-8 in b (the clamped norm);
                         rmsnorm: x of magnitude ~1e-3 (eps matters) */
-    F_F16 = 512      /* linear_h, embed_h: IEEE half weights (default bf16) */
+    F_F16 = 512,     /* linear_h, embed_h: IEEE half weights (default bf16) */
+    F_CLOSE = 1024   /* kl_rows: zq = zp + noise of 0.05 (a quantized model against its original) */
 };
 
 typedef struct op_case {
@@ -190,6 +193,17 @@ static const op_case CASES[] = {
     {"logsumexp", .T = 7, .V = 257},
     {"logsumexp", .T = 64, .V = 512},
     {"logsumexp", .T = 2, .V = 32000},
+    /* nll: logits[T][V], targets[T] */
+    {"nll", .T = 1, .V = 1},
+    {"nll", .T = 7, .V = 257},
+    {"nll", .T = 64, .V = 512},
+    {"nll", .T = 2, .V = 32000},
+    /* kl_rows: zp[T][V], zq[T][V] */
+    {"kl_rows", .T = 1, .V = 1},
+    {"kl_rows", .T = 7, .V = 257},
+    {"kl_rows", .T = 64, .V = 512, .flags = F_CLOSE},
+    {"kl_rows", .T = 2, .V = 32000},
+    {"kl_rows", .T = 3, .V = 32000, .flags = F_CLOSE},
     /* linear_bwd: dy[T][out], x[T][in], W[out][in] */
     {"linear_bwd", .T = 1, .n_in = 1, .n_out = 1},
     {"linear_bwd", .T = 1, .n_in = 7, .n_out = 33, .acc = 1},
@@ -505,6 +519,28 @@ static void run_logsumexp(ctx *x, const op_case *c, outs *o) {
     memcpy(v, lse, (size_t)c->T * sizeof *lse);
 }
 
+static void run_nll(ctx *x, const op_case *c, outs *o) {
+    float *z = dput(x, (size_t)c->T * c->V, 6);
+    int32_t *y = ids_of(x, c->T, c->V, 0);
+    double *nll = hbuf(x, (size_t)c->T * sizeof *nll);
+    x->be->nll(z, y, c->T, c->V, nll);
+    double *v = out_new(o, "nll", c->T);
+    memcpy(v, nll, (size_t)c->T * sizeof *nll);
+}
+
+static void run_kl_rows(ctx *x, const op_case *c, outs *o) {
+    size_t n = (size_t)c->T * c->V;
+    float *p = rnd(x, n, 6), *q = rnd(x, n, c->flags & F_CLOSE ? 0.05f : 6);
+    if (c->flags & F_CLOSE)
+        for (size_t i = 0; i < n; i++) q[i] += p[i];
+    double *kl = hbuf(x, (size_t)c->T * sizeof *kl);
+    int32_t *same = hbuf(x, (size_t)c->T * sizeof *same);
+    x->be->kl_rows(put(x, p, n), put(x, q, n), c->T, c->V, kl, same);
+    double *v = out_new(o, "kl", c->T), *s = out_new(o, "same", c->T);
+    memcpy(v, kl, (size_t)c->T * sizeof *kl);
+    for (int t = 0; t < c->T; t++) s[t] = same[t];
+}
+
 static void run_linear_bwd(ctx *x, const op_case *c, outs *o) {
     int T = c->T, I = c->n_in, O = c->n_out;
     float *in = dput(x, (size_t)T * I, 1), *W = dput(x, (size_t)O * I, 1), *dy = dput(x, (size_t)T * O, 1);
@@ -648,6 +684,8 @@ static const op_def OPS[] = {
     {"linear_h", run_linear_h, 1e-11},
     {"embed_h", run_embed_h, 0},
     {"logsumexp", run_logsumexp, 1e-13},
+    {"nll", run_nll, 1e-13},
+    {"kl_rows", run_kl_rows, 1e-12},
     {"linear_bwd", run_linear_bwd, 1e-10},
     {"rmsnorm_bwd", run_rmsnorm_bwd, 1e-11},
     {"rope_bwd", run_rope, 1e-9},
@@ -769,6 +807,8 @@ Test(backend_ops, embed) { check_op("embed"); }
 Test(backend_ops, linear_h) { check_op("linear_h"); }
 Test(backend_ops, embed_h) { check_op("embed_h"); }
 Test(backend_ops, logsumexp) { check_op("logsumexp"); }
+Test(backend_ops, nll) { check_op("nll"); }
+Test(backend_ops, kl_rows) { check_op("kl_rows"); }
 Test(backend_ops, linear_bwd) { check_op("linear_bwd"); }
 Test(backend_ops, rmsnorm_bwd) { check_op("rmsnorm_bwd"); }
 Test(backend_ops, rope_bwd) { check_op("rope_bwd"); }
@@ -810,6 +850,7 @@ Test(backend_ops, table_complete) {
             (void *)be->alloc, (void *)be->free, (void *)be->upload, (void *)be->download, (void *)be->copy,
             (void *)be->zero, (void *)be->sync, (void *)be->linear, (void *)be->rmsnorm, (void *)be->rope,
             (void *)be->attention, (void *)be->swiglu, (void *)be->add, (void *)be->embed, (void *)be->logsumexp,
+            (void *)be->nll, (void *)be->kl_rows,
             (void *)be->linear_bwd, (void *)be->rmsnorm_bwd, (void *)be->rope_bwd, (void *)be->attention_bwd,
             (void *)be->swiglu_bwd, (void *)be->embed_bwd, (void *)be->loss_ce, (void *)be->loss_kl,
             (void *)be->loss_kl_topk, (void *)be->loss_cosine, (void *)be->loss_nmse, (void *)be->fuse_weight,

@@ -214,3 +214,98 @@ Test(engine, smollm2_eval_vs_transformers_and_ranks, .timeout = 600) {
     json_decref(j1);
     json_decref(meta);
 }
+
+/* eval --ref-model against the same figures computed here in double from the two models'
+ * logits (library forward, tu_forward_all): per-token KL(ref || model) (its mean and p99),
+ * top-1 agreement and the model's NLL, on 2 windows of ctx 64 of TinyStories, for stories260K
+ * without block 2 against stories260K, on 1 and 2 ranks. The KL is not symmetric: the other
+ * direction, also computed, must miss (a swapped pair of arguments). */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+Test(engine, eval_ref_model_kl_vs_logits, .timeout = 300) {
+    const char *dir = tu_tmpdir(), *teacher = tu_shared("llm_assets/models/stories260K/stories260K.bin");
+    char cmd[8192], text[4200], student[4200], *err = NULL;
+    snprintf(student, sizeof student, "%s/student", dir);
+    snprintf(cmd, sizeof cmd, "%s prune --model %s --out %s --drop-list 2", tu_mpirun(1), teacher, student);
+    cr_assert_eq(tu_run(cmd, NULL, &err), 0, "prune: %s", err);
+    free(err);
+    snprintf(text, sizeof text, "%s/t.txt", dir);
+    size_t len;
+    char *all = tu_read(tu_shared("llm_assets/text/tinystories_train_first2MiB.txt"), &len);
+    cr_assert(all && len > 4096);
+    tu_write(text, all, 4096);
+    free(all);
+    /* the windows eval scores: the text's tokens without BOS, window w fed as BOS + its first T-1 */
+    mf_err e;
+    mf_source *src = mf_source_open(teacher, &e);
+    cr_assert(src, "%s", e.msg);
+    mf_tokenizer *tok = mf_source_load_tokenizer(src, NULL, &e);
+    cr_assert(tok, "%s", e.msg);
+    char *txt = tu_read(text, &len);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(mf_tok_encode(tok, txt, len, 0, &ids, &n, &e), 0, "%s", e.msg);
+    enum { T = 64, W = 2 };
+    cr_assert(n >= (size_t)T * W, "%zu tokens", n);
+    double kl[T * W], kl_rev[T * W], nll = 0;
+    long same = 0;
+    for (int w = 0; w < W; w++) {
+        int32_t in[T];
+        in[0] = src->cfg.bos_id;
+        memcpy(in + 1, ids + w * T, (T - 1) * sizeof *in);
+        int V;
+        float *zr = tu_forward_all(teacher, in, T, &V), *zm = tu_forward_all(student, in, T, &V);
+        for (int t = 0; t < T; t++) {
+            const float *r = zr + (size_t)t * V, *m = zm + (size_t)t * V;
+            int ar = 0, am = 0;
+            for (int i = 1; i < V; i++) {
+                if (r[i] > r[ar]) ar = i;
+                if (m[i] > m[am]) am = i;
+            }
+            double mr = r[ar], mm = m[am], sr = 0, sm = 0;
+            for (int i = 0; i < V; i++) sr += exp(r[i] - mr), sm += exp(m[i] - mm);
+            double lr = mr + log(sr), lm = mm + log(sm), k = 0, kr = 0;
+            for (int i = 0; i < V; i++) {
+                double a = r[i] - lr, b = m[i] - lm;
+                k += exp(a) * (a - b);
+                kr += exp(b) * (b - a);
+            }
+            kl[w * T + t] = k;
+            kl_rev[w * T + t] = kr;
+            same += ar == am;
+            nll += lm - m[ids[w * T + t]];
+        }
+        free(zr);
+        free(zm);
+    }
+    double kl_mean = 0, rev_mean = 0;
+    for (int i = 0; i < T * W; i++) kl_mean += kl[i] / (T * W), rev_mean += kl_rev[i] / (T * W);
+    qsort(kl, T * W, sizeof *kl, cmp_double);
+    double pos = 0.99 * (T * W - 1), f = pos - floor(pos);
+    double p99 = kl[(int)pos] * (1 - f) + kl[(int)pos + 1] * f;
+    nll /= T * W;
+    cr_log_info("KL(ref || model) mean %.9g p99 %.9g, reverse %.9g; top-1 %ld of %d; NLL %.9g", kl_mean, p99, rev_mean, same,
+                T * W, nll);
+    cr_assert(fabs(rev_mean / kl_mean - 1) > 1e-3, "the two KL directions are too close (%g, %g) to tell a swap", kl_mean,
+              rev_mean);
+    for (int P = 1; P <= 2; P++) {
+        char extra[4400];
+        snprintf(extra, sizeof extra, "--ctx %d --max-windows %d --ref-model %s", T, W, teacher);
+        json_t *j = run_eval(P, student, text, extra);
+        double got_kl = json_real_value(json_object_get(j, "kl_mean")), got_p99 = json_real_value(json_object_get(j, "kl_p99"));
+        double got_top1 = json_real_value(json_object_get(j, "top1_agree")), got_nll = json_real_value(json_object_get(j, "mean_nll"));
+        /* float32 logsumexp sums and per-token KL stored as float: about 1e-7 relative */
+        cr_expect(fabs(got_kl / kl_mean - 1) < 1e-5, "P=%d: kl_mean %.9g, here %.9g", P, got_kl, kl_mean);
+        cr_expect(fabs(got_p99 / p99 - 1) < 1e-5, "P=%d: kl_p99 %.9g, here %.9g", P, got_p99, p99);
+        cr_expect(got_top1 == (double)same / (T * W), "P=%d: top1_agree %.9g, here %ld of %d", P, got_top1, same, T * W);
+        cr_expect(fabs(got_nll / nll - 1) < 1e-6, "P=%d: mean_nll %.9g, here %.9g", P, got_nll, nll);
+        json_decref(j);
+    }
+    free(ids);
+    free(txt);
+    mf_tok_free(tok);
+    mf_source_close(src);
+}

@@ -81,6 +81,15 @@ struct mf_backend {
 
     /* Per row of logits[T][V]: logsumexp, into lse[T] (host memory). */
     void (*logsumexp)(const float *logits, int T, int V, double *lse);
+    /* Per row: nll[t] = logsumexp(logits[t]) - logits[t][targets[t]], into nll[T]
+     * (host memory); targets host memory, each in [0, V). Perplexity without
+     * the logits leaving the device: T doubles come back. */
+    void (*nll)(const float *logits, const int32_t *targets, int T, int V, double *nll);
+    /* Per row of two logits[T][V], p = softmax(zp), q = softmax(zq): kl[t] =
+     * KL(p || q) = sum_i p_i (log p_i - log q_i) and same[t] = (argmax zp[t] ==
+     * argmax zq[t]), the first index of a maximum, into host memory (eval
+     * --ref-model without the logits leaving the device). */
+    void (*kl_rows)(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same);
 
     /* ---- training: backward of each op (parameter gradients accumulate; NULL
      * skips one; `acc` says whether the input gradient is added or written) and

@@ -8,6 +8,7 @@
 #include "backend/cpu_backward.h"
 #include "backend/cpu_half.h"
 #include "util/fastmath.h"
+#include "util/vec.h"
 #include "util/err.h"
 
 static void *cpu_alloc(size_t bytes) {
@@ -138,6 +139,34 @@ static void cpu_logsumexp(const float *logits, int T, int V, double *lse) {
     }
 }
 
+static void cpu_nll(const float *logits, const int32_t *targets, int T, int V, double *nll) {
+    cpu_logsumexp(logits, T, V, nll);
+    for (int t = 0; t < T; t++) nll[t] -= (double)logits[(size_t)t * V + targets[t]];
+}
+
+/* KL(p || q) = E_p[d] + log E_p[exp(-d)] with d = zp - zq (a constant shift of d cancels, so
+ * d is taken relative to its value at argmax zp). With p's weights unnormalized (float exp) and
+ * both expectations divided by their sum, no logsumexp enters: a model close to its reference
+ * (KL ~ 1e-4, where a logsumexp's float rounding would be 1e-4 of the result) keeps full
+ * precision; exp(-d) - 1 by expm1 in double. */
+static void cpu_kl_rows(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *p = zp + (size_t)t * V, *q = zq + (size_t)t * V;
+        int ip = mf_argmax(p, V), iq = mf_argmax(q, V);
+        float m = p[ip];
+        double c = (double)p[ip] - q[ip], s = 0, s1 = 0, s2 = 0;
+        for (int i = 0; i < V; i++) {
+            double w = mf_expf(p[i] - m), d = ((double)p[i] - q[i]) - c;
+            s += w;
+            s1 += w * d;
+            s2 += w * expm1(-d);
+        }
+        kl[t] = s1 / s + log1p(s2 / s);
+        same[t] = ip == iq;
+    }
+}
+
 /* AdamW, element by element, exactly optim.c's adam_tensor (float, fmaf; decay = 1 leaves p as it is). */
 static void cpu_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
 #pragma omp parallel for schedule(static) if (n > 32768)
@@ -180,6 +209,8 @@ static const mf_backend CPU = {
     .linear_h = mf_cpu_linear_h,
     .embed_h = mf_cpu_embed_h,
     .logsumexp = cpu_logsumexp,
+    .nll = cpu_nll,
+    .kl_rows = cpu_kl_rows,
     .linear_bwd = mf_linear_bwd,
     .rmsnorm_bwd = mf_rmsnorm_bwd,
     .rope_bwd = mf_rope_bwd,

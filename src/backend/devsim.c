@@ -113,6 +113,14 @@ static void ds_logsumexp(const float *logits, int T, int V, double *lse) {
     cpu()->logsumexp(D(logits, "logsumexp"), T, V, (double *)H(lse, "logsumexp"));
 }
 
+static void ds_nll(const float *logits, const int32_t *targets, int T, int V, double *nll) {
+    cpu()->nll(D(logits, "nll"), H(targets, "nll"), T, V, (double *)H(nll, "nll"));
+}
+
+static void ds_kl_rows(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same) {
+    cpu()->kl_rows(D(zp, "kl_rows"), D(zq, "kl_rows"), T, V, (double *)H(kl, "kl_rows"), (int32_t *)H(same, "kl_rows"));
+}
+
 /* ---------------------------------------------------------------- training */
 
 static void ds_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x, const float *W, int T, int n_in,
@@ -211,6 +219,8 @@ static const mf_backend DEVSIM = {
     .linear_h = ds_linear_h,
     .embed_h = ds_embed_h,
     .logsumexp = ds_logsumexp,
+    .nll = ds_nll,
+    .kl_rows = ds_kl_rows,
     .linear_bwd = ds_linear_bwd,
     .rmsnorm_bwd = ds_rmsnorm_bwd,
     .rope_bwd = ds_rope_bwd,

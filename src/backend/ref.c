@@ -165,6 +165,29 @@ static void ref_logsumexp(const float *logits, int T, int V, double *lse) {
     }
 }
 
+static void ref_nll(const float *logits, const int32_t *targets, int T, int V, double *nll) {
+    ref_logsumexp(logits, T, V, nll);
+    for (int t = 0; t < T; t++) nll[t] -= logits[(size_t)t * V + targets[t]];
+}
+
+static void ref_kl_rows(const float *zp, const float *zq, int T, int V, double *kl, int32_t *same) {
+    for (int t = 0; t < T; t++) {
+        const float *p = zp + (size_t)t * V, *q = zq + (size_t)t * V;
+        double lp, lq, k = 0;
+        ref_logsumexp(p, 1, V, &lp);
+        ref_logsumexp(q, 1, V, &lq);
+        int ap = 0, aq = 0;
+        for (int i = 0; i < V; i++) {
+            double a = p[i] - lp;
+            k += exp(a) * (a - (q[i] - lq));
+            if (p[i] > p[ap]) ap = i;
+            if (q[i] > q[aq]) aq = i;
+        }
+        kl[t] = k;
+        same[t] = ap == aq;
+    }
+}
+
 /* AdamW in double from the float coefficients, each of p, m, v rounded once (optim.c's formula). */
 static void ref_adamw(float *p, const float *grad, float *m, float *v, size_t n, float scale, const mf_adamw_coef *k) {
     for (size_t j = 0; j < n; j++) {
@@ -204,6 +227,8 @@ static const mf_backend REF = {
     .linear_h = ref_linear_h,
     .embed_h = ref_embed_h,
     .logsumexp = ref_logsumexp,
+    .nll = ref_nll,
+    .kl_rows = ref_kl_rows,
     .linear_bwd = mf_ref_linear_bwd,
     .rmsnorm_bwd = mf_ref_rmsnorm_bwd,
     .rope_bwd = ref_rope_bwd,

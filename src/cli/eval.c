@@ -38,27 +38,22 @@ typedef struct eval_acc {
     long top1_same;
 } eval_acc;
 
-static void score_window(const float *logits, const double *lse, const int32_t *targets, int T, int V, eval_acc *a) {
+static void score_window(const double *nll, int T, eval_acc *a) {
     for (int t = 0; t < T; t++) {
-        double nll = lse[t] - (double)logits[(size_t)t * V + targets[t]];
-        a->nll_sum += nll;
-        a->nll_sq += nll * nll;
+        a->nll_sum += nll[t];
+        a->nll_sq += nll[t] * nll[t];
     }
 }
 
-/* KL(ref || model) per token and top-1 agreement. */
-static void kl_window(const float *ref, const double *lse_ref, const float *mod, const double *lse_mod, int T, int V, eval_acc *a) {
-#pragma omp parallel for schedule(static)
+/* KL(ref || model) per token and top-1 agreement, from the logits on the backend
+ * (kl_rows: T doubles and T ints come back from a device). */
+static void kl_window(const mf_backend *be, const float *ref, const float *mod, int T, int V, double *kl, int32_t *same,
+                      eval_acc *a) {
+    be->kl_rows(ref, mod, T, V, kl, same);
     for (int t = 0; t < T; t++) {
-        const float *r = ref + (size_t)t * V, *m = mod + (size_t)t * V;
-        double kl = 0;
-        for (int i = 0; i < V; i++) {
-            double lr = r[i] - lse_ref[t], lm = m[i] - lse_mod[t];
-            kl += exp(lr) * (lr - lm);
-        }
-        a->kl[a->n_tok + t] = (float)(kl > 0 ? kl : 0);
+        a->kl[a->n_tok + t] = (float)(kl[t] > 0 ? kl[t] : 0);
+        a->top1_same += same[t];
     }
-    for (int t = 0; t < T; t++) a->top1_same += mf_argmax(ref + (size_t)t * V, V) == mf_argmax(mod + (size_t)t * V, V);
 }
 
 static int cmp_float(const void *a, const void *b) {
@@ -135,15 +130,10 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
     }
     int T = o->ctx, V = m.model->cfg.vocab_size, last = m.pipe.last;
     eval_acc acc = {0};
-    double *lse = mf_malloc((size_t)T * sizeof *lse), *lse_ref = mf_malloc((size_t)T * sizeof *lse_ref);
-    float *ref_logits = NULL;
-    if (o->ref && last) {
-        ref_logits = mf_malloc((size_t)T * V * sizeof *ref_logits);
-        acc.kl = mf_malloc((size_t)(windows * T) * sizeof *acc.kl);
-    }
+    double *nll = mf_malloc((size_t)T * sizeof *nll), *kl = mf_malloc((size_t)T * sizeof *kl);
+    int32_t *same = mf_malloc((size_t)T * sizeof *same);
+    if (o->ref && last) acc.kl = mf_malloc((size_t)(windows * T) * sizeof *acc.kl);
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
-    float *zbuf = NULL;
-    size_t zcap = 0;
     mf_progress prog;
     mf_progress_start(&prog, "eval", windows);
     MPI_Barrier(comm);
@@ -152,15 +142,12 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
         const int32_t *win = ids + w * T;
         in[0] = m.model->cfg.bos_id;
         memcpy(in + 1, win, (size_t)(T - 1) * sizeof *in);
-        if (o->ref && mf_stage_forward(&r, in, T, 0, MF_TAG_REF)) {
-            be->logsumexp(r.st->logits, T, V, lse_ref);
-            be->download(ref_logits, r.st->logits, (size_t)T * V * sizeof *ref_logits);
-        }
+        /* the reference's logits stay in its stage (on the device) until the model's window is scored */
+        if (o->ref) mf_stage_forward(&r, in, T, 0, MF_TAG_REF);
         if (mf_stage_forward(&m, in, T, 0, MF_TAG_MODEL)) {
-            be->logsumexp(m.st->logits, T, V, lse);
-            const float *z = mf_stage_to_host(&m, m.st->logits, (size_t)T * V, &zbuf, &zcap);
-            score_window(z, lse, win, T, V, &acc);
-            if (o->ref) kl_window(ref_logits, lse_ref, z, lse, T, V, &acc);
+            be->nll(m.st->logits, win, T, V, nll); /* T doubles from a device, not T x V logits */
+            score_window(nll, T, &acc);
+            if (o->ref) kl_window(be, r.st->logits, m.st->logits, T, V, kl, same, &acc);
             acc.n_tok += T;
             mf_progress_update(&prog, w + 1, "windows");
         }
@@ -188,10 +175,9 @@ static void run_eval(const eval_opts *o, const int32_t *ids, long windows, MPI_C
     free(mem.weight_bytes);
     free(mem.peak_rss);
     free(in);
-    free(zbuf);
-    free(lse);
-    free(lse_ref);
-    free(ref_logits);
+    free(nll);
+    free(kl);
+    free(same);
     free(acc.kl);
     if (o->ref) mf_stage_close(&r);
     mf_stage_close(&m);

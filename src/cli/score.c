@@ -53,7 +53,7 @@ typedef struct depth_acc {
     int *mi_order;     /* removal order */
     long layer_fwd, heads; /* work done, for forward-equivalents (summed over ranks later) */
     const int32_t *targets; /* the window being scored */
-    double *lse;
+    double *nll;  /* [T] scratch of mf_nll_sum */
     int ppl, T;
 } depth_acc;
 
@@ -74,7 +74,7 @@ static void on_variant(void *ctx, int i, mf_stage *st) {
     depth_acc *d = ctx;
     if (!d->ppl) return;
     d->heads++;
-    d->ppl_nll[i] += mf_nll_sum(st->model->be, st->st->logits, d->targets, d->T, st->model->cfg.vocab_size, d->lse);
+    d->ppl_nll[i] += mf_nll_sum(st->model->be, st->st->logits, d->targets, d->T, st->model->cfg.vocab_size, d->nll);
 }
 
 /* One window: full forward (hooks on), then every drop-one variant (mf_mi_window). */
@@ -89,7 +89,7 @@ static void score_window(const score_opts *o, mf_stage *st, mf_importance *imp, 
     for (int l = p->l0; l < p->l1; l++) d->layer_fwd += !skip[l];
     if (mf_stage_forward_ex(st, in, T, 0, MF_TAG_REF, skip, head_full)) {
         st->model->be->download(ref, st->st->x, (size_t)T * st->model->cfg.dim * sizeof *ref);
-        if (head_full) { d->base_nll += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, d->lse); d->heads++; }
+        if (head_full) { d->base_nll += mf_nll_sum(st->model->be, st->st->logits, targets, T, V, d->nll); d->heads++; }
     }
     st->st->hooks = NULL;
     if (pass == 0) mf_importance_end_sample(imp, T);
@@ -151,7 +151,7 @@ static int run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, dep
     for (int i = 0; i < s->pass; i++) skip[d->mi_order[i]] = 1;
     int32_t *in = mf_malloc((size_t)T * sizeof *in);
     float *ref = mf_malloc((size_t)T * st->model->cfg.dim * sizeof *ref);
-    d->lse = mf_malloc((size_t)T * sizeof *d->lse);
+    d->nll = mf_malloc((size_t)T * sizeof *d->nll);
     int passes = o->want_mi ? o->mi_iters : 1;
     for (int pass = s->pass; pass < passes && !stopped; pass++) {
         int nwin = pass == 0 ? o->samples : o->mi_samples;
@@ -176,7 +176,7 @@ static int run_passes(const score_opts *o, mf_stage *st, mf_importance *imp, dep
             if (st->pipe.rank == 0) mf_log("MI pass %d: removing block %d", pass + 1, pick);
         }
     }
-    free(skip); free(in); free(ref); free(d->lse);
+    free(skip); free(in); free(ref); free(d->nll);
     return stopped;
 }
 
