@@ -325,7 +325,8 @@ Test(plan, cli_eval_weights, .timeout = 120) {
         /* stage 1: its layers and the embedding, at 2 or 4 bytes; the bf16 file is used in place when held bf16 */
         cr_expect_eq(w, (f32 ? 4.0 : 2.0) * (l1 * 3540096.0 + 49152.0 * 576), "f32 %d: %g", f32, w);
         double maps = json_real_value(json_object_get(json_object_get(st, "memory_bytes"), "file_maps"));
-        cr_expect_eq(maps, f32 ? 2.0 * (l1 * 3540096.0 + 49152.0 * 576) : 0, "f32 %d: maps %g", f32, maps);
+        /* bf16 held f32: converted tensor by tensor, each one's file pages dropped; held bf16: in place */
+        cr_expect_eq(maps, 0, "f32 %d: maps %g", f32, maps);
         cr_expect_eq(json_real_value(json_object_get(json_object_get(j, "cluster"), "peak_flops")), 100e9);
         json_decref(j);
     }
@@ -351,7 +352,8 @@ Test(plan, teacher_topk) {
 }
 
 /* A file measured whole (--teacher-file-gb: headers included) whose bytes a parameter are within 1 % of
- * those held is used in place: its pages are not counted a second time (eval and distill). */
+ * those held is used in place: its pages are not counted a second time (eval and distill). A converted
+ * file's pages are dropped as each tensor is read; a float32 student file's stay beside own()'s copies. */
 Test(plan, file_with_headers_used_in_place) {
     mf_config c = load(tu_shared(STORIES_CFG));
     mf_plan_job e = {.task = MF_PLAN_EVAL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 1,
@@ -362,15 +364,23 @@ Test(plan, file_with_headers_used_in_place) {
     cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
     cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0, "eval of a bf16 file held bf16: no second copy");
     mf_plan_free(&p);
-    e.student_file_bytes = e.teacher_file_bytes = 0.6; /* a quantized GGUF held bf16: its pages stay mapped */
+    e.student_file_bytes = e.teacher_file_bytes = 0.6; /* a quantized GGUF held bf16: converted, its pages dropped */
     cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0.6 * 260032);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0);
     mf_plan_free(&p);
     mf_plan_job d = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
                      .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
                      .teacher_file_bytes = 4.03, .student_file_bytes = 4};
     cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
     cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 4.0 * 260032, "distill: the teacher in place, the student's file copied");
+    mf_plan_free(&p);
+    d.teacher_file_bytes = 0.6; /* a quantized teacher converted: its pages dropped; the f32 student's stay */
+    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 4.0 * 260032, "distill: a converted teacher adds no file pages");
+    mf_plan_free(&p);
+    d.student_file_bytes = 2; /* a bf16 student file: converted into the float32 copies, its pages dropped */
+    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
+    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0, "distill: a bf16 student file adds no file pages");
     mf_plan_free(&p);
 }
 

@@ -152,7 +152,8 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, W, j->seq);
         if (st->last) mem[MF_PM_LOGITS] = F4 * W * V;                       /* mf_state.logits */
         if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * W * D;                     /* mpi/pipeline.c isend: 2 buffers */
-        if (host && !mf_plan_used_in_place(j->student_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] = w * j->student_file_bytes;
+        /* a file used in place is the weights themselves; a converted one's pages are dropped
+         * tensor by tensor as they are read (io/source.c mf_mmap_drop): no file maps */
         mem[MF_PM_RESERVE] = hw->reserve;
     } else {
         st->params = stage_params(c, nl, st->first, st->last, &st->layer_params);
@@ -192,11 +193,11 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
             double other = st->params - st->layer_params;
             mem[MF_PM_DP] = F4 * (st->layer_params > other ? st->layer_params : other);
         }
-        if (host) { /* the files' pages the loader read stay mapped (RSS) unless used in place */
-            double sp = frozen_params(c, nl, st->first, st->last);
-            if (!mf_plan_used_in_place(j->teacher_file_bytes, j->teacher_wbytes)) mem[MF_PM_MAPS] += tw * j->teacher_file_bytes;
-            mem[MF_PM_MAPS] += sp * j->student_file_bytes;
-        }
+        /* file pages: the teacher's are its weights when used in place, else dropped as each tensor is
+         * converted (io/source.c mf_mmap_drop); a float32 student file is read in place and params.c
+         * own() copies every tensor, so its pages stay resident beside the copies (host backends) */
+        if (host && mf_plan_used_in_place(j->student_file_bytes, F4))
+            mem[MF_PM_MAPS] = frozen_params(c, nl, st->first, st->last) * j->student_file_bytes;
         mem[MF_PM_RESERVE] = hw->reserve;
     }
     st->mem_total = 0;
