@@ -193,37 +193,76 @@ static void fuse_cmd(char *cmd, size_t cap, const char *dir, int P, const char *
              "--lr-base 1e-3 --ctx 128 %s", tu_mpirun(P), tu_shared(STORIES), tu_shared(TINY), dir, out, extra);
 }
 
-Test(resume, fuse_2_to_3_to_1, .timeout = 900) {
+/* The block a fuse log's iteration `it` trained, or -1. */
+static int log_block(const char *dir, const char *name, int it) {
+    char *path = tu_path_in(dir, name);
+    char *s = tu_read(path, NULL);
+    cr_assert(s, "no log %s", path);
+    int block = -1;
+    for (char *line = strtok(s, "\n"); line && block < 0; line = strtok(NULL, "\n")) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "bad log line in %s: %s", path, line);
+        if (json_integer_value(json_object_get(j, "iteration")) == it) block = (int)json_integer_value(json_object_get(j, "block"));
+        json_decref(j);
+    }
+    free(s);
+    free(path);
+    return block;
+}
+
+/* fuse resumed on 2 -> 3 -> 1 ranks against an uninterrupted 2-rank run (2 blocks, `per_block`
+ * training steps each, so block 1's fold is global step per_block + 1): 2 ranks stopped at step
+ * `stop1` inside block 1; 3 ranks finish block 1, fold it, run the second Macro Influence pass
+ * and stop at `stop2` inside block 2; 1 rank finishes. `cmdf` writes the command line. */
+typedef void (*fuse_cmd_fn)(char *cmd, size_t cap, const char *dir, int P, const char *out, const char *extra);
+
+static void fuse_resume_2_3_1(const char *what, fuse_cmd_fn cmdf, int n_layers, int per_block, int stop1, int stop2) {
     const char *dir = tu_tmpdir();
-    char cmd[16384], path[4400], *err;
-    fuse_cmd(cmd, sizeof cmd, dir, 2, "ref", "");
+    char cmd[16384], path[4400], want[160], step[64], *err;
+    int in_block2 = stop2 - (per_block + 1); /* the step within block 2 at stop2 */
+    cmdf(cmd, sizeof cmd, dir, 2, "ref", "");
     free(run_ok(cmd, "uninterrupted fuse (2 ranks)"));
-    fuse_cmd(cmd, sizeof cmd, dir, 2, "a", "--max-steps 3");
-    err = run_ok(cmd, "fuse to step 3");
-    expect_in(err, "--max-steps 3: checkpoint 3 written at block", "fuse to step 3");
+    snprintf(step, sizeof step, "--max-steps %d", stop1);
+    cmdf(cmd, sizeof cmd, dir, 2, "a", step);
+    err = run_ok(cmd, "fuse on 2 ranks, stopped in block 1");
+    snprintf(want, sizeof want, "--max-steps %d: checkpoint %d written at block", stop1, stop1);
+    expect_in(err, want, what);
     free(err);
     snprintf(path, sizeof path, "%s/a", dir);
-    cr_assert(access(path, F_OK) != 0, "a run stopped by --max-steps must not write the model");
-    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000003.h5", dir);
-    expect_layout(path, 2, 1, 5);
-    /* 2 -> 3 ranks: the rest of block 1, its fold, the second Macro Influence pass, 3 steps of block 2 */
-    fuse_cmd(cmd, sizeof cmd, dir, 3, "a", "--max-steps 10 --resume");
-    err = run_ok(cmd, "fuse on 3 ranks from step 3");
-    expect_in(err, "ckpt-00000003.h5: 0 blocks removed, inside an iteration", "fuse on 3 ranks");
-    expect_in(err, "(iteration 1) at step 3", "fuse on 3 ranks");
-    expect_in(err, "resuming a pp 2 x dp 1 checkpoint on pp 3 x dp 1", "fuse on 3 ranks");
-    expect_in(err, "--max-steps 10: checkpoint 10 written at block", "fuse on 3 ranks");
+    cr_assert(access(path, F_OK) != 0, "%s: a run stopped by --max-steps must not write the model", what);
+    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-%08d.h5", dir, stop1);
+    expect_layout(path, 2, 1, n_layers);
+    /* 2 -> 3 ranks: the rest of block 1, its fold, the second Macro Influence pass, part of block 2 */
+    snprintf(step, sizeof step, "--max-steps %d --resume", stop2);
+    cmdf(cmd, sizeof cmd, dir, 3, "a", step);
+    err = run_ok(cmd, "fuse on 3 ranks, from block 1 into block 2");
+    snprintf(want, sizeof want, "ckpt-%08d.h5: 0 blocks removed, inside an iteration", stop1);
+    expect_in(err, want, what);
+    snprintf(want, sizeof want, "(iteration 1) at step %d", stop1);
+    expect_in(err, want, what);
+    expect_in(err, "resuming a pp 2 x dp 1 checkpoint on pp 3 x dp 1", what);
+    /* the second Macro Influence pass, on 3 ranks, picked the block the uninterrupted run did */
+    int block2 = log_block(dir, "ref.fuse.jsonl", 2);
+    cr_assert(block2 >= 0, "%s: the uninterrupted run logged no iteration 2", what);
+    snprintf(want, sizeof want, "--max-steps %d: checkpoint %d written at block %d step %d", stop2, stop2, block2, in_block2);
+    expect_in(err, want, what);
     free(err);
-    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000010.h5", dir);
-    expect_layout(path, 3, 1, 5);
+    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-%08d.h5", dir, stop2);
+    expect_layout(path, 3, 1, n_layers);
     /* 3 -> 1 rank, to the end */
-    fuse_cmd(cmd, sizeof cmd, dir, 1, "a", "--resume");
-    err = run_ok(cmd, "fuse on 1 rank from step 10");
-    expect_in(err, "ckpt-00000010.h5: 1 blocks removed, inside an iteration", "fuse on 1 rank");
-    expect_in(err, "(iteration 2) at step 3", "fuse on 1 rank");
-    expect_in(err, "resuming a pp 3 x dp 1 checkpoint on pp 1 x dp 1", "fuse on 1 rank");
+    cmdf(cmd, sizeof cmd, dir, 1, "a", "--resume");
+    err = run_ok(cmd, "fuse on 1 rank, to the end");
+    snprintf(want, sizeof want, "ckpt-%08d.h5: 1 blocks removed, inside an iteration", stop2);
+    expect_in(err, want, what);
+    snprintf(want, sizeof want, "(iteration 2) at step %d", in_block2);
+    expect_in(err, want, what);
+    expect_in(err, "resuming a pp 3 x dp 1 checkpoint on pp 1 x dp 1", what);
     free(err);
-    expect_close("fuse 2 -> 3 -> 1 ranks", dir, "ref", "a", "ref.fuse.jsonl", "a.fuse.jsonl");
+    expect_close(what, dir, "ref", "a", "ref.fuse.jsonl", "a.fuse.jsonl");
+}
+
+Test(resume, fuse_2_to_3_to_1, .timeout = 900) {
+    fuse_resume_2_3_1("fuse 2 -> 3 -> 1 ranks", fuse_cmd, 5, 6, 3, 10);
 }
 
 /* ------------------------------------------------------------ SmolLM2 */
@@ -266,23 +305,6 @@ Test(resume, smollm2_distill_2_to_1_and_pp2_to_dp2, .timeout = 1200) {
 /* SmolLM2 fuse (2 blocks chosen by Macro Influence, 2 x 2 steps each of 2 x 32 tokens, window 4):
  * block 1 is steps 1..4 and its fold 5, block 2 steps 6..9, fold 10. 2 ranks stopped mid-block 1
  * -> 3 ranks (through the fold and the second Macro Influence pass) stopped mid-block 2 -> 1 rank. */
-/* The block a fuse log's iteration `it` trained, or -1. */
-static int log_block(const char *dir, const char *name, int it) {
-    char *path = tu_path_in(dir, name);
-    char *s = tu_read(path, NULL);
-    cr_assert(s, "no log %s", path);
-    int block = -1;
-    for (char *line = strtok(s, "\n"); line && block < 0; line = strtok(NULL, "\n")) {
-        json_t *j = json_loads(line, 0, NULL);
-        cr_assert(j, "bad log line in %s: %s", path, line);
-        if (json_integer_value(json_object_get(j, "iteration")) == it) block = (int)json_integer_value(json_object_get(j, "block"));
-        json_decref(j);
-    }
-    free(s);
-    free(path);
-    return block;
-}
-
 static void smollm2_fuse_cmd(char *cmd, size_t cap, const char *dir, int P, const char *out, const char *extra) {
     snprintf(cmd, cap, "%s fuse --model %s --text %s --out %s/%s --drop-layers 2 --samples 4 --mi-samples 2 --epochs 2 "
              "--batch 2 --ctx 32 --rank 4 --window 4 --lr 1e-2 --lr-base 1e-3 %s", tu_mpirun(P), tu_smollm2(), tu_shared(TINY),
@@ -290,37 +312,7 @@ static void smollm2_fuse_cmd(char *cmd, size_t cap, const char *dir, int P, cons
 }
 
 Test(resume, smollm2_fuse_2_to_3_to_1, .timeout = 1200) {
-    const char *dir = tu_tmpdir();
-    char cmd[16384], path[4400], *err;
-    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 2, "ref", "");
-    free(run_ok(cmd, "uninterrupted SmolLM2 fuse (2 ranks)"));
-    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 2, "a", "--max-steps 2");
-    err = run_ok(cmd, "SmolLM2 fuse to step 2");
-    expect_in(err, "--max-steps 2: checkpoint 2 written at block", "SmolLM2 fuse to step 2");
-    free(err);
-    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000002.h5", dir);
-    expect_layout(path, 2, 1, 30);
-    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 3, "a", "--max-steps 7 --resume");
-    err = run_ok(cmd, "SmolLM2 fuse on 3 ranks from step 2");
-    expect_in(err, "ckpt-00000002.h5: 0 blocks removed, inside an iteration", "SmolLM2 fuse on 3 ranks");
-    expect_in(err, "(iteration 1) at step 2", "SmolLM2 fuse on 3 ranks");
-    expect_in(err, "resuming a pp 2 x dp 1 checkpoint on pp 3 x dp 1", "SmolLM2 fuse on 3 ranks");
-    /* the second Macro Influence pass, run on 3 ranks, picked the block the uninterrupted run did */
-    char want[96];
-    int block2 = log_block(dir, "ref.fuse.jsonl", 2);
-    cr_assert(block2 >= 0, "the uninterrupted run logged no iteration 2");
-    snprintf(want, sizeof want, "--max-steps 7: checkpoint 7 written at block %d step 2", block2);
-    expect_in(err, want, "SmolLM2 fuse on 3 ranks");
-    free(err);
-    snprintf(path, sizeof path, "%s/a.ckpt/ckpt-00000007.h5", dir);
-    expect_layout(path, 3, 1, 30);
-    smollm2_fuse_cmd(cmd, sizeof cmd, dir, 1, "a", "--resume");
-    err = run_ok(cmd, "SmolLM2 fuse on 1 rank from step 7");
-    expect_in(err, "ckpt-00000007.h5: 1 blocks removed, inside an iteration", "SmolLM2 fuse on 1 rank");
-    expect_in(err, "(iteration 2) at step 2", "SmolLM2 fuse on 1 rank");
-    expect_in(err, "resuming a pp 3 x dp 1 checkpoint on pp 1 x dp 1", "SmolLM2 fuse on 1 rank");
-    free(err);
-    expect_close("SmolLM2 fuse 2 -> 3 -> 1 ranks", dir, "ref", "a", "ref.fuse.jsonl", "a.fuse.jsonl");
+    fuse_resume_2_3_1("SmolLM2 fuse 2 -> 3 -> 1 ranks", smollm2_fuse_cmd, 30, 4, 2, 7);
 }
 
 /* ------------------------------------------------------------ the lock */

@@ -14,69 +14,16 @@
 # slurm-wlm and munge.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
-SHARED=${MINIFUSE_SHARED:-$(cd .. && pwd)/shared}
-MODEL=$SHARED/llm_assets/models/stories260K/stories260K.bin
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-# the test node advertises 4 CPUs on 2 cores: Open MPI under srun does not know it
-# is oversubscribed and would busy-poll (50x slower); make waiting ranks yield
-export OMPI_MCA_mpi_yield_when_idle=1
-MPIRUN="mpirun --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1 -x MINIFUSE_QUIET=1"
 W=$(mktemp -d /tmp/minifuse-jobscripts.XXXXXX)
-passed=0; failed=0
-ok()   { echo "ok   - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
-finish() {
-    bash tests/slurm/slurm_down.sh "$W/slurm"
-    echo "jobscripts: $passed passed, $failed failed"
-    [ "$failed" -eq 0 ] && rm -rf "$W"
-    exit $(( failed > 0 ))
-}
-
-up=$(bash tests/slurm/slurm_up.sh "$W/slurm" 2>"$W/slurm_up.err"); rc=$?
-if [ $rc -eq 2 ]; then # not an error here, but nothing was tested: say so (tests/run_all.sh fails it where Slurm is expected)
-    cat "$W/slurm_up.err"; echo "jobscripts: skipped ($(tail -1 "$W/slurm_up.err" | sed 's/^slurm_up: //'))"; rm -rf "$W"; exit 0; fi
-if [ $rc -ne 0 ]; then cat "$W/slurm_up.err"; fail "a one-node Slurm cluster starts"; finish; fi
-eval "$up"
-ok "a one-node Slurm cluster starts ($(sinfo -h -o '%n %c CPUs %T'))"
-trap finish EXIT
-
-head -c 400000 "$SHARED/llm_assets/text/tinystories_train_first2MiB.txt" > "$W/train.txt"
-
-field() { scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1; }
-# wait_job JOBID SECONDS: until the job has ended (COMPLETED, FAILED, ...)
-wait_job() {
-    local t=0 s
-    while [ "$t" -lt $(($2 * 5)) ]; do
-        s=$(field "$1" JobState)
-        case "$s" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE) echo "$s"; return;; esac
-
-        sleep 0.2; t=$((t + 1))
-    done
-    echo "STILL-${s:-UNKNOWN}"
-}
-# submit SCRIPT VAR=..,VAR=..: prints the job id
-submit() { sbatch --parsable --chdir="$ROOT" --output="$W/$(basename "$1" .sbatch)-%j.out" --export="ALL,$2" "$1"; }
-# signal_after JOBID LOG LINES: SIGUSR1 to the job's tasks once LOG has LINES lines
-signal_after() {
-    local t=0
-    while [ "$(cat "$2" 2>/dev/null | wc -l)" -lt "$3" ] && [ "$t" -lt 1500 ]; do sleep 0.1; t=$((t + 1)); done
-    scancel --signal=USR1 "$1"
-}
-# same_weights DIR_A DIR_B: the same safetensors files, byte for byte
-same_weights() {
-    local a=("$1"/*.safetensors) f
-    [ -e "${a[0]}" ] || return 1
-    [ "$(cd "$1" && ls *.safetensors)" = "$(cd "$2" && ls *.safetensors 2>/dev/null)" ] || return 1
-    for f in "${a[@]}"; do cmp -s "$f" "$2/$(basename "$f")" || return 1; done
-}
+NAME=jobscripts
+source tests/slurm/lib.sh
+start_slurm "a one-node Slurm cluster" '%n %c CPUs %T'
 
 # ---- eval.sbatch: 2 tasks
 j=$(submit jobscripts/eval.sbatch "MODEL=$MODEL,TEXT=$W/train.txt,MAX_WINDOWS=8")
 st=$(wait_job "$j" 120)
-got=$(grep -h '^{' "$W"/eval-"$j".out | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])' 2>/dev/null)
-want=$($MPIRUN -np 2 bin/minifuse eval --model "$MODEL" --text "$W/train.txt" --ctx 256 --max-windows 8 --json 2>/dev/null |
-       python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])')
+got=$(ppl_of "$W"/eval-"$j".out)
+want=$($MPIRUN -np 2 bin/minifuse eval --model "$MODEL" --text "$W/train.txt" --ctx 256 --max-windows 8 --json 2>/dev/null | ppl_of -)
 if [ "$st" = COMPLETED ] && [ -n "$got" ] && [ "$got" = "$want" ]; then ok "eval.sbatch: ppl $got = mpirun's"
 else fail "eval.sbatch: job $st, ppl '$got' vs mpirun '$want' (log $W/eval-$j.out)"; fi
 
