@@ -54,7 +54,7 @@ int mf_cmd_distill(int argc, char **argv) {
         {"tokenizer", MF_OPT_STR, &o->tokenizer, "tokenizer.bin or GGUF file (default: the student's)", 0},
         {"force", MF_OPT_FLAG, &o->force, "replace --out if it exists", 0},
         {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
-        {"watchdog", MF_OPT_FLOAT, &o->watchdog, "abort the job after S seconds without progress (default 0: 10 x the slowest step, at least 600 s; -1 off)", 0},
+        {"watchdog", MF_OPT_FLOAT, &o->watchdog, MF_WATCHDOG_HELP, 0},
     };
     const char *summary =
         "Distill a student from a teacher: forward KL on logits with temperature (Minitron), optional\n"

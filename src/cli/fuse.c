@@ -99,7 +99,7 @@ int mf_cmd_fuse(int argc, char **argv) {
         {"json", MF_OPT_FLAG, &json, "print a JSON summary", 0},
         {"backend", MF_OPT_STR, &o->backend, MF_BACKEND_HELP, 0},
         {"weights", MF_OPT_STR, &weights, "f32 only: the frozen base is held in float32 (bf16/f16 weights are not supported by fuse)", 0},
-        {"watchdog", MF_OPT_FLOAT, &o->watchdog, "abort the job after S seconds without progress (default 0: 10 x the slowest step, at least 600 s; -1 off)", 0},
+        {"watchdog", MF_OPT_FLOAT, &o->watchdog, MF_WATCHDOG_HELP, 0},
     };
     const char *summary =
         "FuseGPT: remove blocks one at a time by Macro Influence, folding each into its neighbours with\n"

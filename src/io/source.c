@@ -70,17 +70,17 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     if (o < cap) snprintf(buf + o, cap - o, "]");
 }
 
-/* Rows of a [n_heads*hd][cols] matrix from interleaved RoPE order (pairs 2j, 2j+1)
- * to rotate-half order (j, j + hd/2): hf[h*hd + t*hd/2 + j] = src[h*hd + 2j + t]. */
-static void unpermute_rope_rows(float *w, int n_heads, int64_t rows, int64_t cols) {
+/* Rows of a [n_heads*hd][cols] matrix of `esize`-byte elements from interleaved RoPE order
+ * (pairs 2j, 2j+1) to rotate-half order (j, j + hd/2): hf[h*hd + t*hd/2 + j] = src[h*hd + 2j + t]. */
+void mf_unpermute_rope_rows(void *w, size_t esize, int n_heads, int64_t rows, int64_t cols) {
     int64_t hd = rows / n_heads;
-    float *tmp = mf_malloc((size_t)(hd * cols) * sizeof *tmp);
+    size_t row = (size_t)cols * esize;
+    char *tmp = mf_malloc((size_t)hd * row);
     for (int h = 0; h < n_heads; h++) {
-        float *blk = w + (int64_t)h * hd * cols;
-        memcpy(tmp, blk, (size_t)(hd * cols) * sizeof *tmp);
+        char *blk = (char *)w + (size_t)h * (size_t)hd * row;
+        memcpy(tmp, blk, (size_t)hd * row);
         for (int64_t j = 0; j < hd / 2; j++)
-            for (int t = 0; t < 2; t++)
-                memcpy(blk + (t * hd / 2 + j) * cols, tmp + (2 * j + t) * cols, (size_t)cols * sizeof *tmp);
+            for (int t = 0; t < 2; t++) memcpy(blk + (size_t)(t * hd / 2 + j) * row, tmp + (size_t)(2 * j + t) * row, row);
     }
     free(tmp);
 }
@@ -123,7 +123,7 @@ float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64
         free(dst);
         return NULL;
     }
-    if (raw.rope_heads > 0) unpermute_rope_rows(dst, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
+    if (raw.rope_heads > 0) mf_unpermute_rope_rows(dst, sizeof *dst, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
     if (s->mapped) mf_mmap_drop(raw.data, raw.nbytes); /* converted: its file pages need not stay resident */
     *owned = 1;
     return dst;

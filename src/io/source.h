@@ -57,6 +57,11 @@ int mf_source_has(const mf_source *s, const char *name);
  * the caller must free() it (0: it points into the memory map). */
 float *mf_source_get(const mf_source *s, const char *name, int ndim, const int64_t *shape, int *owned, mf_err *err);
 
+/* GGUF stores q/k rows in interleaved RoPE order; this puts the rows of a
+ * [n_heads*hd][cols] matrix of esize-byte elements in HF's rotate-half order,
+ * in place (used by mf_source_get and mf_source_get_half). */
+void mf_unpermute_rope_rows(void *w, size_t esize, int n_heads, int64_t rows, int64_t cols);
+
 /* The stored type of tensor `name` as the weights would see it: MF_DT_BF16 or
  * MF_DT_F16 for a 16-bit float tensor, MF_DT_F32 for float32, a quantized
  * GGML type or a missing tensor (other types: theirs). Reads only the header. */

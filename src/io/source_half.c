@@ -14,20 +14,6 @@ mf_dtype mf_source_dtype(const mf_source *s, const char *name) {
     return (mf_dtype)raw.dtype;
 }
 
-/* Rows of a 16-bit [n_heads*hd][cols] matrix from interleaved to rotate-half RoPE order (see source.c). */
-static void unpermute_rope_rows16(uint16_t *w, int n_heads, int64_t rows, int64_t cols) {
-    int64_t hd = rows / n_heads;
-    uint16_t *tmp = mf_malloc((size_t)(hd * cols) * sizeof *tmp);
-    for (int h = 0; h < n_heads; h++) {
-        uint16_t *blk = w + (int64_t)h * hd * cols;
-        memcpy(tmp, blk, (size_t)(hd * cols) * sizeof *tmp);
-        for (int64_t j = 0; j < hd / 2; j++)
-            for (int t = 0; t < 2; t++)
-                memcpy(blk + (t * hd / 2 + j) * cols, tmp + (2 * j + t) * cols, (size_t)cols * sizeof *tmp);
-    }
-    free(tmp);
-}
-
 uint16_t *mf_source_get_half(const mf_source *s, const char *name, int ndim, const int64_t *shape, mf_dtype dt,
                              int *owned, mf_err *err) {
     mf_raw_tensor raw;
@@ -46,7 +32,7 @@ uint16_t *mf_source_get_half(const mf_source *s, const char *name, int ndim, con
         if (same) {
             uint16_t *h = mf_malloc((size_t)numel * sizeof *h);
             memcpy(h, raw.data, (size_t)numel * sizeof *h);
-            if (raw.rope_heads > 0) unpermute_rope_rows16(h, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
+            if (raw.rope_heads > 0) mf_unpermute_rope_rows(h, sizeof *h, raw.rope_heads, shape[0], ndim > 1 ? shape[1] : 1);
             if (s->mapped) mf_mmap_drop(raw.data, raw.nbytes);
             *owned = 1;
             return h;

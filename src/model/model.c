@@ -7,7 +7,25 @@
 
 #include "util/vec.h"
 
-/* Fetch one tensor; remember converted copies so mf_model_free can release them. */
+/* Keep p (bytes long; owned: malloc'ed by the reader, else in the map) for the model's life: on a device
+ * backend it is uploaded once and the host copy freed; host backends use the map in place.
+ * Owned pointers are remembered so mf_model_free can release them. */
+static void *keep(mf_model *m, void *p, size_t bytes, int owned) {
+    if (p && !m->be->is_host) {
+        void *d = m->be->alloc(bytes);
+        m->be->upload(d, p, bytes);
+        if (owned) free(p);
+        p = d;
+        owned = 1;
+    }
+    if (p && owned) {
+        m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+        m->owned[m->n_owned++] = p;
+    }
+    return p;
+}
+
+/* Fetch one float32 tensor, checked finite. */
 static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t d0, int64_t d1, mf_err *err) {
     int64_t shape[2] = {d0, d1};
     int owned;
@@ -19,19 +37,7 @@ static float *fetch(mf_model *m, const mf_source *src, const char *name, int64_t
         if (owned) free(p);
         return NULL;
     }
-    if (p && !m->be->is_host) { /* a device backend: upload once; host backends use the map in place */
-        size_t bytes = (size_t)d0 * (size_t)(d1 ? d1 : 1) * sizeof(float);
-        float *d = m->be->alloc(bytes);
-        m->be->upload(d, p, bytes);
-        if (owned) free(p);
-        p = d;
-        owned = 1;
-    }
-    if (p && owned) {
-        m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
-        m->owned[m->n_owned++] = p;
-    }
-    return p;
+    return keep(m, p, (size_t)d0 * (size_t)(d1 ? d1 : 1) * sizeof(float), owned);
 }
 
 /* A 16-bit value's exponent all ones: inf or nan. */
@@ -55,18 +61,7 @@ static void *fetch_half(mf_model *m, const mf_source *src, const char *name, int
         if (owned) free(p);
         return NULL;
     }
-    if (p && !m->be->is_host) {
-        uint16_t *d = m->be->alloc(bytes);
-        m->be->upload(d, p, bytes);
-        if (owned) free(p);
-        p = d;
-        owned = 1;
-    }
-    if (p && owned) {
-        m->owned = mf_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
-        m->owned[m->n_owned++] = p;
-    }
-    return p;
+    return keep(m, p, bytes, owned);
 }
 
 /* A tensor at the type it is held in: matrices (d1 > 0) at m->wdt, vectors float32.

@@ -95,6 +95,9 @@ void mf_run_free(mf_run *r);
  * far, at least 600 s, and 3600 s until the first step is done. Disarmed
  * between runs of work that report no progress (loading, writing). */
 typedef struct mf_watchdog mf_watchdog;
+/* --watchdog's help line (distill, fuse) */
+#define MF_WATCHDOG_HELP \
+    "abort the job after S seconds without progress (default 0: 10 x the slowest step, at least 600 s; -1 off)"
 /* timeout < 0: no watchdog (returns NULL; the other calls accept NULL). */
 mf_watchdog *mf_watchdog_start(const char *what, int rank, double timeout);
 /* Progress: `phase` ("step 12", "macro influence") has begun; restarts the clock. */
