@@ -75,8 +75,7 @@ Test(plan, bytes_per_layer) {
 Test(plan, one_rank_by_hand) {
     mf_config c = load(tu_shared(STORIES_CFG));
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
-                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
-                     .teacher_file_bytes = 4, .student_file_bytes = 4};
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4};
     mf_plan_hw hw = cpu_hw(1e12);
     mf_plan p;
     mf_err err;
@@ -94,8 +93,7 @@ Test(plan, one_rank_by_hand) {
     cr_expect_eq(st->mem[MF_PM_INFER], 2 * 4.0 * (32 * 600 + 2 * 5 * 32 * 32));
     cr_expect_eq(st->mem[MF_PM_PIPE], 4.0 * 32 * 64);
     cr_expect_eq(st->mem[MF_PM_DP], 0);
-    cr_expect_eq(st->mem[MF_PM_MAPS], W); /* the teacher's f32 file is used in place; the student's is copied */
-    cr_expect_eq(st->mem_total, 7482368.0);
+    cr_expect_eq(st->mem_total, 6442240.0); /* no file pages: the teacher's used in place, the student's dropped */
     /* FLOPs of a micro-batch: student 3 x (32*5*95104 + 32*65536), teacher 32*5*95104 + 32*65536; the loss
      * is timed apart: 32*512 logits x MF_LOSS_GEMM_FLOPS_PER_LOGIT at the GEMM rate (1e9) */
     cr_expect_eq(st->flops_mb, 69255168.0);
@@ -112,8 +110,7 @@ Test(plan, onef1b_in_flight_and_joint_bounds) {
     mf_config t = load(LLAMA70B_CFG), s = t;
     s.n_layers = 64;
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = s, .teacher = t, .seq = 4096, .micro_batch = 1, .micro_batches = 16,
-                     .pp = 8, .dp = 8, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 2,
-                     .teacher_file_bytes = 2, .student_file_bytes = 4};
+                     .pp = 8, .dp = 8, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 2};
     mf_plan_hw hw = cpu_hw(80.0 * (1 << 30));
     hw.backend = MF_PLAN_CUDA;
     hw.nodes = 8;
@@ -149,8 +146,7 @@ Test(plan, refusal_names_the_term) {
     mf_config s = load(SMOLLM2_CFG), t = s;
     s.n_layers = 22;
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = s, .teacher = t, .seq = 256, .micro_batch = 1, .micro_batches = 4,
-                     .pp = 1, .dp = 1, .schedule = MF_PLAN_GPIPE, .partition = MF_PLAN_SEPARATE, .teacher_wbytes = 4,
-                     .teacher_file_bytes = 0.625, .student_file_bytes = 4};
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_GPIPE, .partition = MF_PLAN_SEPARATE, .teacher_wbytes = 4};
     mf_plan_hw hw = cpu_hw(1.0 * (1 << 30));
     mf_plan p;
     mf_err err;
@@ -258,7 +254,7 @@ Test(plan, bad_configs, .timeout = 120) {
 Test(plan, eval_by_hand) {
     mf_config c = load(tu_shared(STORIES_CFG));
     mf_plan_job j = {.task = MF_PLAN_EVAL, .student = c, .seq = 64, .micro_batch = 1, .micro_batches = 10, .pp = 2, .dp = 1,
-                     .teacher_wbytes = 4, .teacher_file_bytes = 4, .student_file_bytes = 4};
+                     .teacher_wbytes = 4};
     mf_plan_hw hw = cpu_hw(1e12);
     hw.ranks_per_node = 2;
     mf_plan p;
@@ -269,7 +265,6 @@ Test(plan, eval_by_hand) {
     const mf_plan_stage *a = &p.st[0], *b = &p.st[1];
     cr_expect_eq(a->mem[MF_PM_TEACHER_W], 4.0 * (3 * 45440 + 32768));
     cr_expect_eq(b->mem[MF_PM_TEACHER_W], 4.0 * (2 * 45440 + 32768 + 64)); /* tied: the embedding is the head */
-    cr_expect_eq(a->mem[MF_PM_MAPS], 0);                                    /* f32 file used in place */
     cr_expect_eq(a->mem[MF_PM_INFER], 4.0 * (64 * 600 + 2 * 3 * 64 * 32));
     cr_expect_eq(b->mem[MF_PM_LOGITS], 4.0 * 64 * 512);
     cr_expect_eq(a->mem[MF_PM_PIPE], 2 * 4.0 * 64 * 64);
@@ -293,7 +288,7 @@ Test(plan, joint_bounds_follow_the_layer_map) {
     }
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = s, .teacher = t, .seq = 256, .micro_batch = 1, .micro_batches = 4,
                      .pp = 2, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_map = map,
-                     .teacher_wbytes = 4, .teacher_file_bytes = 0.625, .student_file_bytes = 4};
+                     .teacher_wbytes = 4};
     mf_plan_hw hw = cpu_hw(1e12);
     hw.ranks_per_node = 2;
     mf_plan p;
@@ -324,9 +319,7 @@ Test(plan, cli_eval_weights, .timeout = 120) {
         double w = json_real_value(json_object_get(json_object_get(st, "memory_bytes"), "teacher_weights"));
         /* stage 1: its layers and the embedding, at 2 or 4 bytes; the bf16 file is used in place when held bf16 */
         cr_expect_eq(w, (f32 ? 4.0 : 2.0) * (l1 * 3540096.0 + 49152.0 * 576), "f32 %d: %g", f32, w);
-        double maps = json_real_value(json_object_get(json_object_get(st, "memory_bytes"), "file_maps"));
-        /* bf16 held f32: converted tensor by tensor, each one's file pages dropped; held bf16: in place */
-        cr_expect_eq(maps, 0, "f32 %d: maps %g", f32, maps);
+        cr_expect_null(json_object_get(json_object_get(st, "memory_bytes"), "file_maps"), "no file-pages term");
         cr_expect_eq(json_real_value(json_object_get(json_object_get(j, "cluster"), "peak_flops")), 100e9);
         json_decref(j);
     }
@@ -336,8 +329,7 @@ Test(plan, cli_eval_weights, .timeout = 120) {
 Test(plan, teacher_topk) {
     mf_config c = load(tu_shared(STORIES_CFG));
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
-                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
-                     .teacher_file_bytes = 4, .student_file_bytes = 4};
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4};
     mf_plan_hw hw = cpu_hw(1e12);
     mf_plan a, b;
     mf_err err;
@@ -352,44 +344,30 @@ Test(plan, teacher_topk) {
 }
 
 /* A file measured whole (--teacher-file-gb: headers included) whose bytes a parameter are within 1 % of
- * those held is used in place: its pages are not counted a second time (eval and distill). A converted
- * file's pages are dropped as each tensor is read; a float32 student file's stay beside own()'s copies. */
-Test(plan, file_with_headers_used_in_place) {
-    mf_config c = load(tu_shared(STORIES_CFG));
-    mf_plan_job e = {.task = MF_PLAN_EVAL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 1,
-                     .pp = 1, .dp = 1, .teacher_wbytes = 2, .teacher_file_bytes = 2.00002, .student_file_bytes = 2.00002};
-    mf_plan_hw hw = cpu_hw(1e12);
-    mf_plan p;
-    mf_err err;
-    cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0, "eval of a bf16 file held bf16: no second copy");
-    mf_plan_free(&p);
-    e.student_file_bytes = e.teacher_file_bytes = 0.6; /* a quantized GGUF held bf16: converted, its pages dropped */
-    cr_assert_eq(mf_plan_compute(&e, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0);
-    mf_plan_free(&p);
-    mf_plan_job d = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
-                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 4,
-                     .teacher_file_bytes = 4.03, .student_file_bytes = 4};
-    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 4.0 * 260032, "distill: the teacher in place, the student's file copied");
-    mf_plan_free(&p);
-    d.teacher_file_bytes = 0.6; /* a quantized teacher converted: its pages dropped; the f32 student's stay */
-    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 4.0 * 260032, "distill: a converted teacher adds no file pages");
-    mf_plan_free(&p);
-    d.student_file_bytes = 2; /* a bf16 student file: converted into the float32 copies, its pages dropped */
-    cr_assert_eq(mf_plan_compute(&d, &hw, &p, &err), 0, "%s", err.msg);
-    cr_expect_eq(p.st[0].mem[MF_PM_MAPS], 0, "distill: a bf16 student file adds no file pages");
-    mf_plan_free(&p);
+ * 2 is a half-precision file: its weights are held in it by default (the CLI's pick of --weights). */
+Test(plan, file_with_headers_used_in_place, .timeout = 60) {
+    cr_expect(mf_plan_used_in_place(2.00002, 2));
+    cr_expect(!mf_plan_used_in_place(2.03, 2));
+    cr_expect(!mf_plan_used_in_place(0.6, 2));
+    char args[1024];
+    int rc;
+    /* SmolLM2 (134.5 M parameters) as a bf16 file with 2.7 kB of headers, and as Q4_1 */
+    const double gb[2] = {0.26903, 0.0984};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "--task eval --backend cpu --config %s --nodes 1 --gpus-per-node 1 --pp 1 --dp 1 --seq 256 "
+                 "--sgemm-gflops 100 --efficiency 0.5 --teacher-file-gb %g", SMOLLM2_CFG, gb[k]);
+        json_t *j = run_json(args, &rc);
+        cr_expect_eq(rc, 0);
+        cr_expect_eq(json_real_value(json_object_get(j, "teacher_weight_bytes")), k == 0 ? 2.0 : 4.0, "%g GB", gb[k]);
+        json_decref(j);
+    }
 }
 
 /* Frozen weights held in half precision run at the half-precision peak, the student at the float32 one. */
 Test(plan, half_precision_teacher_peak) {
     mf_config c = load(tu_shared(STORIES_CFG));
     mf_plan_job j = {.task = MF_PLAN_DISTILL, .student = c, .teacher = c, .seq = 32, .micro_batch = 1, .micro_batches = 2,
-                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 2,
-                     .teacher_file_bytes = 2, .student_file_bytes = 4};
+                     .pp = 1, .dp = 1, .schedule = MF_PLAN_1F1B, .partition = MF_PLAN_JOINT, .teacher_wbytes = 2};
     mf_plan_hw hw = cpu_hw(1e12);
     hw.backend = MF_PLAN_CUDA;
     hw.peak_half = 4e9;

@@ -15,7 +15,7 @@
 
 typedef struct plan_opts {
     const char *config, *teacher, *task, *backend, *gpu, *math, *recompute, *schedule, *partition, *weights;
-    const char *teacher_dtype, *student_dtype, *scratch;
+    const char *teacher_dtype, *scratch;
     int nodes, gpn, micro_batch, seq, micro_batches, batch, pp, dp, json, cores, topk;
     int s_layers, s_dim, s_ffn, s_heads, s_kv;
     float gpu_mem, node_mem, peak_tflops, half_tflops, sgemm_gflops, eff, mem_bw, intra, inter, latency_us, fs, reserve;
@@ -169,13 +169,11 @@ static void job_of(const plan_opts *o, mf_plan_job *j, int *recompute_auto) {
     /* frozen weights: the file's half precision when it is one, else float32 (issue 15), or --weights */
     double held = o->weights ? (pick("weights", o->weights, "bf16", "f32") ? 4 : 2) : (mf_plan_used_in_place(tfile, 2) ? 2 : 4);
     j->teacher_wbytes = held;
-    j->teacher_file_bytes = tfile;
-    j->student_file_bytes = j->task == MF_PLAN_EVAL ? tfile : dtype_bytes("student-dtype", o->student_dtype);
 }
 
 int mf_cmd_plan(int argc, char **argv) {
     plan_opts o = {.task = "distill", .backend = "cuda", .gpu = "h100", .math = "fp32", .recompute = "auto", .schedule = "1f1b",
-                   .partition = "joint", .teacher_dtype = "bf16", .student_dtype = "f32", .scratch = "per-window", .micro_batch = 1, .seq = 4096,
+                   .partition = "joint", .teacher_dtype = "bf16", .scratch = "per-window", .micro_batch = 1, .seq = 4096,
                    .micro_batches = 8, .cores = 1, .sgemm_gflops = 100, .node_mem = 256, .latency_us = -1, .reserve = -1};
     const mf_opt opts[] = {
         {"config", MF_OPT_STR, &o.config, "the student's (eval: the model's) config.json, or a model minifuse reads", 1},
@@ -217,7 +215,6 @@ int mf_cmd_plan(int argc, char **argv) {
         {"weights", MF_OPT_STR, &o.weights, "frozen (teacher, eval) weights held as bf16 or f32 (default: bf16 for a half-precision file, else f32)", 0},
         {"teacher-dtype", MF_OPT_STR, &o.teacher_dtype, "the teacher's (eval: the model's) file: bf16 (default), f16, f32, q8_0, q4_1, q4_0", 0},
         {"teacher-file-gb", MF_OPT_FLOAT, &o.teacher_file_gb, "the teacher's file size in GB (overrides --teacher-dtype; cpu maps)", 0},
-        {"student-dtype", MF_OPT_STR, &o.student_dtype, "the student's file: f32 (default, what prune writes) or bf16", 0},
         {"teacher-topk", MF_OPT_INT, &o.topk, "distill --teacher-topk K: the teacher's top-K logits from the cache, no teacher forward", 0},
         {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
     };

@@ -9,11 +9,11 @@
 
 static const char *const KEYS[MF_PM_N] = {
     "teacher_weights", "student_weights", "gradients", "adamw", "activations", "microbatch_buffers",
-    "logits", "inference_states", "pipeline_buffers", "dp_scratch", "file_maps", "reserve",
+    "logits", "inference_states", "pipeline_buffers", "dp_scratch", "reserve",
 };
 /* short column heads of the per-stage table, in term order */
 static const char *const HEADS[MF_PM_N] = {"teach.w", "stud.w", "grads", "adamw", "acts", "mb.buf",
-                                           "logits", "infer", "pipe", "dp.sum", "maps", "reserve"};
+                                           "logits", "infer", "pipe", "dp.sum", "reserve"};
 
 static double peak_mem(const mf_plan *p) { return p->st[p->worst].mem_total; }
 

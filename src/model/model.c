@@ -5,16 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/mmapfile.h"
 #include "util/vec.h"
 
 /* Keep p (bytes long; owned: malloc'ed by the reader, else in the map) for the model's life: on a device
- * backend it is uploaded once and the host copy freed; host backends use the map in place.
- * Owned pointers are remembered so mf_model_free can release them. */
+ * backend it is uploaded once and the host copy freed, or its file pages dropped (a 70B shard's
+ * pages would otherwise stay in host memory beside the GPU's copy); host backends use the map in
+ * place. Owned pointers are remembered so mf_model_free can release them. */
 static void *keep(mf_model *m, void *p, size_t bytes, int owned) {
     if (p && !m->be->is_host) {
         void *d = m->be->alloc(bytes);
         m->be->upload(d, p, bytes);
         if (owned) free(p);
+        else if (m->mapped) mf_mmap_drop(p, bytes);
         p = d;
         owned = 1;
     }
@@ -158,6 +161,7 @@ mf_model *mf_model_load_w(const mf_source *src, const mf_backend *be, int l0, in
         }
     }
     m->be = be;
+    m->mapped = src->mapped;
     m->layer_begin = l0;
     m->layer_end = l1;
     m->first = first;

@@ -69,6 +69,9 @@ typedef struct mf_model {
     /* tensors this model must free (converted copies) */
     void **owned;
     int n_owned;
+    /* 1: every tensor pointer of a host backend that is not in `owned` lies in the source's
+     * read-only file maps (mf_model_load), so a copy made of it may drop its pages (mf_mmap_drop) */
+    int mapped;
 } mf_model;
 
 /* Load the tensors of layers [l0, l1) (plus embedding if first, head if last), float32. */

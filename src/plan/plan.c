@@ -12,7 +12,7 @@
 
 const char *const mf_plan_mem_names[MF_PM_N] = {
     "teacher weights", "student weights", "gradients", "AdamW moments", "activations", "micro-batch buffers",
-    "logits/loss", "inference states + KV", "pipeline buffers", "gradient-sum scratch", "file maps", "runtime reserve",
+    "logits/loss", "inference states + KV", "pipeline buffers", "gradient-sum scratch", "runtime reserve",
 };
 
 #define F4 4.0 /* bytes of a float32 */
@@ -152,8 +152,9 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
         mem[MF_PM_INFER] = mf_plan_state_bytes(c, nl, 0, W, j->seq);
         if (st->last) mem[MF_PM_LOGITS] = F4 * W * V;                       /* mf_state.logits */
         if (!st->last) mem[MF_PM_PIPE] = 2 * F4 * W * D;                     /* mpi/pipeline.c isend: 2 buffers */
-        /* a file used in place is the weights themselves; a converted one's pages are dropped
-         * tensor by tensor as they are read (io/source.c mf_mmap_drop): no file maps */
+        /* no file pages beside the weights: a file used in place is the weights themselves, a
+         * converted one's pages are dropped tensor by tensor as they are read (io/source.c
+         * mf_mmap_drop), and so are an uploaded tensor's on a device (model.c keep) */
         mem[MF_PM_RESERVE] = hw->reserve;
     } else {
         st->params = stage_params(c, nl, st->first, st->last, &st->layer_params);
@@ -193,11 +194,9 @@ static void stage_memory(const ctxt *x, mf_plan_stage *st) {
             double other = st->params - st->layer_params;
             mem[MF_PM_DP] = F4 * (st->layer_params > other ? st->layer_params : other);
         }
-        /* file pages: the teacher's are its weights when used in place, else dropped as each tensor is
-         * converted (io/source.c mf_mmap_drop); a float32 student file is read in place and params.c
-         * own() copies every tensor, so its pages stay resident beside the copies (host backends) */
-        if (host && mf_plan_used_in_place(j->student_file_bytes, F4))
-            mem[MF_PM_MAPS] = frozen_params(c, nl, st->first, st->last) * j->student_file_bytes;
+        /* no file pages beside the weights: the teacher's are its weights when used in place, else
+         * dropped as each tensor is converted (io/source.c mf_mmap_drop); the student's are dropped
+         * as params.c own() copies each tensor */
         mem[MF_PM_RESERVE] = hw->reserve;
     }
     st->mem_total = 0;

@@ -61,9 +61,9 @@ typedef struct mf_plan_job {
     mf_plan_partition partition;
     const int *teacher_map;    /* [student layers]: the teacher layer each student layer came from (a depth-pruned
                                 * student's config.json "minifuse": {"dropped_layers"}), or NULL: proportional */
-    double teacher_wbytes;     /* bytes per frozen weight held: 2 (bf16/f16) or 4 (f32) */
-    double teacher_file_bytes; /* bytes per parameter of the teacher's file (cpu: its mapped pages count in RSS) */
-    double student_file_bytes; /* the same for the student's (or eval model's) file; 0 = not mapped */
+    double teacher_wbytes;     /* bytes per frozen weight held: 2 (bf16/f16) or 4 (f32); the files' own
+                                * pages count nowhere: used in place they are these weights, else dropped
+                                * as each tensor is converted, copied or uploaded (mf_mmap_drop) */
 } mf_plan_job;
 
 /* Memory terms of one rank, in bytes. */
@@ -78,7 +78,6 @@ enum {
     MF_PM_INFER,      /* the inference states (mf_state) of teacher and student: window buffers + KV cache */
     MF_PM_PIPE,       /* pipeline send/receive buffers */
     MF_PM_DP,         /* data-parallel gradient-sum scratch */
-    MF_PM_MAPS,       /* model files' mapped pages (host backends: part of RSS) */
     MF_PM_RESERVE,    /* runtime (see mf_plan_hw.reserve) */
     MF_PM_N
 };

@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/mmapfile.h"
 #include "util/vec.h"
 
-/* Copy a weight into memory the model owns (it may point into a read-only map). */
+/* Copy a weight into memory the model owns (it may point into a read-only map). A host
+ * backend's copy of a mapped tensor drops the tensor's file pages: they would stay resident
+ * beside the copy (a float32 student file read in place: its whole size on every rank). */
 static float *own(mf_model *m, float *w, size_t n) {
     for (int i = 0; i < m->n_owned; i++)
         if (m->owned[i] == w) return w;
@@ -15,6 +18,7 @@ static float *own(mf_model *m, float *w, size_t n) {
     if (m->be->is_host) {
         c = mf_malloc(n * sizeof *c);
         memcpy(c, w, n * sizeof *c);
+        if (m->mapped) mf_mmap_drop(w, n * sizeof *w);
     } else { /* a device backend uploads every tensor it loads; this is for one made since */
         c = m->be->alloc(n * sizeof *c);
         m->be->copy(c, w, n * sizeof *c);
