@@ -149,6 +149,16 @@ Test(engine, stories260K_top_p_sample_matches_llama2c, .timeout = 120) {
     free(want);
 }
 
+/* The first n bytes of a shared text as dir/name; returns its path (out, cap). */
+static void text_head(const char *shared, size_t n, const char *dir, const char *name, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s", dir, name);
+    size_t len;
+    char *all = tu_read(tu_shared(shared), &len);
+    cr_assert(all && len > n, "%s: %zu bytes", shared, len);
+    tu_write(out, all, n);
+    free(all);
+}
+
 /* eval --json on P ranks; returns the parsed object. */
 static json_t *run_eval(int P, const char *model, const char *text, const char *extra) {
     char cmd[8192];
@@ -187,12 +197,7 @@ Test(engine, stories260K_ppl_wikitext2_tokenized, .timeout = 300) { check_ppl("l
 Test(engine, smollm2_eval_vs_transformers_and_ranks, .timeout = 600) {
     const char *dir = tu_tmpdir();
     char text[4200];
-    snprintf(text, sizeof text, "%s/wiki16k.txt", dir);
-    size_t len;
-    char *all = tu_read(tu_shared("llm_assets/text/wikitext2_raw_test.txt"), &len);
-    cr_assert(all && len > 16384);
-    tu_write(text, all, 16384);
-    free(all);
+    text_head("llm_assets/text/wikitext2_raw_test.txt", 16384, dir, "wiki16k.txt", text, sizeof text);
     json_error_t je;
     json_t *meta = json_load_file("tests/golden/smollm2/meta.json", 0, &je);
     json_t *ref = json_object_get(meta, "wikitext_16k_ctx256");
@@ -232,18 +237,14 @@ Test(engine, eval_ref_model_kl_vs_logits, .timeout = 300) {
     snprintf(cmd, sizeof cmd, "%s prune --model %s --out %s --drop-list 2", tu_mpirun(1), teacher, student);
     cr_assert_eq(tu_run(cmd, NULL, &err), 0, "prune: %s", err);
     free(err);
-    snprintf(text, sizeof text, "%s/t.txt", dir);
-    size_t len;
-    char *all = tu_read(tu_shared("llm_assets/text/tinystories_train_first2MiB.txt"), &len);
-    cr_assert(all && len > 4096);
-    tu_write(text, all, 4096);
-    free(all);
+    text_head("llm_assets/text/tinystories_train_first2MiB.txt", 4096, dir, "t.txt", text, sizeof text);
     /* the windows eval scores: the text's tokens without BOS, window w fed as BOS + its first T-1 */
     mf_err e;
     mf_source *src = mf_source_open(teacher, &e);
     cr_assert(src, "%s", e.msg);
     mf_tokenizer *tok = mf_source_load_tokenizer(src, NULL, &e);
     cr_assert(tok, "%s", e.msg);
+    size_t len;
     char *txt = tu_read(text, &len);
     int32_t *ids;
     size_t n;
