@@ -74,15 +74,22 @@ static double finish(const char *op, const double *rl, int T, double norm) {
     return cu_sum_doubles(op, rl, (size_t)T) / norm;
 }
 
+/* loss_ce_kernel over T rows (T > 0): the targets copied to the device, the row losses (device
+ * doubles, scratch) returned; dlogits NULL: no gradient */
+static double *ce_rows(const char *op, const float *logits, const int32_t *targets, int T, int V, double norm,
+                       float *dlogits) {
+    int32_t *y = (int32_t *)mf_cuda_scratch(MF_CS_IDS, (size_t)T * sizeof *y);
+    mf_cuda_to_dev(op, y, targets, (size_t)T * sizeof *y);
+    double *rl = (double *)mf_cuda_scratch(MF_CS_B, (size_t)T * sizeof *rl);
+    loss_ce_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(rl, dlogits, logits, y, V, norm);
+    CUDA_LAUNCHED(op);
+    return rl;
+}
+
 /* cpu.c cpu_nll: the cross-entropy rows without the gradient; T doubles come back */
 void mf_cuda_nll(const float *logits, const int32_t *targets, int T, int V, double *nll) {
     if (T <= 0) return;
-    int32_t *y = (int32_t *)mf_cuda_scratch(MF_CS_IDS, (size_t)T * sizeof *y);
-    mf_cuda_to_dev("nll", y, targets, (size_t)T * sizeof *y);
-    double *rl = (double *)mf_cuda_scratch(MF_CS_B, (size_t)T * sizeof *rl);
-    loss_ce_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(rl, NULL, logits, y, V, 1.0);
-    CUDA_LAUNCHED("nll");
-    mf_cuda_to_host("nll", nll, rl, (size_t)T * sizeof *rl);
+    mf_cuda_to_host("nll", nll, ce_rows("nll", logits, targets, T, V, 1.0, NULL), (size_t)T * sizeof *nll);
 }
 
 double mf_cuda_loss_ce(const float *logits, const int32_t *targets, int T, int V, double norm, float *dlogits) {
@@ -90,12 +97,7 @@ double mf_cuda_loss_ce(const float *logits, const int32_t *targets, int T, int V
     for (int t = 0; t < T; t++) cnt += targets[t] >= 0 && targets[t] < V;
     if (norm <= 0) norm = cnt > 0 ? cnt : 1;
     if (T <= 0) return 0.0;
-    int32_t *y = (int32_t *)mf_cuda_scratch(MF_CS_IDS, (size_t)T * sizeof *y);
-    mf_cuda_to_dev("loss_ce", y, targets, (size_t)T * sizeof *y);
-    double *rl = (double *)mf_cuda_scratch(MF_CS_B, (size_t)T * sizeof *rl);
-    loss_ce_kernel<<<T, MF_BLOCK, 0, cu_stream()>>>(rl, dlogits, logits, y, V, norm);
-    CUDA_LAUNCHED("loss_ce");
-    return finish("loss_ce", rl, T, norm);
+    return finish("loss_ce", ce_rows("loss_ce", logits, targets, T, V, norm, dlogits), T, norm);
 }
 
 /* ------------------------------------------------------------------- KL */

@@ -214,7 +214,7 @@ int mf_cmd_plan(int argc, char **argv) {
         {"partition", MF_OPT_STR, &o.partition, "joint (default: teacher layers with their student layers) or separate", 0},
         {"weights", MF_OPT_STR, &o.weights, "frozen (teacher, eval) weights held as bf16 or f32 (default: bf16 for a half-precision file, else f32)", 0},
         {"teacher-dtype", MF_OPT_STR, &o.teacher_dtype, "the teacher's (eval: the model's) file: bf16 (default), f16, f32, q8_0, q4_1, q4_0", 0},
-        {"teacher-file-gb", MF_OPT_FLOAT, &o.teacher_file_gb, "the teacher's file size in GB (overrides --teacher-dtype; cpu maps)", 0},
+        {"teacher-file-gb", MF_OPT_FLOAT, &o.teacher_file_gb, "the teacher's file size in GB (overrides --teacher-dtype; sets the default --weights)", 0},
         {"teacher-topk", MF_OPT_INT, &o.topk, "distill --teacher-topk K: the teacher's top-K logits from the cache, no teacher forward", 0},
         {"json", MF_OPT_FLAG, &o.json, "print one JSON object", 0},
     };

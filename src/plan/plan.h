@@ -142,8 +142,9 @@ double mf_plan_layer_act_bytes(const mf_config *c, double T, int recompute); /* 
 double mf_plan_state_bytes(const mf_config *c, int layers, int last, double T, int ctx); /* one mf_state */
 double mf_plan_layer_fwd_flops(const mf_config *c, int seq); /* per token, one layer, causal attention averaged */
 
-/* Whether a file of file_bytes a parameter is used in place when held at held_bytes a parameter
- * (within 1 %: --teacher-file-gb counts the headers), so its mapped pages are no second copy. */
+/* Whether a file of file_bytes a parameter is the weights held at held_bytes a parameter (within
+ * 1 %: --teacher-file-gb counts the headers): the CLI's default held precision (a bf16/f16 file
+ * is held in it, in place; any other is converted to float32). */
 int mf_plan_used_in_place(double file_bytes, double held_bytes);
 
 #endif
